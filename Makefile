@@ -1,0 +1,35 @@
+# Set-up and everyday commands. `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# albumentations checks PyPI for updates on import; wandb must never wait for a network.
+export NO_ALBUMENTATIONS_UPDATE := 1
+export JSONARGPARSE_DEPRECATION_WARNINGS := off
+
+.PHONY: install demo test lint clean
+
+install: $(VENV)/.installed
+
+# torch==2.13.0 first and by itself: with it installed, `pip install -e .` keeps it (a fresh resolve of
+# `torch>=2.3` would pull a multi-GB CUDA build). constraints.txt pins the known-good set.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -c "import torch, lightning; print('torch', torch.__version__, '| lightning', lightning.__version__)"
+	touch $@
+
+demo: install
+	$(BIN)/amlit fit --config configs/demo.yaml
+	$(BIN)/amlit test --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/last.ckpt
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs data/synthetic .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from amlit.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""``amlit`` command line: LightningCLI subcommands fit / validate / test / predict.
+
+The typed ``__init__`` signatures of the model and data classes are the configuration schema; ``num_classes`` is
+linked from the data module (computed after overlap removal) to the model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI on import otherwise
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from amlit.errors import UserInputError
+from amlit.module import FaceVerificationModule
+
+# Flipping and normalizing on the device is deliberate (DESIGN: batches stay uint8 until they are on the device).
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
+
+
+class AmlitCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+
+def run_cli(args: list[str] | None = None) -> AmlitCLI:
+    """Build and run the CLI; ``args`` replaces ``sys.argv[1:]`` (in-process use, e.g. tests)."""
+    return AmlitCLI(
+        FaceVerificationModule,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the module owns the paper's SGD + step schedule
+        args=args,
+    )
+
+
+def find_user_error(error: BaseException | None) -> UserInputError | None:
+    """The ``UserInputError`` behind ``error``, if any (jsonargparse wraps errors raised while instantiating)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserInputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def main() -> None:
+    """Entry point of the ``amlit`` console script: user errors print one message and exit with status 2."""
+    try:
+        run_cli()
+    except Exception as error:
+        user_error = find_user_error(error)
+        if user_error is None:
+            raise
+        print(f"amlit: error: {user_error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Errors caused by the user's input (paths, files, settings), not by a bug.
+
+``amlit`` prints these as one clear message (what, where, what to do) instead of a traceback.
+They subclass the matching built-in exception, so callers can still catch ``FileNotFoundError``/``ValueError``.
+"""
+
+
+class UserInputError(Exception):
+    """Base class: the message alone tells the user what is wrong and what to do."""
+
+
+class MissingDataError(UserInputError, FileNotFoundError):
+    """A configured data path does not exist."""
+
+
+class BadDataError(UserInputError, ValueError):
+    """A data file or folder exists but does not have the expected form."""
+
+
+class ConfigError(UserInputError, ValueError):
+    """A setting is out of range or inconsistent with another."""

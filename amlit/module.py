@@ -1,0 +1,158 @@
+"""FaceVerificationModule: an injected backbone and margin head, trained and evaluated as in AM-Softmax.
+
+Training (Wang et al. 2018, Sec. 4.1, = SphereFace's solver): SGD, lr 0.1 divided by 10 at 16k, 24k and 28k
+iterations, momentum 0.9, weight decay 5e-4, 30k iterations of global batch 256, mirror augmentation only.
+Biases get twice the learning rate and no weight decay (Caffe ``lr_mult: 2, decay_mult: 0``).
+
+Testing: the feature of a face is ``embedding(image) + embedding(mirror)``, L2-normalized, compared by cosine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from amlit import keys
+from amlit.eval.metrics import EmbeddingCollector
+from amlit.heads import MarginHead
+
+
+class FaceVerificationModule(L.LightningModule):
+    """Backbone + margin head.
+
+    Args:
+        backbone: image batch (B, 3, H, W) -> embedding (B, D); must expose ``embedding_dim``.
+        head: builds the margin head from ``(embedding_dim, num_classes)``, e.g. ``amlit.heads.AMSoftmax`` with
+            its ``margin`` and ``scale``.
+        num_classes: training identities (linked from the data module by the CLI).
+        learning_rate, momentum, weight_decay: SGD settings (paper: 0.1, 0.9, 5e-4).
+        lr_milestones: optimizer steps at which the learning rate is multiplied by ``lr_gamma``.
+        bias_lr_factor: learning-rate multiplier of biases, which get no weight decay (Caffe: 2).
+        pixel_mean, pixel_std: input normalization (x - mean) / std on the device (AM-Softmax: 128, 128;
+            SphereFace used mean 127.5).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: Callable[[int, int], MarginHead],
+        num_classes: int,
+        learning_rate: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        lr_milestones: Sequence[int] = (16_000, 24_000, 28_000),
+        lr_gamma: float = 0.1,
+        bias_lr_factor: float = 2.0,
+        pixel_mean: float = 128.0,
+        pixel_std: float = 128.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone", "head"])
+        self.backbone = backbone
+        self.head = head(backbone.embedding_dim, num_classes)
+        self._collectors: list[EmbeddingCollector] = []
+
+    # ---- tensors ----------------------------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 (B, H, W, 3) -> normalized float (B, 3, H, W) in channels_last, on the device; random mirror
+        of half the training batch (the paper's only augmentation)."""
+        images, targets = batch
+        # permute(0, 3, 1, 2) of an NHWC tensor *is* NCHW in channels_last memory layout: no copy needed.
+        x = (images.permute(0, 3, 1, 2).float() - self.hparams.pixel_mean) / self.hparams.pixel_std
+        if self._trainer is not None and self.trainer.training:
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x, targets
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized images (B, 3, H, W) -> raw embeddings (B, D)."""
+        return self.backbone(images)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Test-time feature (B, D) float32: L2-normalize(embedding(x) + embedding(mirror(x)))."""
+        both = self(torch.cat([images, images.flip(-1)]))  # one pass over (2B, 3, H, W)
+        original, mirrored = both.float().chunk(2)
+        return nn.functional.normalize(original + mirrored, dim=1)
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        out = self.head(self(images), labels)
+        with torch.no_grad():
+            target_cosine = out.cosine.gather(1, labels[:, None]).squeeze(1)
+            accuracy = (out.cosine.argmax(dim=1) == labels).float().mean()
+            target_angle = torch.rad2deg(torch.acos(target_cosine.clamp(-1.0, 1.0))).mean()
+        self.log(keys.TRAIN_LOSS, out.loss, prog_bar=True)
+        self.log(keys.TRAIN_ACC, accuracy, prog_bar=True)
+        self.log(keys.TRAIN_TARGET_ANGLE, target_angle)
+        return out.loss
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        biases = [p for name, p in self.named_parameters() if name.endswith(".bias")]
+        others = [p for name, p in self.named_parameters() if not name.endswith(".bias")]
+        optimizer = torch.optim.SGD(
+            [
+                {"params": others, "weight_decay": hp.weight_decay},
+                {"params": biases, "weight_decay": 0.0, "lr": hp.learning_rate * hp.bias_lr_factor},
+            ],
+            lr=hp.learning_rate,
+            momentum=hp.momentum,
+        )
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(hp.lr_milestones), gamma=hp.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ---- evaluation: embed every image of each eval set, then run its protocol ---------------------------------
+    def _eval_sets(self, stage: str):
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "eval_sets"):
+            raise RuntimeError("evaluation needs a data module with eval_sets() (e.g. amlit.data.CasiaDataModule)")
+        return datamodule.eval_sets(stage)
+
+    def _start_eval(self, stage: str) -> None:
+        self._collectors = [EmbeddingCollector(s.num_images).to(self.device) for s in self._eval_sets(stage)]
+
+    def _eval_step(self, batch, dataloader_idx: int) -> None:
+        images, indices = batch
+        self._collectors[dataloader_idx].update(self.embed(images), indices)
+
+    def _finish_eval(self, stage: str) -> None:
+        for eval_set, collector in zip(self._eval_sets(stage), self._collectors, strict=True):
+            features = collector.compute()
+            missing = int(features.isnan().any(dim=1).sum()) if features.numel() else eval_set.num_images
+            if missing and not self.trainer.sanity_checking:
+                rank_zero_warn(
+                    f"{stage}/{eval_set.name}: {missing} of {eval_set.num_images} images were not embedded "
+                    "(limit_*_batches or fast_dev_run?); its metrics use only the pairs with both images"
+                )
+            metrics = eval_set.evaluate(features)
+            for name, value in metrics.items():
+                self.log(keys.eval_key(stage, eval_set.name, name), value, prog_bar=name == "acc")
+        self._collectors = []
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval("val")
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_eval("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval("test")
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_eval("test")
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        images, indices = batch
+        return self.embed(images).cpu(), indices.cpu()

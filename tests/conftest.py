@@ -1,0 +1,35 @@
+"""Shared fixtures: the real protocol files in ../shared/data, and tiny data trees in the real formats."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+from amlit.data.synthetic import SyntheticSpec, generate  # noqa: E402
+
+# Small enough to generate in a second, large enough for 10 identity-disjoint folds.
+TINY_SPEC = SyntheticSpec(
+    train_identities=12, images_per_identity=6, test_identities=20, test_images_per_identity=3, pairs_per_fold=2
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real protocol files not available: {SHARED_DATA} is absent (it sits beside the repo checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_tree(tmp_path_factory) -> Path:
+    """Generated tree holding ``casia/<7-digit id>/<nnn>.jpg`` and ``lfw/<Name>/...`` + ``lfw/pairs.txt``."""
+    return generate(tmp_path_factory.mktemp("synthetic"), TINY_SPEC)

@@ -1,0 +1,101 @@
+"""The shipped configs and the command line, run in-process (a subprocess costs ~7 s of imports each)."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, TINY_SPEC
+
+from amlit.cli import find_user_error, run_cli
+from amlit.errors import ConfigError, MissingDataError
+
+CONFIGS = REPO / "configs"
+
+
+def overrides(config: str, tiny_tree, tmp_path) -> list[str]:
+    """Per shipped config: point the data at tiny generated trees and keep the network CPU-sized."""
+    common = [f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu", "--trainer.devices=1"]
+    if config == "demo.yaml":
+        spec = TINY_SPEC
+        return [
+            *common,
+            f"--data.root={tmp_path / 'synthetic'}",
+            f"--data.train_identities={spec.train_identities}",
+            f"--data.images_per_identity={spec.images_per_identity}",
+            f"--data.test_identities={spec.test_identities}",
+            f"--data.test_images_per_identity={spec.test_images_per_identity}",
+            f"--data.pairs_per_fold={spec.pairs_per_fold}",
+            "--data.val_identities=4",
+            "--data.val_pairs_per_fold=2",
+            "--data.batch_size=8",
+            "--data.num_workers=0",
+        ]
+    if config == "amsoftmax_casia.yaml":
+        return [
+            *common,
+            f"--data.train_root={tiny_tree / 'casia'}",
+            f"--data.lfw_root={tiny_tree / 'lfw'}",
+            f"--data.lfw_pairs={tiny_tree / 'lfw' / 'pairs.txt'}",
+            "--data.exclude_id_lists=[]",
+            "--data.batch_size=4",
+            "--data.eval_batch_size=64",
+            "--data.num_workers=0",
+        ]
+    raise AssertionError(f"configs/{config} is shipped but has no test overrides: add it here")
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_config_fits_and_tests_one_step(config, tiny_tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths of the config (runs/...) land in tmp_path
+    args = ["--config", str(CONFIGS / config), *overrides(config, tiny_tree, tmp_path), "--trainer.fast_dev_run=1"]
+    cli = run_cli(["fit", *args])
+    assert cli.trainer.global_step == 1
+    assert cli.model.head.num_classes == cli.datamodule.num_classes  # linked from the data
+    cli = run_cli(["test", *args])
+    assert cli.trainer.callback_metrics["test/lfw/num_pairs"] > 0
+
+
+def test_dotted_overrides_reach_the_head_and_print_config(tiny_tree, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    cli = run_cli(["fit", *args, "--model.head.margin=0.2", "--model.head.scale=16", "--trainer.fast_dev_run=1"])
+    assert (cli.model.head.margin, cli.model.head.scale) == (0.2, 16.0)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", *args, "--model.head.margin=0.4", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "class_path: amlit.heads.AMSoftmax" in printed and "margin: 0.4" in printed
+
+
+def test_margin_out_of_range_is_a_config_error(tiny_tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    with pytest.raises(ValueError, match="margin") as info:
+        run_cli([*args, "--model.head.margin=1.2"])
+    assert isinstance(find_user_error(info.value), ConfigError)
+    assert "0 <= margin < 1, got 1.2" in str(find_user_error(info.value))
+
+
+def test_paper_config_without_data_names_every_missing_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="data not found") as info:
+        run_cli(["fit", "--config", str(CONFIGS / "amsoftmax_casia.yaml")])
+    error = find_user_error(info.value)
+    assert isinstance(error, MissingDataError)
+    for setting in ("data.train_root", "data.exclude_id_lists", "data.lfw_root", "data.lfw_pairs"):
+        assert setting in str(error)
+
+
+@pytest.mark.slow
+def test_console_script_prints_one_clear_error_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "amlit", "fit", "--config", str(CONFIGS / "amsoftmax_casia.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "amlit: error: data not found" in result.stderr
+    assert "data/CASIA-WebFace-112X96" in result.stderr
+    assert "Traceback" not in result.stderr

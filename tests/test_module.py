@@ -1,0 +1,94 @@
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from amlit.backbones import SphereFace
+from amlit.data import CasiaDataModule
+from amlit.heads import AMSoftmax
+from amlit.module import FaceVerificationModule
+
+
+def make_module(**kwargs) -> FaceVerificationModule:
+    backbone = SphereFace(width_multiplier=0.125, embedding_dim=16)
+    return FaceVerificationModule(backbone=backbone, head=AMSoftmax, num_classes=12, **kwargs)
+
+
+def test_batch_is_normalized_on_the_device_in_channels_last():
+    module = make_module()
+    images = torch.randint(0, 256, (4, 112, 96, 3), dtype=torch.uint8)
+    x, labels = module.on_after_batch_transfer((images, torch.arange(4)), 0)
+    expected = (images.permute(0, 3, 1, 2).double() - 128.0) / 128.0
+    torch.testing.assert_close(x.double(), expected)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert labels.tolist() == [0, 1, 2, 3]
+
+
+def test_training_mirrors_each_image_or_leaves_it():
+    module = make_module()
+    trainer = L.Trainer(logger=False, enable_progress_bar=False)
+    module.trainer = trainer
+    trainer.training = True
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (64, 112, 96, 3), dtype=torch.uint8)
+    x, _ = module.on_after_batch_transfer((images, torch.zeros(64, dtype=torch.long)), 0)
+    plain = (images.permute(0, 3, 1, 2).float() - 128) / 128
+    same = (x == plain).flatten(1).all(1)
+    mirrored = (x == plain.flip(-1)).flatten(1).all(1)
+    assert torch.all(same ^ mirrored)
+    assert 16 < int(mirrored.sum()) < 48  # about half
+
+
+def test_test_feature_is_normalized_sum_of_image_and_mirror():
+    torch.manual_seed(0)
+    module = make_module().eval()
+    images = torch.randn(3, 3, 112, 96)
+    with torch.no_grad():
+        expected = F.normalize(module(images) + module(images.flip(-1)), dim=1)
+    torch.testing.assert_close(module.embed(images), expected, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(module.embed(images).norm(dim=1), torch.ones(3))
+
+
+def test_optimizer_follows_the_caffe_solver():
+    module = make_module()
+    module.trainer = L.Trainer(logger=False)
+    config = module.configure_optimizers()
+    optimizer, schedule = config["optimizer"], config["lr_scheduler"]
+    weights, biases = optimizer.param_groups
+    assert (weights["lr"], weights["weight_decay"], weights["momentum"]) == (0.1, 5e-4, 0.9)
+    assert (biases["lr"], biases["weight_decay"]) == (0.2, 0.0)  # Caffe bias lr_mult 2, decay_mult 0
+    n_bias = sum(1 for name, _ in module.named_parameters() if name.endswith(".bias"))
+    assert len(biases["params"]) == n_bias == 5  # 4 stride-2 convs + fc5; residual convs have none
+    assert any(p is module.head.weight for p in weights["params"])
+    assert schedule["interval"] == "step"
+    lrs = []
+    for _ in range(28_001):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        schedule["scheduler"].step()
+    assert lrs[15_999] == pytest.approx(0.1) and lrs[16_000] == pytest.approx(0.01)
+    assert lrs[24_000] == pytest.approx(1e-3) and lrs[28_000] == pytest.approx(1e-4)
+
+
+def test_a_few_steps_lower_the_loss(tiny_tree):
+    torch.manual_seed(0)
+    dm = CasiaDataModule(tiny_tree / "casia", batch_size=24, num_workers=0)
+    module = make_module(learning_rate=0.05)
+    module.head = AMSoftmax(16, dm.num_classes)
+    losses = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    trainer = L.Trainer(
+        max_steps=45,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Record()],
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=dm)
+    assert len(losses) == 45
+    assert sum(losses[-9:]) / 9 < sum(losses[:9]) / 9 - 0.3
