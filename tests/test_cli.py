@@ -99,3 +99,22 @@ def test_console_script_prints_one_clear_error_without_traceback(tmp_path):
     assert "amlit: error: data not found" in result.stderr
     assert "data/CASIA-WebFace-112X96" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_predict_writes_the_embeddings_file(tiny_tree, tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    cli = run_cli(["predict", *args, "--data.eval_batch_size=16"])
+    saved = np.load(tmp_path / "runs" / "demo" / "embeddings.npz")
+    (loader,) = cli.trainer.predict_dataloaders
+    assert saved["names"].tolist() == loader.dataset.files
+    assert saved["features"].shape == (len(loader.dataset), 128)
+    np.testing.assert_allclose(np.linalg.norm(saved["features"], axis=1), 1.0, rtol=1e-5)
+    images, indices = next(iter(loader))
+    x, _ = cli.model.on_after_batch_transfer((images, indices), 0)
+    expected = cli.model.eval().embed(x)
+    np.testing.assert_allclose(saved["features"][indices.numpy()], expected.numpy(), rtol=1e-4, atol=1e-5)
+    assert torch.all(indices == torch.arange(len(indices)))

@@ -1,0 +1,226 @@
+"""CASIA-WebFace as a LightningDataModule: identity table, overlap removal, held-out validation identities, LFW.
+
+Training tree (data_facts §2): ``<train_root>/<identity>/<image>.jpg``, faces already aligned to ``image_size``
+(112x96 as SphereFace/AM-Softmax, or 112x112 insightface crops). Identity folders are CASIA's 7-digit ids.
+Labels are 0..C-1 in sorted identity order after removing the excluded and the held-out identities; ``num_classes``
+is known as soon as the module is constructed, so the CLI can link it to the model.
+
+Batches are ``(uint8 images (B, H, W, 3), int64 targets (B,))``; ``batch_size`` is the *global* batch (the paper's
+256), split evenly over the devices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+
+from amlit.data.images import IMAGE_EXTENSIONS, ImageFiles
+from amlit.data.overlap import assign_labels, read_id_list, remove_identities
+from amlit.data.pairs import PairList, fold_pairs_to_list, read_lfw_pairs, sample_fold_pairs
+from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.eval.evalset import EvalSet
+from amlit.eval.verification import pair_verification_metrics
+
+
+def scan_identity_tree(root: str | Path) -> pd.DataFrame:
+    """Image table of a ``<root>/<identity>/<image>`` tree: columns ``identity``, ``path`` (relative to root).
+
+    Fails with the offending folders named when the root is missing, holds no identity folders, or has
+    identity folders without images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise MissingDataError(
+            f"training data folder {root} does not exist: expected a tree <root>/<identity id>/<image>.jpg of "
+            "aligned faces (e.g. CASIA-WebFace aligned to 112x96); set data.train_root to it"
+        )
+    rows, empty = [], []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        images = sorted(f.name for f in os.scandir(entry.path) if f.name.lower().endswith(IMAGE_EXTENSIONS))
+        if not images:
+            empty.append(entry.path)
+        rows += [(entry.name, f"{entry.name}/{name}") for name in images]
+    if empty:
+        listed = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise BadDataError(
+            f"{len(empty)} identity folder(s) under {root} contain no images ({', '.join(IMAGE_EXTENSIONS)}): "
+            f"{listed}; remove them or add their images"
+        )
+    if not rows:
+        raise BadDataError(f"{root} contains no identity folders with images: expected <root>/<identity>/<image>.jpg")
+    return pd.DataFrame(rows, columns=["identity", "path"])
+
+
+def _require_paths(paths: list[tuple[Path, str, str]]) -> None:
+    """Fail once, naming every configured path that does not exist: (path, setting, what it should be)."""
+    missing = [f"  {setting}: {path} (expected: {what})" for path, setting, what in paths if not path.exists()]
+    if missing:
+        raise MissingDataError(
+            "data not found:\n" + "\n".join(missing) + "\nPrepare the data as in the README ('Data') or point "
+            "the settings to it, e.g. --data.train_root=/path/to/CASIA-WebFace-112X96"
+        )
+
+
+def held_out_pairs(table: pd.DataFrame, pairs_per_fold: int, seed: int) -> PairList:
+    """LFW-style pairs among held-out identities (``table``: identity, path): 10 identity-disjoint folds, or
+    fewer when there are fewer than 20 identities (a fold needs two identities for its mismatched pairs)."""
+    files = {identity: list(group["path"]) for identity, group in table.groupby("identity", sort=True)}
+    numbered = {identity: list(range(len(paths))) for identity, paths in files.items()}
+    num_folds = min(10, len(files) // 2)
+    folds = sample_fold_pairs(numbered, num_folds, pairs_per_fold, rng=np.random.default_rng(seed))
+    return fold_pairs_to_list(folds, lambda identity, number: files[identity][number])
+
+
+class CasiaDataModule(L.LightningDataModule):
+    """CASIA-WebFace (or any identity-folder tree of aligned faces) for training, LFW pairs for testing.
+
+    Args:
+        train_root: aligned training tree ``<identity>/<image>``.
+        lfw_root: aligned LFW tree ``<Name>/<Name>_<%04d>.jpg`` (needed by ``test``).
+        lfw_pairs: LFW ``pairs.txt`` (View 2: 10 folds of 300 matched + 300 mismatched pairs).
+        exclude_id_lists: files of identity ids to remove (one 7-digit id per line); the paper removes 59
+            (17 overlapping LFW + 42 overlapping MegaFace/FaceScrub) -> 10,516 classes.
+        val_identities: training identities held out to build verification pairs for ``val`` during fit
+            (model selection never looks at LFW); 10 folds from 20 identities on, fewer below. 0 disables.
+        val_pairs_per_fold: matched (and as many mismatched) held-out pairs per fold, 10 folds.
+        image_size: (H, W) of the aligned crops.
+        batch_size: global training batch, divided by the number of devices.
+        eval_batch_size: per-device batch for embedding evaluation images.
+        num_workers: DataLoader worker processes per device.
+        seed: seed of the held-out identity choice and the validation pairs.
+    """
+
+    def __init__(
+        self,
+        train_root: str | Path,
+        lfw_root: str | Path | None = None,
+        lfw_pairs: str | Path | None = None,
+        exclude_id_lists: Sequence[str | Path] = (),
+        val_identities: int = 0,
+        val_pairs_per_fold: int = 100,
+        image_size: tuple[int, int] = (112, 96),
+        batch_size: int = 256,
+        eval_batch_size: int = 256,
+        num_workers: int = 4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError(f"batch sizes must be >= 1, got batch_size={batch_size}, eval={eval_batch_size}")
+        if (lfw_root is None) != (lfw_pairs is None):
+            raise ConfigError("set both data.lfw_root and data.lfw_pairs for LFW testing, or neither")
+        _require_paths(
+            [
+                (Path(train_root), "data.train_root", "aligned training tree <identity id>/<image>.jpg"),
+                *[(Path(p), "data.exclude_id_lists", "identity exclusion list") for p in exclude_id_lists],
+                *([(Path(lfw_root), "data.lfw_root", "aligned LFW tree <Name>/<Name>_0001.jpg")] if lfw_root else []),
+                *([(Path(lfw_pairs), "data.lfw_pairs", "LFW pairs.txt")] if lfw_pairs else []),
+            ]
+        )
+        self.train_root = Path(train_root)
+        self.lfw_root = Path(lfw_root) if lfw_root is not None else None
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+
+        table = scan_identity_tree(self.train_root)
+        identities = table["identity"].nunique()
+        excluded = [i for path in exclude_id_lists for i in read_id_list(path)]
+        table, removed, absent = remove_identities(table, excluded)
+        report = f"{self.train_root}: {identities} identities, {len(table)} images"
+        if exclude_id_lists:
+            report += f"; removed {len(removed)} listed identities ({', '.join(map(str, exclude_id_lists))})"
+            if absent:
+                report += f"; {len(absent)} listed ids are not in the data: {', '.join(absent[:10])}"
+
+        self.val_pairs: PairList | None = None
+        if val_identities > 0:
+            remaining = sorted(table["identity"].unique())
+            if not 4 <= val_identities <= len(remaining) - 2:
+                raise ConfigError(
+                    f"val_identities={val_identities}: hold out at least 4 identities (two folds of two) and leave "
+                    f"at least 2 of the {len(remaining)} for training, or set 0 to disable validation"
+                )
+            held_out = set(np.random.default_rng(seed).choice(remaining, val_identities, replace=False))
+            is_val = table["identity"].isin(held_out)
+            self.val_table = table[is_val].reset_index(drop=True)
+            self.val_pairs = held_out_pairs(self.val_table, val_pairs_per_fold, seed)
+            table = table[~is_val].reset_index(drop=True)
+            report += f"; {val_identities} identities held out for validation ({len(self.val_pairs)} pairs)"
+        self.train_table = assign_labels(table)
+        self.num_classes = int(self.train_table["label"].max()) + 1
+        self.removed_identities = removed
+        report += f" -> {self.num_classes} training classes, {len(self.train_table)} training images"
+        rank_zero_info(report)
+
+        self.lfw: PairList | None = None
+        if self.lfw_root is not None:
+            self.lfw = read_lfw_pairs(lfw_pairs)
+            missing = [p for p in self.lfw.images if not (self.lfw_root / p).is_file()]
+            if missing:
+                raise MissingDataError(
+                    f"{len(missing)} of the {len(self.lfw.images)} images named by {lfw_pairs} are not under "
+                    f"{self.lfw_root}, e.g. {', '.join(missing[:3])}"
+                )
+
+    # ---- datasets -------------------------------------------------------------------------------------------
+    def _per_device_batch(self) -> int:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise ConfigError(f"global batch_size={self.batch_size} is not divisible by {world} devices")
+        return self.batch_size // world
+
+    def _pair_set(self, name: str, root: Path, pairs: PairList) -> EvalSet:
+        dataset = ImageFiles(root, pairs.images, range(len(pairs.images)), self.image_size)
+        return EvalSet(name, dataset, len(pairs.images), partial(pair_verification_metrics, pairs=pairs))
+
+    def eval_sets(self, stage: str) -> list[EvalSet]:
+        """Evaluation sets of a stage: ``"val"`` (held-out training identities) or ``"test"`` (LFW)."""
+        if stage == "val":
+            return [self._pair_set("heldout", self.train_root, self.val_pairs)] if self.val_pairs else []
+        if stage == "test":
+            if self.lfw is None:
+                raise ConfigError("no test set configured: set data.lfw_root and data.lfw_pairs")
+            return [self._pair_set("lfw", self.lfw_root, self.lfw)]
+        raise ValueError(f"unknown evaluation stage {stage!r}")
+
+    # ---- loaders --------------------------------------------------------------------------------------------
+    def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,  # the paper trains on full batches of 256
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        table = self.train_table
+        dataset = ImageFiles(self.train_root, table["path"], table["label"], self.image_size)
+        batch = self._per_device_batch()
+        if len(dataset) < batch:
+            raise ConfigError(f"{len(dataset)} training images are fewer than one per-device batch of {batch}")
+        return self._loader(dataset, batch, train=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(s.dataset, self.eval_batch_size, train=False) for s in self.eval_sets("val")]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(s.dataset, self.eval_batch_size, train=False) for s in self.eval_sets("test")]
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return self.test_dataloader()

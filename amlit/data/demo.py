@@ -1,0 +1,52 @@
+"""The embedded default data set: generated faces (``synthetic.py``) read through ``CasiaDataModule``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amlit.data.casia import CasiaDataModule
+from amlit.data.synthetic import SyntheticSpec, generate
+
+
+class SyntheticFacesDataModule(CasiaDataModule):
+    """Generates (once, cached under ``root``) a CASIA-layout training tree and an LFW-layout test tree with
+    ``pairs.txt``, then behaves exactly as ``CasiaDataModule`` on them.
+
+    Args:
+        root: cache folder for generated trees (one sub-folder per parameter set).
+        train_identities, images_per_identity: size of the training tree.
+        test_identities, test_images_per_identity, pairs_per_fold: size of the LFW-style test set (10 folds).
+        data_seed: seed of the generator.
+        image_size: (H, W) of the crops.
+        **kwargs: the remaining ``CasiaDataModule`` arguments (batch_size, val_identities, ...).
+    """
+
+    def __init__(
+        self,
+        root: str | Path = "data/synthetic",
+        train_identities: int = 200,
+        images_per_identity: int = 24,
+        test_identities: int = 120,
+        test_images_per_identity: int = 6,
+        pairs_per_fold: int = 60,
+        data_seed: int = 0,
+        image_size: tuple[int, int] = (112, 96),
+        **kwargs,
+    ) -> None:
+        spec = SyntheticSpec(
+            train_identities=train_identities,
+            images_per_identity=images_per_identity,
+            test_identities=test_identities,
+            test_images_per_identity=test_images_per_identity,
+            pairs_per_fold=pairs_per_fold,
+            image_size=(int(image_size[0]), int(image_size[1])),
+            seed=data_seed,
+        )
+        tree = generate(root, spec)
+        super().__init__(
+            train_root=tree / "casia",
+            lfw_root=tree / "lfw",
+            lfw_pairs=tree / "lfw" / "pairs.txt",
+            image_size=image_size,
+            **kwargs,
+        )

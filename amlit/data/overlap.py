@@ -1,0 +1,58 @@
+"""Identity-overlap removal between a training set and the test sets (pure functions on pandas tables).
+
+AM-Softmax (Wang et al. 2018, Sec. 4.2) removes the 59 CASIA-WebFace identities that also appear in LFW (17) or
+MegaFace set 1 / FaceScrub (42), leaving 10,516 classes; SphereFace removes 3 (10,572). The lists are files the
+user passes: one 7-digit CASIA id per line, ``#`` starts a comment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from amlit.errors import BadDataError, MissingDataError
+
+_ID_PATTERN = re.compile(r"^\d{7}$")
+
+
+def read_id_list(path: str | Path) -> list[str]:
+    """Read an exclusion list: one 7-digit identity id per line; blank lines and ``#`` comments are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(
+            f"identity exclusion list {path} does not exist: expected a text file with one 7-digit CASIA id "
+            "per line (e.g. casia_remove_59_ids.txt)"
+        )
+    ids: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        if not _ID_PATTERN.match(entry):
+            raise BadDataError(f"{path}:{number}: expected a 7-digit identity id such as 0000045, got {entry!r}")
+        ids.append(entry)
+    return ids
+
+
+def remove_identities(table: pd.DataFrame, ids: Iterable[str]) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Drop every image of the listed identities from an image table with an ``identity`` column.
+
+    Returns ``(kept, removed, absent)``: the remaining rows, the listed ids that were present (sorted) and the
+    listed ids that the table does not contain (sorted; a mismatch worth reporting, not an error).
+    """
+    wanted = set(ids)
+    present = set(table["identity"].unique())
+    removed = sorted(wanted & present)
+    absent = sorted(wanted - present)
+    kept = table[~table["identity"].isin(wanted)].reset_index(drop=True)
+    return kept, removed, absent
+
+
+def assign_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """Add a contiguous ``label`` column 0..C-1 in sorted identity order (the order of a sorted folder listing)."""
+    identities = sorted(table["identity"].unique())
+    label_of = {identity: label for label, identity in enumerate(identities)}
+    return table.assign(label=table["identity"].map(label_of).astype("int64"))

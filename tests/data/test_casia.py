@@ -1,0 +1,92 @@
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from amlit.data import CasiaDataModule
+from amlit.data.images import ImageFiles
+from amlit.errors import BadDataError, ConfigError, MissingDataError
+
+
+def _copy(tree, tmp_path):
+    return shutil.copytree(tree / "casia", tmp_path / "casia")
+
+
+def test_identity_table_labels_and_exclusion(tiny_tree, tmp_path):
+    identities = sorted(p.name for p in (tiny_tree / "casia").iterdir() if p.is_dir())
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text(f"# two of ours and one that is not there\n{identities[0]}\n{identities[5]}\n9999999\n")
+    dm = CasiaDataModule(tiny_tree / "casia", exclude_id_lists=[exclude], batch_size=4)
+    assert dm.num_classes == 10
+    assert dm.removed_identities == [identities[0], identities[5]]
+    assert set(dm.train_table["label"]) == set(range(10))
+    assert len(dm.train_table) == 10 * 6
+    # Labels follow sorted identity order.
+    first = dm.train_table.sort_values("identity").drop_duplicates("identity")
+    assert first["label"].tolist() == list(range(10))
+
+
+def test_held_out_identities_are_not_trained_on(tiny_tree):
+    dm = CasiaDataModule(tiny_tree / "casia", val_identities=4, val_pairs_per_fold=3, batch_size=4)
+    assert dm.num_classes == 8
+    held_out = set(dm.val_table["identity"])
+    assert len(held_out) == 4 and not held_out & set(dm.train_table["identity"])
+    (val_set,) = dm.eval_sets("val")
+    assert val_set.name == "heldout"
+    assert dm.val_pairs.num_folds == 2 and len(dm.val_pairs) == 2 * 2 * 3
+    with pytest.raises(ConfigError, match="val_identities=2: hold out at least 4"):
+        CasiaDataModule(tiny_tree / "casia", val_identities=2)
+    assert dm.eval_sets("val")[0].num_images == len(dm.val_pairs.images)
+
+
+def test_batches_are_uint8_nhwc_with_int64_targets(tiny_tree):
+    dm = CasiaDataModule(
+        tiny_tree / "casia", tiny_tree / "lfw", tiny_tree / "lfw" / "pairs.txt", batch_size=8, num_workers=0
+    )
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (8, 112, 96, 3) and images.dtype == torch.uint8
+    assert labels.dtype == torch.int64
+    (lfw,) = dm.eval_sets("test")
+    images, indices = next(iter(dm.test_dataloader()[0]))
+    assert indices.tolist() == list(range(len(indices)))
+    # The loader returns RGB pixels exactly as decoded from the file.
+    decoded = cv2.cvtColor(cv2.imread(str(tiny_tree / "lfw" / lfw.dataset.files[0])), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(images[0].numpy(), decoded)
+
+
+def test_missing_root_is_explained(tmp_path):
+    with pytest.raises(MissingDataError, match=r"(?s)data.train_root: .*nowhere.*data.lfw_pairs: .*pairs.txt"):
+        CasiaDataModule(tmp_path / "nowhere", tmp_path / "lfw", tmp_path / "pairs.txt")
+
+
+def test_empty_identity_folder_is_named(tiny_tree, tmp_path):
+    root = _copy(tiny_tree, tmp_path)
+    (root / "0000001").mkdir()
+    with pytest.raises(BadDataError, match=r"1 identity folder\(s\) under .* contain no images.*0000001"):
+        CasiaDataModule(root)
+
+
+def test_missing_lfw_images_and_half_configured_lfw(tiny_tree, tmp_path):
+    lfw = shutil.copytree(tiny_tree / "lfw", tmp_path / "lfw")
+    victim = CasiaDataModule(tiny_tree / "casia", lfw, lfw / "pairs.txt").lfw.images[0]
+    (lfw / victim).unlink()
+    with pytest.raises(MissingDataError, match=r"1 of the \d+ images named by .*pairs.txt are not under"):
+        CasiaDataModule(tiny_tree / "casia", lfw, lfw / "pairs.txt")
+    with pytest.raises(ConfigError, match="set both data.lfw_root and data.lfw_pairs"):
+        CasiaDataModule(tiny_tree / "casia", lfw_root=lfw)
+    with pytest.raises(ConfigError, match="no test set configured"):
+        CasiaDataModule(tiny_tree / "casia").eval_sets("test")
+
+
+def test_wrong_size_and_corrupt_images_name_the_file(tiny_tree, tmp_path):
+    root = _copy(tiny_tree, tmp_path)
+    identity = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    cv2.imwrite(str(identity / "001.jpg"), np.zeros((250, 250, 3), np.uint8))
+    (identity / "002.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    dataset = ImageFiles(root, [f"{identity.name}/001.jpg", f"{identity.name}/002.jpg"], [0, 0], (112, 96))
+    with pytest.raises(BadDataError, match=r"001.jpg is 250x250 \(HxW\) but the data is configured for 112x96"):
+        dataset[0]
+    with pytest.raises(BadDataError, match=r"cannot decode image .*002.jpg"):
+        dataset[1]

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from amlit.data.pairs import parse_lfw_pairs, read_lfw_pairs, sample_fold_pairs, write_lfw_pairs
+from amlit.errors import BadDataError, MissingDataError
+
+
+def test_real_lfw_pairs_parse_into_ten_folds_of_300_plus_300(shared_data):
+    pairs = read_lfw_pairs(shared_data / "lfw" / "pairs.txt")
+    assert len(pairs) == 6000
+    assert pairs.num_folds == 10
+    for k in range(10):
+        in_fold = pairs.fold == k
+        assert in_fold.sum() == 600
+        assert pairs.issame[in_fold].sum() == 300
+        # Within a fold the 300 matched pairs come first, as in the file.
+        assert pairs.issame[in_fold][:300].all() and not pairs.issame[in_fold][300:].any()
+    assert len(pairs.images) == 7701  # distinct images (data_facts §3)
+    assert {p.split("/")[0] for p in pairs.images}.__len__() == 4281  # distinct people
+    first = pairs.images[pairs.left[0]], pairs.images[pairs.right[0]]
+    assert first == ("Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg")
+
+
+def test_write_then_read_round_trip(tmp_path):
+    folds = sample_fold_pairs({f"P{i}": [1, 2, 3] for i in range(20)}, 10, 2, np.random.default_rng(0))
+    write_lfw_pairs(tmp_path / "pairs.txt", folds)
+    assert (tmp_path / "pairs.txt").read_text().splitlines()[0] == "10\t2"
+    assert parse_lfw_pairs(tmp_path / "pairs.txt") == [
+        ([tuple(p) for p in matched], [tuple(p) for p in mismatched]) for matched, mismatched in folds
+    ]
+    pairs = read_lfw_pairs(tmp_path / "pairs.txt")
+    assert len(pairs) == 40 and pairs.issame.sum() == 20
+    # Folds are identity-disjoint, as LFW View 2.
+    names = [{p.split("/")[0] for p in np.array(pairs.images)[np.r_[pairs.left, pairs.right][np.r_[pairs.fold,
+             pairs.fold] == k]]} for k in range(10)]
+    assert all(not (names[a] & names[b]) for a in range(10) for b in range(a + 1, 10))
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("2\t1\nA\t1\t2\nA\t1\tB\t2\nC\t1\t2\nC\t1\n", r"pairs.txt:5: expected a mismatched pair 'Name1 i Name2 j'"),
+        ("2\t1\nA\t1\t2\nA\t1\tB\t2\nC\t1\tD\t2\nC\t1\tD\t2\n", r"pairs.txt:4: expected a matched pair"),
+        ("2\t1\nA\t1\tx\nA\t1\tB\t2\nC\t1\t2\nC\t1\tD\t2\n", r"pairs.txt:2: an image number must be an integer"),
+        ("2\t1\nA\t1\t2\nA\t1\tB\t2\n", r"promises 2 folds x \(2 x 1\) = 4 pairs, but the file has 2"),
+        ("ten\t300\n", r"pairs.txt:1: the number of folds must be an integer"),
+        ("10 300 5\n", r"pairs.txt:1: expected a header"),
+        ("", r"pairs.txt:1: empty file"),
+    ],
+)
+def test_malformed_pairs_name_file_and_line(tmp_path, body, match):
+    path = tmp_path / "pairs.txt"
+    path.write_text(body)
+    with pytest.raises(BadDataError, match=match):
+        read_lfw_pairs(path)
+
+
+def test_missing_pairs_file(tmp_path):
+    with pytest.raises(MissingDataError, match=r"nope.txt does not exist"):
+        read_lfw_pairs(tmp_path / "nope.txt")
