@@ -39,3 +39,29 @@ def test_remove_and_relabel():
     assert removed == ["0000002"] and absent == ["0000009"]
     labelled = assign_labels(kept)
     assert labelled["label"].tolist() == [1, 0, 0]  # contiguous, in sorted identity order
+
+
+def test_name_matching_finds_exactly_the_42_facescrub_ids(shared_data):
+    from amlit.data.overlap import match_names, read_id_name_list
+
+    id_names = read_id_name_list(shared_data / "casia" / "webface_id_name_list.txt")
+    assert len(id_names) == 10_575
+    facescrub = (shared_data / "megaface" / "facescrub_set1_names_80.txt").read_text(encoding="utf-8").split("\n")
+    facescrub = [n for n in facescrub if n.strip() and not n.startswith("#")]
+    assert len(facescrub) == 80
+    expected = pd.read_csv(shared_data / "overlap" / "webface_facescrub_overlap_42.csv", comment="#", dtype=str)
+    found = match_names(id_names, facescrub)
+    assert sorted(found["identity"]) == sorted(expected.iloc[:, 0].str.strip())
+    assert len(found) == 42
+    # LFW: only 6 names match exactly (the paper's 17 needed fuzzy matching and review).
+    lfw = [line.split("\t")[0] for line in (shared_data / "lfw" / "lfw-names.txt").read_text().splitlines()]
+    assert len(match_names(id_names, lfw)) == 6
+
+
+def test_name_list_errors_name_the_line(tmp_path):
+    from amlit.data.overlap import read_id_name_list
+
+    path = tmp_path / "names.txt"
+    path.write_text("0000045 Bruce_Lee\nBruce_Lee 0000045\n")
+    with pytest.raises(BadDataError, match=r"names.txt:2: expected '<7-digit id> <Name>'"):
+        read_id_name_list(path)
