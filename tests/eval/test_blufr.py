@@ -19,6 +19,7 @@ from amlit.eval.blufr import (
     false_alarm_counts,
     open_set_identification,
     read_blufr_config,
+    roc_thresholds,
     verification_rates,
 )
 
@@ -132,6 +133,14 @@ def test_zero_far_threshold_when_no_genuine_beats_the_top_impostor():
     score, labels = planted([0.8 + SQRT_EPS, 0.5, 0.3], [0.8, *IMP[1:]])
     # some genuine above imp(1): tau = midpoint -> 1 passes
     assert float(verification_rates(score, labels, [0.0])[0]) == pytest.approx(1 / 3)
+
+
+def test_zero_far_threshold_is_midway_to_the_lowest_higher_genuine():
+    genuine = torch.tensor([0.9, 0.85, 0.3, 0.82], dtype=torch.float64)
+    top = torch.tensor([0.8, 0.5], dtype=torch.float64)
+    thresholds = roc_thresholds(genuine, top, min_impostor=0.4, num_impostors=10, false_alarms=[0, 1, 2, 10])
+    expected = [(0.8 + 0.82) / 2, 0.8, 0.5, 0.3 - SQRT_EPS]
+    np.testing.assert_allclose(thresholds.numpy(), expected, rtol=0, atol=1e-15)
 
 
 def test_one_far_threshold_below_the_lowest_genuine():
@@ -260,7 +269,9 @@ def fake_config() -> BlufrConfig:
 
 def test_evaluate_blufr_summary():
     config = fake_config()
-    features = unit(90, 3, seed=15)
+    # subject centres + noise: genuine scores are high but overlap impostors, so the measures vary across trials
+    noise = 0.5 * unit(90, 8, seed=15)
+    features = torch.nn.functional.normalize(unit(30, 8, seed=18)[torch.as_tensor(config.labels - 1)] + noise, dim=1)
     order = np.random.default_rng(16).permutation(90)  # features given in another order, names with folders
     names = [f"{config.image_list[i][:10]}/{config.image_list[i]}" for i in order]
     result = evaluate_blufr((names, features[order]), config, chunk=17)
@@ -277,6 +288,7 @@ def test_evaluate_blufr_summary():
                 per_trial.append(eval_roc_np(x[test] @ x[test].T, labels[test], [far])[0])
             else:
                 per_trial.append(open_set_np(x[gal] @ x[prob].T, labels[gal], labels[prob], 0.01, 1))
+        assert len(set(per_trial)) > 1, f"{key} is the same in every trial: the std would not be tested"
         mean = sum(per_trial) / 3
         std = math.sqrt(sum((v - mean) ** 2 for v in per_trial) / 2)
         assert result[f"{key}_mean"] == pytest.approx(mean)
