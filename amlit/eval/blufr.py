@@ -1,0 +1,349 @@
+"""BLUFR on LFW (Liao, Lei, Yi, Li, IJCB 2014): verification at low FAR and open-set identification.
+
+Exactly as the official MATLAB toolkit v1.0 (``code/EvalROC.m``, ``code/OpenSetROC.m``, ``code/demo_pca.m``):
+
+- Verification (EvalROC on the square score matrix of a trial's test set): the strict lower triangle of the matrix
+  gives the pairs; genuine = same label, impostor = different. ``falseAlarms = round(FAR * Nimp)`` (MATLAB round:
+  half away from zero). The threshold is the ``falseAlarms``-th largest impostor score (1-based); for
+  ``falseAlarms == 0`` it is ``(imp(1) + min(gen > imp(1))) / 2`` (``imp(1) + sqrt(eps)`` when no genuine score
+  exceeds ``imp(1)``); for ``falseAlarms == Nimp`` it is ``min(imp(end), min(gen)) - sqrt(eps)``.
+  VR = mean(gen >= threshold).
+- Open-set identification (OpenSetROC on gallery x probe scores): a probe is genuine iff its label is in the gallery.
+  The threshold comes from the impostor probes' maximum gallery scores as above. A genuine probe's score is its best
+  mate score; its rank is the 1-based position of that mate in the stable descending sort of the probe's gallery
+  scores. DIR(rank r, FAR) = mean over genuine probes of [mate score >= threshold and rank <= r].
+- Report per measure the mean, the sample standard deviation (ddof=1, MATLAB ``std``) and mean - std over the 10
+  trials (the toolkit README: "report the (mu-sigma) performance, not the average").
+
+Scores are cosine similarities: features are assumed L2-normalized, so a score is a dot product (computed in
+float64, like MATLAB's doubles). The toolkit's demo first learns a PCA on each trial's training set; like
+happynear's version used by AM-Softmax, no PCA is applied here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amlit.errors import BadDataError, MissingDataError
+
+SQRT_EPS = math.sqrt(np.finfo(np.float64).eps)  # MATLAB sqrt(eps) = 1.4901e-08
+VR_FARS = (1e-4, 1e-3)  # verification FAR points reported (toolkit default 1e-3; AM-Softmax also 1e-4)
+DIR_FAR = 1e-2  # open-set identification FAR point reported, at rank 1
+DIR_RANK = 1
+_CONFIG_VARIABLES = ("imageList", "labels", "trainIndex", "testIndex", "galIndex", "probIndex")
+
+
+@dataclass(frozen=True, eq=False)
+class BlufrConfig:
+    """The BLUFR protocol: image names, labels and, per trial, 0-based indexes into ``image_list``."""
+
+    image_list: list[str]  # (N,) file names in the config's order (not sorted), e.g. "Aaron_Eckhart_0001.jpg"
+    labels: np.ndarray  # (N,) int64 subject labels (1..5749 for LFW)
+    train_index: list[np.ndarray]  # per trial, (n_train,) int64
+    test_index: list[np.ndarray]  # per trial, (n_test,) int64; = gallery ∪ probe
+    gallery_index: list[np.ndarray]  # per trial, (n_gallery,) int64
+    probe_index: list[np.ndarray]  # per trial, (n_probe,) int64
+
+    @property
+    def num_trials(self) -> int:
+        return len(self.test_index)
+
+
+def _index_cell(mat: dict, name: str, path: Path) -> list[np.ndarray]:
+    """A MATLAB cell of 1-based index column vectors -> list of 0-based int64 arrays."""
+    try:
+        return [np.asarray(cell, dtype=np.int64).ravel() - 1 for cell in np.asarray(mat[name], dtype=object).ravel()]
+    except (TypeError, ValueError) as error:
+        raise BadDataError(
+            f"{path}: variable {name!r} is not a cell of index vectors ({error}); "
+            "use the official blufr_lfw_config.mat from the BLUFR toolkit (config/lfw/)"
+        ) from error
+
+
+def read_blufr_config(path: str | Path) -> BlufrConfig:
+    """Read the official ``blufr_lfw_config.mat`` (variables imageList, labels, trainIndex, testIndex, galIndex,
+    probIndex; indexes 1-based in the file, 0-based in the result)."""
+    import scipy.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(
+            f"BLUFR config not found: {path}. Expected the official blufr_lfw_config.mat "
+            "(BLUFR toolkit, config/lfw/blufr_lfw_config.mat); download it and pass its path."
+        )
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except Exception as error:  # scipy raises several types for a file that is not a MAT-file
+        raise BadDataError(
+            f"{path} is not a readable MATLAB .mat file ({error}); expected the official blufr_lfw_config.mat"
+        ) from error
+    missing = [name for name in _CONFIG_VARIABLES if name not in mat]
+    if missing:
+        raise BadDataError(
+            f"{path} lacks the variable(s) {', '.join(missing)}; expected the official blufr_lfw_config.mat "
+            f"with {', '.join(_CONFIG_VARIABLES)}"
+        )
+    image_list = [str(np.asarray(cell).ravel()[0]) for cell in np.asarray(mat["imageList"], dtype=object).ravel()]
+    labels = np.asarray(mat["labels"], dtype=np.int64).ravel()
+    if len(labels) != len(image_list):
+        raise BadDataError(f"{path}: {len(image_list)} images in imageList but {len(labels)} labels; expected equal")
+    cells = {name: _index_cell(mat, name, path) for name in ("trainIndex", "testIndex", "galIndex", "probIndex")}
+    if len({len(cell) for cell in cells.values()}) != 1:
+        raise BadDataError(f"{path}: trainIndex/testIndex/galIndex/probIndex have different numbers of trials")
+    for name, cell in cells.items():
+        for indexes in cell:
+            if len(indexes) and (indexes.min() < 0 or indexes.max() >= len(image_list)):
+                raise BadDataError(f"{path}: {name} holds indexes outside 1..{len(image_list)}")
+    return BlufrConfig(
+        image_list=image_list,
+        labels=labels,
+        train_index=cells["trainIndex"],
+        test_index=cells["testIndex"],
+        gallery_index=cells["galIndex"],
+        probe_index=cells["probIndex"],
+    )
+
+
+def false_alarm_counts(far_points: Sequence[float], num_impostors: int) -> list[int]:
+    """``round(FAR * Nimp)`` with MATLAB rounding (half away from zero), in float64 like MATLAB."""
+    counts = []
+    for far in far_points:
+        if not 0 <= far <= 1:
+            raise ValueError(f"FAR should be in the range [0, 1], got {far}")
+        x = float(far) * num_impostors
+        counts.append(math.floor(x) + (1 if x - math.floor(x) >= 0.5 else 0))
+    return counts
+
+
+def roc_thresholds(
+    genuine: torch.Tensor,
+    top_impostors: torch.Tensor,
+    min_impostor: float,
+    num_impostors: int,
+    false_alarms: Sequence[int],
+) -> torch.Tensor:
+    """EvalROC thresholds. genuine (G,), top_impostors (K,) the K largest impostor scores sorted descending with
+    K >= every false-alarm count below Nimp, min_impostor = imp(end) -> (F,) float64."""
+    if num_impostors == 0 or len(top_impostors) == 0:
+        raise ValueError("the ROC threshold needs at least one impostor score")
+    if len(genuine) == 0:
+        raise ValueError("the ROC needs at least one genuine score")
+    top = top_impostors.double().cpu()
+    genuine = genuine.double()
+    highest = float(top[0])  # imp(1)
+    thresholds = []
+    for count in false_alarms:
+        if count == num_impostors:  # checked last in MATLAB, so it wins when Nimp == 0 == count (excluded above)
+            thresholds.append(min(min_impostor, float(genuine.min())) - SQRT_EPS)
+        elif count == 0:
+            high = genuine[genuine > highest]
+            thresholds.append((highest + float(high.min())) / 2 if len(high) else highest + SQRT_EPS)
+        else:
+            if count > len(top):
+                raise ValueError(f"need the {count} largest impostor scores, got {len(top)}")
+            thresholds.append(float(top[count - 1]))
+    return torch.tensor(thresholds, dtype=torch.float64)
+
+
+def _rates(genuine: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """mean(gen >= t) for each threshold: (G,), (F,) -> (F,) float64."""
+    genuine = genuine.double().cpu()
+    return (genuine[:, None] >= thresholds[None, :]).double().mean(dim=0)
+
+
+def verification_rates(scores: torch.Tensor, labels: torch.Tensor, far_points: Sequence[float]) -> torch.Tensor:
+    """EvalROC on a square score matrix: scores (N, N), labels (N,) -> VR at each FAR point (F,) float64.
+
+    Dense: for small sets. For a BLUFR test set use :func:`blufr_verification`, which works from features in chunks.
+    """
+    scores = scores.double()
+    labels = torch.as_tensor(labels, device=scores.device)
+    lower = torch.tril(torch.ones_like(scores, dtype=torch.bool), diagonal=-1)
+    same = labels[:, None] == labels[None, :]
+    genuine = scores[lower & same]
+    impostor = scores[lower & ~same].sort(descending=True).values
+    counts = false_alarm_counts(far_points, len(impostor))
+    if len(impostor) == 0:
+        raise ValueError("the ROC threshold needs at least one impostor score")
+    thresholds = roc_thresholds(genuine, impostor, float(impostor[-1]), len(impostor), counts)
+    return _rates(genuine, thresholds)
+
+
+def count_pairs(labels: torch.Tensor) -> tuple[int, int]:
+    """(#genuine, #impostor) pairs i > j among ``labels`` (N,)."""
+    n = len(labels)
+    sizes = torch.unique(labels.cpu(), return_counts=True)[1].long()
+    genuine = int((sizes * (sizes - 1) // 2).sum())
+    return genuine, n * (n - 1) // 2 - genuine
+
+
+def blufr_verification(
+    features: torch.Tensor, labels: torch.Tensor, far_points: Sequence[float], chunk: int = 2048
+) -> torch.Tensor:
+    """EvalROC on the cosine scores of ``features`` (N, D), L2-normalized, labels (N,) -> VR per FAR (F,) float64.
+
+    Never builds the N x N matrix: rows are scored in chunks of ``chunk`` against the rows before them (the strict
+    lower triangle), on the features' device. All genuine scores are kept (~0.2 M for a BLUFR trial); of the impostor
+    scores only a running top-k, k = the largest false-alarm count needed, and the minimum.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    device = features.device
+    features = features.double()
+    labels = torch.as_tensor(labels, device=device)
+    _, num_impostors = count_pairs(labels)
+    counts = false_alarm_counts(far_points, num_impostors)
+    k = max([c for c in counts if 0 < c < num_impostors] + [1])
+    genuine_parts = []
+    top = torch.empty(0, dtype=torch.float64, device=device)  # (<= k,) largest impostor scores so far
+    min_impostor = math.inf
+    for start in range(0, len(features), chunk):
+        stop = min(start + chunk, len(features))
+        block = features[start:stop] @ features[:stop].T  # (c, stop): rows start..stop-1 against rows 0..stop-1
+        rows = torch.arange(start, stop, device=device)[:, None]
+        lower = torch.arange(stop, device=device)[None, :] < rows  # (c, stop) strict lower triangle
+        same = labels[start:stop, None] == labels[None, :stop]
+        genuine_parts.append(block[lower & same])
+        impostor = block[lower & ~same]  # (m,)
+        if len(impostor) == 0:
+            continue
+        min_impostor = min(min_impostor, float(impostor.min()))
+        if len(top) == k:  # only scores above the current k-th largest can change the top-k values
+            impostor = impostor[impostor > top[-1]]
+        merged = torch.cat([top, impostor])
+        top = torch.topk(merged, min(k, len(merged)), sorted=True).values
+    genuine = torch.cat(genuine_parts) if genuine_parts else torch.empty(0, dtype=torch.float64)
+    thresholds = roc_thresholds(genuine, top, min_impostor, num_impostors, counts)
+    return _rates(genuine, thresholds)
+
+
+def open_set_identification(
+    gallery_features: torch.Tensor,
+    gallery_labels: torch.Tensor,
+    probe_features: torch.Tensor,
+    probe_labels: torch.Tensor,
+    far: float,
+    rank: int = 1,
+    chunk: int = 4096,
+) -> float:
+    """OpenSetROC: detection and identification rate at ``rank`` and ``far``.
+
+    gallery_features (G, D), probe_features (P, D), L2-normalized; labels (G,), (P,). Probes are scored in chunks.
+    Ties in the rank follow MATLAB's stable ``sort(..., 'descend')``: gallery entries scoring exactly the mate's score
+    rank before it only if they come earlier in the gallery; the mate is the first best-scoring same-label entry.
+    """
+    device = gallery_features.device
+    gallery = gallery_features.double()
+    probes = probe_features.double().to(device)
+    gallery_labels = torch.as_tensor(gallery_labels, device=device)
+    probe_labels = torch.as_tensor(probe_labels, device=device)
+    impostor_parts, mate_parts, rank_parts = [], [], []
+    for start in range(0, len(probes), chunk):
+        scores = gallery @ probes[start : start + chunk].T  # (G, c)
+        match = gallery_labels[:, None] == probe_labels[None, start : start + chunk]  # (G, c)
+        genuine = match.any(dim=0)  # (c,)
+        impostor_parts.append(scores[:, ~genuine].max(dim=0).values if (~genuine).any() else scores.new_empty(0))
+        scores, match = scores[:, genuine], match[:, genuine]  # (G, c_gen)
+        mate = torch.where(match, scores, torch.full_like(scores, -math.inf)).max(dim=0).values  # (c_gen,)
+        is_mate = match & (scores == mate[None, :])
+        mate_index = (is_mate.long().cumsum(dim=0) == 0).sum(dim=0)  # first best-scoring match, (c_gen,)
+        before = torch.arange(len(gallery), device=device)[:, None] < mate_index[None, :]
+        rank_parts.append(1 + ((scores > mate) | ((scores == mate) & before)).sum(dim=0))
+        mate_parts.append(mate)
+    impostor = torch.cat(impostor_parts).sort(descending=True).values.cpu()
+    mates, ranks = torch.cat(mate_parts).cpu(), torch.cat(rank_parts).cpu()
+    if len(impostor) == 0:
+        raise ValueError("open-set identification needs at least one impostor probe (label not in the gallery)")
+    counts = false_alarm_counts([far], len(impostor))
+    threshold = roc_thresholds(mates, impostor, float(impostor[-1]), len(impostor), counts)[0]
+    return float(((mates >= threshold) & (ranks <= rank)).double().mean())
+
+
+def _file_name(name: str) -> str:
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def align_features(
+    features_by_name: Mapping[str, torch.Tensor] | tuple[Sequence[str], torch.Tensor], config: BlufrConfig
+) -> torch.Tensor:
+    """Features in ``config.image_list`` order, (N, D), NaN rows for images no trial tests.
+
+    Names are matched by file name (folders dropped: ``Aaron_Eckhart/Aaron_Eckhart_0001.jpg`` matches
+    ``Aaron_Eckhart_0001.jpg``). Every image of a trial's test set must have a feature.
+    """
+    if isinstance(features_by_name, Mapping):
+        names = list(features_by_name)
+        features = torch.stack([torch.as_tensor(features_by_name[name]) for name in names]) if names else None
+    else:
+        names, features = list(features_by_name[0]), features_by_name[1]
+    if features is None or len(names) != len(features):
+        raise BadDataError(f"got {len(names)} image names for {0 if features is None else len(features)} features")
+    row_of: dict[str, int] = {}
+    for row, name in enumerate(names):
+        key = _file_name(name)
+        if key in row_of:
+            raise BadDataError(f"image {key!r} has two features ({names[row_of[key]]!r} and {name!r}); expected one")
+        row_of[key] = row
+    needed = np.unique(np.concatenate(config.test_index)) if config.num_trials else np.empty(0, dtype=np.int64)
+    missing = [config.image_list[i] for i in needed.tolist() if config.image_list[i] not in row_of]
+    if missing:
+        raise BadDataError(
+            f"{len(missing)} of the {len(needed)} BLUFR test images have no feature (e.g. {', '.join(missing[:5])}); "
+            "embed every image of the BLUFR image list (LFW, matched by file name) and pass all the features"
+        )
+    aligned = torch.full((len(config.image_list), features.shape[1]), math.nan, dtype=features.dtype)
+    aligned = aligned.to(features.device)
+    index = torch.as_tensor(needed, dtype=torch.long, device=features.device)
+    rows = torch.as_tensor([row_of[config.image_list[i]] for i in needed.tolist()], dtype=torch.long)
+    aligned[index] = features[rows.to(features.device)]
+    return aligned
+
+
+def blufr_trial(features: torch.Tensor, config: BlufrConfig, trial: int, chunk: int = 2048) -> dict[str, float]:
+    """One trial (0-based) on features (N, D) in ``config.image_list`` order: VR@FAR 1e-4 and 1e-3, DIR@1e-2 rank 1."""
+    labels = torch.as_tensor(config.labels)
+    test = torch.as_tensor(config.test_index[trial])
+    gallery = torch.as_tensor(config.gallery_index[trial])
+    probe = torch.as_tensor(config.probe_index[trial])
+    to = features.device
+    rates = blufr_verification(features[test.to(to)], labels[test], VR_FARS, chunk=chunk)
+    result = {f"vr@far={_far_name(far)}": float(rate) for far, rate in zip(VR_FARS, rates, strict=True)}
+    result[f"dir@far={_far_name(DIR_FAR)},rank={DIR_RANK}"] = open_set_identification(
+        features[gallery.to(to)], labels[gallery], features[probe.to(to)], labels[probe], DIR_FAR, DIR_RANK
+    )
+    return result
+
+
+def _far_name(far: float) -> str:
+    return f"{far:.0e}".replace("e-0", "e-")  # 1e-4 -> "1e-4"
+
+
+def summarize_trials(trials: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Per measure: ``_mean``, ``_std`` (ddof=1, MATLAB std; 0 for one trial) and ``_mean_minus_std``."""
+    summary = {}
+    for key in trials[0]:
+        values = np.array([trial[key] for trial in trials], dtype=np.float64)
+        mean = float(values.mean())
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        summary.update({f"{key}_mean": mean, f"{key}_std": std, f"{key}_mean_minus_std": mean - std})
+    return summary
+
+
+def evaluate_blufr(
+    features_by_name: Mapping[str, torch.Tensor] | tuple[Sequence[str], torch.Tensor],
+    config: BlufrConfig,
+    chunk: int = 2048,
+) -> dict[str, float]:
+    """All trials of ``config`` on L2-normalized features given with their image names (a name -> (D,) mapping, or
+    (names, (M, D) tensor)). Returns mean, std (ddof=1) and mean - std over the trials of ``vr@far=1e-4``,
+    ``vr@far=1e-3`` and ``dir@far=1e-2,rank=1``; the BLUFR figure to report is ``..._mean_minus_std``."""
+    if config.num_trials == 0:
+        raise BadDataError("the BLUFR config has no trials")
+    features = align_features(features_by_name, config)
+    return summarize_trials([blufr_trial(features, config, t, chunk=chunk) for t in range(config.num_trials)])
