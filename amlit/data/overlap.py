@@ -8,7 +8,7 @@ user passes: one 7-digit CASIA id per line, ``#`` starts a comment.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -18,19 +18,25 @@ from amlit.errors import BadDataError, MissingDataError
 _ID_PATTERN = re.compile(r"^\d{7}$")
 
 
+def _entries(path: Path, missing_message: str) -> Iterator[tuple[int, str]]:
+    """(line number, text without ``#`` comment) for each non-blank line of a UTF-8 list file."""
+    if not path.is_file():
+        raise MissingDataError(missing_message)
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            yield number, entry
+
+
 def read_id_list(path: str | Path) -> list[str]:
     """Read an exclusion list: one 7-digit identity id per line; blank lines and ``#`` comments are ignored."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingDataError(
-            f"identity exclusion list {path} does not exist: expected a text file with one 7-digit CASIA id "
-            "per line (e.g. casia_remove_59_ids.txt)"
-        )
+    missing = (
+        f"identity exclusion list {path} does not exist: expected a text file with one 7-digit CASIA id "
+        "per line (e.g. casia_remove_59_ids.txt)"
+    )
     ids: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        entry = line.split("#", 1)[0].strip()
-        if not entry:
-            continue
+    for number, entry in _entries(path, missing):
         if not _ID_PATTERN.match(entry):
             raise BadDataError(f"{path}:{number}: expected a 7-digit identity id such as 0000045, got {entry!r}")
         ids.append(entry)
@@ -61,15 +67,12 @@ def assign_labels(table: pd.DataFrame) -> pd.DataFrame:
 def read_id_name_list(path: str | Path) -> pd.DataFrame:
     """Read a CASIA id -> name list (``webface_id_name_list.txt``: ``<7-digit id> <Name_With_Underscores>``)."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingDataError(f"identity name list {path} does not exist: expected lines '<7-digit id> <Name>'")
+    missing = f"identity name list {path} does not exist: expected lines '<7-digit id> <Name>'"
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        fields = line.split("#", 1)[0].split()
-        if not fields:
-            continue
+    for number, entry in _entries(path, missing):
+        fields = entry.split()
         if len(fields) != 2 or not _ID_PATTERN.match(fields[0]):
-            raise BadDataError(f"{path}:{number}: expected '<7-digit id> <Name>', got {line.strip()!r}")
+            raise BadDataError(f"{path}:{number}: expected '<7-digit id> <Name>', got {entry!r}")
         rows.append(fields)
     return pd.DataFrame(rows, columns=["identity", "name"])
 
