@@ -1,7 +1,10 @@
-"""``amlit`` command line: LightningCLI subcommands fit / validate / test / predict.
+"""``amlit`` command line: LightningCLI subcommands fit / validate / test / predict, plus tool commands.
 
 The typed ``__init__`` signatures of the model and data classes are the configuration schema; ``num_classes`` is
 linked from the data module (computed after overlap removal) to the model.
+
+Tool commands (``amlit data ...``, ...) are plain typed functions that live beside what they work on; jsonargparse
+builds their parsers from the signatures and docstrings, so registering one is one line in ``tool_commands``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import warnings
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI on import otherwise
 
+from collections.abc import Callable
+
+from jsonargparse import CLI
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from amlit.errors import UserInputError
@@ -37,6 +43,22 @@ def run_cli(args: list[str] | None = None) -> AmlitCLI:
     )
 
 
+def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
+    """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
+    from amlit.data.overlap import find_overlaps
+
+    return {
+        "data": {
+            "overlaps": find_overlaps,
+        },
+    }
+
+
+def run_tool(args: list[str]) -> object:
+    """Run a tool command, e.g. ``["data", "overlaps", ...]``; returns what the function returns."""
+    return CLI(tool_commands(), args=args, prog="amlit", as_positional=False)
+
+
 def find_user_error(error: BaseException | None) -> UserInputError | None:
     """The ``UserInputError`` behind ``error``, if any (jsonargparse wraps errors raised while instantiating)."""
     seen = set()
@@ -50,8 +72,12 @@ def find_user_error(error: BaseException | None) -> UserInputError | None:
 
 def main() -> None:
     """Entry point of the ``amlit`` console script: user errors print one message and exit with status 2."""
+    args = sys.argv[1:]
     try:
-        run_cli()
+        if args and args[0] in tool_commands():
+            run_tool(args)
+        else:
+            run_cli(args)
     except Exception as error:
         user_error = find_user_error(error)
         if user_error is None:

@@ -91,3 +91,39 @@ def match_names(id_names: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
     wanted = {key(n) for n in names}
     hits = id_names[id_names["name"].map(key).isin(wanted)]
     return hits.sort_values("identity").reset_index(drop=True)
+
+
+def read_names(path: str | Path) -> list[str]:
+    """Identity names from a list file: the first field of each line (``lfw-names.txt`` has ``<name>\\t<count>``)."""
+    path = Path(path)
+    missing = f"name list {path} does not exist: expected one identity name per line (first field)"
+    return [entry.split()[0] for _, entry in _entries(path, missing)]
+
+
+def find_overlaps(id_names: Path, names: list[str], output: Path | None = None) -> pd.DataFrame:
+    """Print candidate overlap identities: CASIA ids whose name is in one of the ``names`` lists.
+
+    Args:
+        id_names: CASIA id -> name list (``webface_id_name_list.txt``: ``<7-digit id> <Name>`` per line).
+        names: paths of name lists of the test sets (``lfw-names.txt``, the 80 FaceScrub set-1 names, ...).
+        output: if given, write the union of candidate ids here as an exclusion list (review it first: name
+            matching misses spelling variants, see ``match_names``).
+
+    Returns:
+        The candidates, one row per (identity, name, list file).
+    """
+    table = read_id_name_list(id_names)
+    found = []
+    for names_file in names:
+        hits = match_names(table, read_names(names_file)).assign(source=str(names_file))
+        print(f"{names_file}: {len(hits)} CASIA identities match by name")
+        for row in hits.itertuples():
+            print(f"  {row.identity} {row.name}")
+        found.append(hits)
+    candidates = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["identity", "name", "source"])
+    if output is not None:
+        ids = sorted(set(candidates["identity"]))
+        lines = [f"# candidate overlaps by exact name match of {id_names} against {', '.join(map(str, names))}"]
+        Path(output).write_text("\n".join([*lines, *ids]) + "\n", encoding="utf-8")
+        print(f"wrote {len(ids)} ids to {output}")
+    return candidates

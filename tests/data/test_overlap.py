@@ -65,3 +65,20 @@ def test_name_list_errors_name_the_line(tmp_path):
     path.write_text("0000045 Bruce_Lee\nBruce_Lee 0000045\n")
     with pytest.raises(BadDataError, match=r"names.txt:2: expected '<7-digit id> <Name>'"):
         read_id_name_list(path)
+
+
+def test_amlit_data_overlaps_prints_and_writes_the_candidates(shared_data, tmp_path, capsys):
+    from amlit.cli import run_tool
+
+    facescrub = shared_data / "megaface" / "facescrub_set1_names_80.txt"
+    lfw = shared_data / "lfw" / "lfw-names.txt"
+    output = tmp_path / "candidates.txt"
+    found = run_tool(
+        ["data", "overlaps", f"--id_names={shared_data / 'casia' / 'webface_id_name_list.txt'}",
+         f"--names+={facescrub}", f"--names+={lfw}", f"--output={output}"]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert f"{facescrub}: 42 CASIA identities match by name" in printed
+    assert f"{lfw}: 6 CASIA identities match by name" in printed
+    written = read_id_list(output)
+    assert written == sorted(set(found["identity"])) and len(written) == len(found) == 48
