@@ -33,7 +33,7 @@ def overrides(config: str, tiny_tree, tmp_path) -> list[str]:
     if config == "amsoftmax_casia.yaml":
         return [
             *common,
-            f"--data.train_root={tiny_tree / 'casia'}",
+            f"--data.train.root={tiny_tree / 'casia'}",
             f"--data.lfw_root={tiny_tree / 'lfw'}",
             f"--data.lfw_pairs={tiny_tree / 'lfw' / 'pairs.txt'}",
             "--data.exclude_id_lists=[]",
@@ -82,7 +82,7 @@ def test_paper_config_without_data_names_every_missing_path(tmp_path, monkeypatc
         run_cli(["fit", "--config", str(CONFIGS / "amsoftmax_casia.yaml")])
     error = find_user_error(info.value)
     assert isinstance(error, MissingDataError)
-    for setting in ("data.train_root", "data.exclude_id_lists", "data.lfw_root", "data.lfw_pairs"):
+    for setting in ("data.train.root", "data.exclude_id_lists", "data.lfw_root", "data.lfw_pairs"):
         assert setting in str(error)
 
 

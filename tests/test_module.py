@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from amlit.backbones import SphereFace
-from amlit.data import CasiaDataModule
+from amlit.data import CasiaDataModule, ImageFolder
 from amlit.heads import AMSoftmax
 from amlit.module import FaceVerificationModule
 
@@ -71,7 +71,7 @@ def test_optimizer_follows_the_caffe_solver():
 
 def test_a_few_steps_lower_the_loss(tiny_tree):
     torch.manual_seed(0)
-    dm = CasiaDataModule(tiny_tree / "casia", batch_size=24, num_workers=0)
+    dm = CasiaDataModule(ImageFolder(tiny_tree / "casia"), batch_size=24, num_workers=0)
     module = make_module(learning_rate=0.05)
     module.head = AMSoftmax(16, dm.num_classes)
     losses = []

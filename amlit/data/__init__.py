@@ -2,5 +2,6 @@
 
 from amlit.data.casia import CasiaDataModule
 from amlit.data.demo import SyntheticFacesDataModule
+from amlit.data.sources import ImageFolder, TrainingImages
 
-__all__ = ["CasiaDataModule", "SyntheticFacesDataModule"]
+__all__ = ["CasiaDataModule", "ImageFolder", "SyntheticFacesDataModule", "TrainingImages"]

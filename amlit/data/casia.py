@@ -1,7 +1,8 @@
 """CASIA-WebFace as a LightningDataModule: identity table, overlap removal, held-out validation identities, LFW.
 
-Training tree (data_facts §2): ``<train_root>/<identity>/<image>.jpg``, faces already aligned to ``image_size``
-(112x96 as SphereFace/AM-Softmax, or 112x112 insightface crops). Identity folders are CASIA's 7-digit ids.
+Training images come from an injected ``TrainingImages`` source (``sources.py``: an aligned folder tree
+``<identity>/<image>.jpg``, insightface RecordIO, or packed shards), faces already aligned to ``image_size``
+(112x96 as SphereFace/AM-Softmax, or 112x112 insightface crops). Identities are CASIA's 7-digit ids.
 Labels are 0..C-1 in sorted identity order after removing the excluded and the held-out identities; ``num_classes``
 is known as soon as the module is constructed, so the CLI can link it to the model.
 
@@ -11,7 +12,6 @@ Batches are ``(uint8 images (B, H, W, 3), int64 targets (B,))``; ``batch_size`` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -23,43 +23,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from amlit.data.images import IMAGE_EXTENSIONS, ImageFiles
+from amlit.data.images import ImageFiles
 from amlit.data.overlap import assign_labels, read_id_list, remove_identities
 from amlit.data.pairs import PairList, fold_pairs_to_list, read_lfw_pairs, sample_fold_pairs
-from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.data.sources import TrainingImages
+from amlit.errors import ConfigError, MissingDataError
 from amlit.eval.evalset import EvalSet
 from amlit.eval.verification import pair_verification_metrics
-
-
-def scan_identity_tree(root: str | Path) -> pd.DataFrame:
-    """Image table of a ``<root>/<identity>/<image>`` tree: columns ``identity``, ``path`` (relative to root).
-
-    Fails with the offending folders named when the root is missing, holds no identity folders, or has
-    identity folders without images.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise MissingDataError(
-            f"training data folder {root} does not exist: expected a tree <root>/<identity id>/<image>.jpg of "
-            "aligned faces (e.g. CASIA-WebFace aligned to 112x96); set data.train_root to it"
-        )
-    rows, empty = [], []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        images = sorted(f.name for f in os.scandir(entry.path) if f.name.lower().endswith(IMAGE_EXTENSIONS))
-        if not images:
-            empty.append(entry.path)
-        rows += [(entry.name, f"{entry.name}/{name}") for name in images]
-    if empty:
-        listed = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
-        raise BadDataError(
-            f"{len(empty)} identity folder(s) under {root} contain no images ({', '.join(IMAGE_EXTENSIONS)}): "
-            f"{listed}; remove them or add their images"
-        )
-    if not rows:
-        raise BadDataError(f"{root} contains no identity folders with images: expected <root>/<identity>/<image>.jpg")
-    return pd.DataFrame(rows, columns=["identity", "path"])
 
 
 def _require_paths(paths: list[tuple[Path, str, str]]) -> None:
@@ -68,14 +38,14 @@ def _require_paths(paths: list[tuple[Path, str, str]]) -> None:
     if missing:
         raise MissingDataError(
             "data not found:\n" + "\n".join(missing) + "\nPrepare the data as in the README ('Data') or point "
-            "the settings to it, e.g. --data.train_root=/path/to/CASIA-WebFace-112X96"
+            "the settings to it, e.g. --data.train.root=/path/to/CASIA-WebFace-112X96"
         )
 
 
 def held_out_pairs(table: pd.DataFrame, pairs_per_fold: int, seed: int) -> PairList:
-    """LFW-style pairs among held-out identities (``table``: identity, path): 10 identity-disjoint folds, or
+    """LFW-style pairs among held-out identities (``table``: identity, name): 10 identity-disjoint folds, or
     fewer when there are fewer than 20 identities (a fold needs two identities for its mismatched pairs)."""
-    files = {identity: list(group["path"]) for identity, group in table.groupby("identity", sort=True)}
+    files = {identity: list(group["name"]) for identity, group in table.groupby("identity", sort=True)}
     numbered = {identity: list(range(len(paths))) for identity, paths in files.items()}
     num_folds = min(10, len(files) // 2)
     folds = sample_fold_pairs(numbered, num_folds, pairs_per_fold, rng=np.random.default_rng(seed))
@@ -83,10 +53,11 @@ def held_out_pairs(table: pd.DataFrame, pairs_per_fold: int, seed: int) -> PairL
 
 
 class CasiaDataModule(L.LightningDataModule):
-    """CASIA-WebFace (or any identity-folder tree of aligned faces) for training, LFW pairs for testing.
+    """CASIA-WebFace (or any set of aligned faces grouped by identity) for training, LFW pairs for testing.
 
     Args:
-        train_root: aligned training tree ``<identity>/<image>``.
+        train: the training images: ``amlit.data.ImageFolder`` (aligned tree ``<identity>/<image>``),
+            or another ``TrainingImages`` source (RecordIO, packed shards).
         lfw_root: aligned LFW tree ``<Name>/<Name>_<%04d>.jpg`` (needed by ``test``).
         lfw_pairs: LFW ``pairs.txt`` (View 2: 10 folds of 300 matched + 300 mismatched pairs).
         exclude_id_lists: files of identity ids to remove (one 7-digit id per line); the paper removes 59
@@ -103,7 +74,7 @@ class CasiaDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        train_root: str | Path,
+        train: TrainingImages,
         lfw_root: str | Path | None = None,
         lfw_pairs: str | Path | None = None,
         exclude_id_lists: Sequence[str | Path] = (),
@@ -122,24 +93,24 @@ class CasiaDataModule(L.LightningDataModule):
             raise ConfigError("set both data.lfw_root and data.lfw_pairs for LFW testing, or neither")
         _require_paths(
             [
-                (Path(train_root), "data.train_root", "aligned training tree <identity id>/<image>.jpg"),
+                *[(path, f"data.train.{setting}", what) for path, setting, what in train.required_paths()],
                 *[(Path(p), "data.exclude_id_lists", "identity exclusion list") for p in exclude_id_lists],
                 *([(Path(lfw_root), "data.lfw_root", "aligned LFW tree <Name>/<Name>_0001.jpg")] if lfw_root else []),
                 *([(Path(lfw_pairs), "data.lfw_pairs", "LFW pairs.txt")] if lfw_pairs else []),
             ]
         )
-        self.train_root = Path(train_root)
+        self.train = train
         self.lfw_root = Path(lfw_root) if lfw_root is not None else None
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
 
-        table = scan_identity_tree(self.train_root)
+        table = train.image_table()
         identities = table["identity"].nunique()
         excluded = [i for path in exclude_id_lists for i in read_id_list(path)]
         table, removed, absent = remove_identities(table, excluded)
-        report = f"{self.train_root}: {identities} identities, {len(table)} images"
+        report = f"{train.describe()}: {identities} identities, {len(table)} images"
         if exclude_id_lists:
             report += f"; removed {len(removed)} listed identities ({', '.join(map(str, exclude_id_lists))})"
             if absent:
@@ -182,18 +153,23 @@ class CasiaDataModule(L.LightningDataModule):
             raise ConfigError(f"global batch_size={self.batch_size} is not divisible by {world} devices")
         return self.batch_size // world
 
-    def _pair_set(self, name: str, root: Path, pairs: PairList) -> EvalSet:
-        dataset = ImageFiles(root, pairs.images, range(len(pairs.images)), self.image_size)
+    def _pair_set(self, name: str, dataset, pairs: PairList) -> EvalSet:
         return EvalSet(name, dataset, len(pairs.images), partial(pair_verification_metrics, pairs=pairs))
 
     def eval_sets(self, stage: str) -> list[EvalSet]:
         """Evaluation sets of a stage: ``"val"`` (held-out training identities) or ``"test"`` (LFW)."""
         if stage == "val":
-            return [self._pair_set("heldout", self.train_root, self.val_pairs)] if self.val_pairs else []
+            if self.val_pairs is None:
+                return []
+            images = self.val_pairs.images
+            dataset = self.train.dataset(images, range(len(images)), self.image_size)
+            return [self._pair_set("heldout", dataset, self.val_pairs)]
         if stage == "test":
             if self.lfw is None:
                 raise ConfigError("no test set configured: set data.lfw_root and data.lfw_pairs")
-            return [self._pair_set("lfw", self.lfw_root, self.lfw)]
+            images = self.lfw.images
+            dataset = ImageFiles(self.lfw_root, images, range(len(images)), self.image_size)
+            return [self._pair_set("lfw", dataset, self.lfw)]
         raise ValueError(f"unknown evaluation stage {stage!r}")
 
     # ---- loaders --------------------------------------------------------------------------------------------
@@ -210,7 +186,7 @@ class CasiaDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         table = self.train_table
-        dataset = ImageFiles(self.train_root, table["path"], table["label"], self.image_size)
+        dataset = self.train.dataset(table["name"], table["label"], self.image_size)
         batch = self._per_device_batch()
         if len(dataset) < batch:
             raise ConfigError(f"{len(dataset)} training images are fewer than one per-device batch of {batch}")

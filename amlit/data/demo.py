@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from amlit.data.casia import CasiaDataModule
+from amlit.data.sources import ImageFolder
 from amlit.data.synthetic import SyntheticSpec, generate
 
 
@@ -44,7 +45,7 @@ class SyntheticFacesDataModule(CasiaDataModule):
         )
         tree = generate(root, spec)
         super().__init__(
-            train_root=tree / "casia",
+            train=ImageFolder(tree / "casia"),
             lfw_root=tree / "lfw",
             lfw_pairs=tree / "lfw" / "pairs.txt",
             image_size=image_size,

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
 from amlit.errors import BadDataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+BadDataPolicy = Literal["skip", "fail"]  # what a data source does with a damaged image
 
 
 def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
@@ -37,23 +40,42 @@ def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
 
 
 class ImageFiles(Dataset):
-    """``(image uint8 (H, W, 3), target int64)`` for a list of files.
+    """``(image uint8 (H, W, 3), target int64)`` for a list of files under ``root``.
 
     ``targets`` are class labels for training and image indices for evaluation (so that embeddings gathered
-    from several processes can be put back in order).
+    from several processes can be put back in order). With ``on_bad="skip"`` an image that fails to decode is
+    replaced by the next one in the list (a training batch keeps its size) and a warning names it; evaluation sets
+    use ``"fail"``, since a replaced image would change the protocol.
     """
 
-    def __init__(self, root: Path, files: Sequence[str], targets: Sequence[int], size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        files: Sequence[str],
+        targets: Sequence[int],
+        size: tuple[int, int],
+        on_bad: BadDataPolicy = "fail",
+    ) -> None:
         if len(files) != len(targets):
             raise ValueError(f"{len(files)} files but {len(targets)} targets")
         self.root = Path(root)
         self.files = list(files)
         self.targets = np.asarray(targets, dtype=np.int64)
         self.size = (int(size[0]), int(size[1]))
+        self.on_bad = on_bad
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = read_image(self.root / self.files[index], self.size)
-        return torch.from_numpy(image), int(self.targets[index])
+        for attempt in range(len(self.files)):
+            current = (index + attempt) % len(self.files)
+            try:
+                image = read_image(self.root / self.files[current], self.size)
+            except BadDataError as error:
+                if self.on_bad == "fail":
+                    raise
+                rank_zero_warn(f"skipping an unreadable training image: {error}")
+                continue
+            return torch.from_numpy(image), int(self.targets[current])
+        raise BadDataError(f"no image under {self.root} could be decoded")

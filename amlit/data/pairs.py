@@ -74,9 +74,7 @@ def parse_lfw_pairs(path: str | Path) -> Folds:
         raise BadDataError(f"{path}:1: empty file; expected a header '<folds><TAB><pairs per class per fold>'")
     header = lines[0].split()
     if len(header) != 2:
-        raise BadDataError(
-            f"{path}:1: expected a header '<folds><TAB><n>' such as '10\\t300', got {lines[0]!r}"
-        )
+        raise BadDataError(f"{path}:1: expected a header '<folds><TAB><n>' such as '10\\t300', got {lines[0]!r}")
     num_folds = _positive_int(header[0], f"{path}:1", "the number of folds")
     per_fold = _positive_int(header[1], f"{path}:1", "the number of pairs per class per fold")
 
@@ -93,9 +91,7 @@ def parse_lfw_pairs(path: str | Path) -> Folds:
         matched, mismatched = folds[position // (2 * per_fold)]
         if position % (2 * per_fold) < per_fold:  # each fold: n matched lines, then n mismatched
             if len(fields) != 3:
-                raise BadDataError(
-                    f"{where}: expected a matched pair 'Name i j' here, got {' '.join(fields)!r}"
-                )
+                raise BadDataError(f"{where}: expected a matched pair 'Name i j' here, got {' '.join(fields)!r}")
             name, i, j = fields
             matched.append(
                 (name, _positive_int(i, where, "an image number"), _positive_int(j, where, "an image number"))
@@ -119,9 +115,7 @@ def parse_lfw_pairs(path: str | Path) -> Folds:
 
 def read_lfw_pairs(path: str | Path, extension: str = ".jpg") -> PairList:
     """Read an LFW-format ``pairs.txt`` as a ``PairList`` over ``Name/Name_%04d<extension>`` files."""
-    return fold_pairs_to_list(
-        parse_lfw_pairs(path), lambda name, number: lfw_image_path(name, number, extension)
-    )
+    return fold_pairs_to_list(parse_lfw_pairs(path), lambda name, number: lfw_image_path(name, number, extension))
 
 
 def write_lfw_pairs(path: str | Path, folds: Folds) -> None:

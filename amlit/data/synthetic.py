@@ -134,7 +134,8 @@ def render_face(identity: Identity, rng: np.random.Generator, size: tuple[int, i
         cv2.ellipse(img, _pt(centre + [0, -4]), _pt(np.array([ax + 7, ay + 8])), 0, 0, 360, hair, -1, aa, s)
     cv2.ellipse(img, _pt(centre), _pt(np.array([ax, ay])), 0, 0, 360, _colour(identity.skin), -1, aa, s)
     if identity.hair_style >= 2:  # hair cap
-        cv2.ellipse(img, _pt(centre + [0, -ay * 0.55]), _pt(np.array([ax + 2, ay * 0.55])), 0, 180, 360, hair, -1, aa, s)
+        cap = np.array([ax + 2, ay * 0.55])
+        cv2.ellipse(img, _pt(centre + [0, -ay * 0.55]), _pt(cap), 0, 180, 360, hair, -1, aa, s)
     else:  # fringe
         cv2.ellipse(img, _pt(centre + [0, -ay * 0.7]), _pt(np.array([ax, ay * 0.42])), 0, 180, 360, hair, -1, aa, s)
     if identity.beard:
@@ -199,8 +200,11 @@ def _write_tree(spec: SyntheticSpec, out: Path) -> None:
     identities = [random_identity(np.random.default_rng([spec.seed, k])) for k in range(total)]
     casia_ids = sorted(rng.choice(9_000_000, spec.train_identities, replace=False) + 100_000)
     names: dict[str, list[int]] = {}
-    with tqdm(total=spec.train_identities * spec.images_per_identity + spec.test_identities *
-              spec.test_images_per_identity, desc="generating synthetic faces", unit="img") as progress:
+    with tqdm(
+        total=spec.train_identities * spec.images_per_identity + spec.test_identities * spec.test_images_per_identity,
+        desc="generating synthetic faces",
+        unit="img",
+    ) as progress:
         name_lines = []
         for k, casia_id in enumerate(casia_ids):
             folder = out / "casia" / f"{casia_id:07d}"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from amlit.data import CasiaDataModule
+from amlit.data import CasiaDataModule, ImageFolder
 from amlit.data.images import ImageFiles
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 
@@ -18,7 +18,7 @@ def test_identity_table_labels_and_exclusion(tiny_tree, tmp_path):
     identities = sorted(p.name for p in (tiny_tree / "casia").iterdir() if p.is_dir())
     exclude = tmp_path / "exclude.txt"
     exclude.write_text(f"# two of ours and one that is not there\n{identities[0]}\n{identities[5]}\n9999999\n")
-    dm = CasiaDataModule(tiny_tree / "casia", exclude_id_lists=[exclude], batch_size=4)
+    dm = CasiaDataModule(ImageFolder(tiny_tree / "casia"), exclude_id_lists=[exclude], batch_size=4)
     assert dm.num_classes == 10
     assert dm.removed_identities == [identities[0], identities[5]]
     assert set(dm.train_table["label"]) == set(range(10))
@@ -29,7 +29,7 @@ def test_identity_table_labels_and_exclusion(tiny_tree, tmp_path):
 
 
 def test_held_out_identities_are_not_trained_on(tiny_tree):
-    dm = CasiaDataModule(tiny_tree / "casia", val_identities=4, val_pairs_per_fold=3, batch_size=4)
+    dm = CasiaDataModule(ImageFolder(tiny_tree / "casia"), val_identities=4, val_pairs_per_fold=3, batch_size=4)
     assert dm.num_classes == 8
     held_out = set(dm.val_table["identity"])
     assert len(held_out) == 4 and not held_out & set(dm.train_table["identity"])
@@ -37,13 +37,17 @@ def test_held_out_identities_are_not_trained_on(tiny_tree):
     assert val_set.name == "heldout"
     assert dm.val_pairs.num_folds == 2 and len(dm.val_pairs) == 2 * 2 * 3
     with pytest.raises(ConfigError, match="val_identities=2: hold out at least 4"):
-        CasiaDataModule(tiny_tree / "casia", val_identities=2)
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), val_identities=2)
     assert dm.eval_sets("val")[0].num_images == len(dm.val_pairs.images)
 
 
 def test_batches_are_uint8_nhwc_with_int64_targets(tiny_tree):
     dm = CasiaDataModule(
-        tiny_tree / "casia", tiny_tree / "lfw", tiny_tree / "lfw" / "pairs.txt", batch_size=8, num_workers=0
+        ImageFolder(tiny_tree / "casia"),
+        tiny_tree / "lfw",
+        tiny_tree / "lfw" / "pairs.txt",
+        batch_size=8,
+        num_workers=0,
     )
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (8, 112, 96, 3) and images.dtype == torch.uint8
@@ -57,27 +61,49 @@ def test_batches_are_uint8_nhwc_with_int64_targets(tiny_tree):
 
 
 def test_missing_root_is_explained(tmp_path):
-    with pytest.raises(MissingDataError, match=r"(?s)data.train_root: .*nowhere.*data.lfw_pairs: .*pairs.txt"):
-        CasiaDataModule(tmp_path / "nowhere", tmp_path / "lfw", tmp_path / "pairs.txt")
+    with pytest.raises(MissingDataError, match=r"(?s)data.train.root: .*nowhere.*data.lfw_pairs: .*pairs.txt"):
+        CasiaDataModule(ImageFolder(tmp_path / "nowhere"), tmp_path / "lfw", tmp_path / "pairs.txt")
 
 
-def test_empty_identity_folder_is_named(tiny_tree, tmp_path):
+def test_empty_folders_and_truncated_files_follow_the_bad_data_policy(tiny_tree, tmp_path):
     root = _copy(tiny_tree, tmp_path)
     (root / "0000001").mkdir()
-    with pytest.raises(BadDataError, match=r"1 identity folder\(s\) under .* contain no images.*0000001"):
-        CasiaDataModule(root)
+    identity = sorted(p for p in root.iterdir() if p.is_dir())[1]
+    whole = (identity / "001.jpg").read_bytes()
+    (identity / "001.jpg").write_bytes(whole[: len(whole) // 2])  # a truncated copy
+    (identity / "002.jpg").write_bytes(b"")
+    with pytest.raises(BadDataError, match=r"1 empty identity folder\(s\): .*0000001.*2 damaged image file\(s\)"):
+        CasiaDataModule(ImageFolder(root, on_bad="fail"))
+    with pytest.warns(UserWarning, match=r"skipping 2 damaged image file\(s\) .*001.jpg, .*002.jpg"):
+        dm = CasiaDataModule(ImageFolder(root, on_bad="skip"))
+    assert len(dm.train_table) == 12 * 6 - 2
+    assert not dm.train_table["name"].str.startswith(f"{identity.name}/00[12]").any()
+
+
+def test_an_undecodable_training_image_is_replaced_by_the_next_one_when_skipping(tiny_tree, tmp_path):
+    root = _copy(tiny_tree, tmp_path)
+    identity = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    # Start and end markers intact (the indexing check passes), garbage in between: decoding fails.
+    (identity / "001.jpg").write_bytes(b"\xff\xd8" + b"junk" * 10 + b"\xff\xd9")
+    source = ImageFolder(root)
+    dataset = source.dataset([f"{identity.name}/001.jpg", f"{identity.name}/002.jpg"], [3, 4], (112, 96))
+    with pytest.warns(UserWarning, match=r"skipping an unreadable training image: cannot decode image .*001.jpg"):
+        image, label = dataset[0]
+    assert label == 4 and image.shape == (112, 96, 3)
+    with pytest.raises(BadDataError, match="cannot decode image"):
+        ImageFolder(root, on_bad="fail").dataset([f"{identity.name}/001.jpg"], [0], (112, 96))[0]
 
 
 def test_missing_lfw_images_and_half_configured_lfw(tiny_tree, tmp_path):
     lfw = shutil.copytree(tiny_tree / "lfw", tmp_path / "lfw")
-    victim = CasiaDataModule(tiny_tree / "casia", lfw, lfw / "pairs.txt").lfw.images[0]
+    victim = CasiaDataModule(ImageFolder(tiny_tree / "casia"), lfw, lfw / "pairs.txt").lfw.images[0]
     (lfw / victim).unlink()
     with pytest.raises(MissingDataError, match=r"1 of the \d+ images named by .*pairs.txt are not under"):
-        CasiaDataModule(tiny_tree / "casia", lfw, lfw / "pairs.txt")
-    with pytest.raises(ConfigError, match="set both data.lfw_root and data.lfw_pairs"):
-        CasiaDataModule(tiny_tree / "casia", lfw_root=lfw)
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), lfw, lfw / "pairs.txt")
+    with pytest.raises(ConfigError, match=r"set both data\.lfw_root and data\.lfw_pairs"):
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), lfw_root=lfw)
     with pytest.raises(ConfigError, match="no test set configured"):
-        CasiaDataModule(tiny_tree / "casia").eval_sets("test")
+        CasiaDataModule(ImageFolder(tiny_tree / "casia")).eval_sets("test")
 
 
 def test_wrong_size_and_corrupt_images_name_the_file(tiny_tree, tmp_path):

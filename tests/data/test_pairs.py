@@ -31,8 +31,13 @@ def test_write_then_read_round_trip(tmp_path):
     pairs = read_lfw_pairs(tmp_path / "pairs.txt")
     assert len(pairs) == 40 and pairs.issame.sum() == 20
     # Folds are identity-disjoint, as LFW View 2.
-    names = [{p.split("/")[0] for p in np.array(pairs.images)[np.r_[pairs.left, pairs.right][np.r_[pairs.fold,
-             pairs.fold] == k]]} for k in range(10)]
+    names = [
+        {
+            p.split("/")[0]
+            for p in np.array(pairs.images)[np.r_[pairs.left, pairs.right][np.r_[pairs.fold, pairs.fold] == k]]
+        }
+        for k in range(10)
+    ]
     assert all(not (names[a] & names[b]) for a in range(10) for b in range(a + 1, 10))
 
 

@@ -12,8 +12,9 @@ def _digest(folder):
     return h.hexdigest()
 
 
-SPEC = SyntheticSpec(train_identities=3, images_per_identity=2, test_identities=20, test_images_per_identity=2,
-                     pairs_per_fold=1, seed=7)
+SPEC = SyntheticSpec(
+    train_identities=3, images_per_identity=2, test_identities=20, test_images_per_identity=2, pairs_per_fold=1, seed=7
+)
 
 
 def test_generation_is_deterministic_and_cached(tmp_path):

@@ -1,0 +1,134 @@
+"""Where aligned training faces come from: a folder tree, insightface RecordIO, or packed shards.
+
+A ``TrainingImages`` source is injected into ``CasiaDataModule`` (``data.train`` in the config, with ``class_path``
+naming the format). It lists its images as an identity table first (cheap: no decoding), so overlap removal, held-out
+identities and ``num_classes`` are settled before any image is read; then it serves the selected images as uint8.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import Dataset
+
+from amlit.data.images import IMAGE_EXTENSIONS, BadDataPolicy, ImageFiles
+from amlit.errors import BadDataError, MissingDataError
+
+
+class TrainingImages(ABC):
+    """A store of aligned training faces (one identity per class)."""
+
+    @abstractmethod
+    def image_table(self) -> pd.DataFrame:
+        """One row per usable image: ``identity`` (str, e.g. CASIA's 7-digit id) and ``name`` (str, unique).
+
+        Called once, before training; must not decode images. Bad entries found here are reported and handled
+        by the source's ``on_bad`` policy.
+        """
+
+    @abstractmethod
+    def dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
+        """``(uint8 image (H, W, 3) RGB, int64 target)`` for the named images, as ``image_size`` = (H, W)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the images are, for messages (e.g. the folder or file path)."""
+
+    def required_paths(self) -> list[tuple[Path, str, str]]:
+        """(path, setting name, what it should be) of each input, so a missing one is reported with the others."""
+        return []
+
+
+def _looks_complete(path: str) -> bool:
+    """Cheap integrity check without decoding: a JPEG ends with EOI (FF D9), a PNG with its IEND chunk.
+
+    Catches the common damage (truncated downloads/copies, empty files) in two small reads per file.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+            file.seek(0, os.SEEK_END)
+            size = file.tell()
+            file.seek(max(0, size - 12))
+            tail = file.read()
+    except OSError:
+        return False
+    if head.startswith(b"\xff\xd8"):
+        return tail.rstrip(b"\x00\r\n").endswith(b"\xff\xd9")
+    if head.startswith(b"\x89PNG"):
+        return tail.endswith(b"IEND\xaeB`\x82")
+    return size > 0  # other formats (bmp): decoding will tell
+
+
+def scan_identity_tree(root: Path, check_files: bool = True) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Scan ``<root>/<identity>/<image>``: (table of identity/name, empty identity folders, damaged files)."""
+    rows, empty, damaged = [], [], []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        images = sorted(f.name for f in os.scandir(entry.path) if f.name.lower().endswith(IMAGE_EXTENSIONS))
+        if not images:
+            empty.append(entry.path)
+        for image in images:
+            name = f"{entry.name}/{image}"
+            if check_files and not _looks_complete(os.path.join(root, name)):
+                damaged.append(name)
+            else:
+                rows.append((entry.name, name))
+    return pd.DataFrame(rows, columns=["identity", "name"]), empty, damaged
+
+
+def _listed(items: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+class ImageFolder(TrainingImages):
+    """An aligned tree ``<root>/<identity>/<image>.jpg`` (e.g. SphereFace's ``CASIA-WebFace-112X96``).
+
+    Args:
+        root: the tree's folder.
+        on_bad: what to do with damaged images (truncated/empty files found when indexing, or files that fail to
+            decode during training) and empty identity folders: ``"skip"`` them, counting and reporting each, or
+            ``"fail"`` at once naming the file. Indexing checks each file's end marker (two small reads per file),
+            so a damaged file is found before training starts, not hours into it.
+        check_files: run that end-marker check (turn off on slow network file systems to save the reads).
+    """
+
+    def __init__(self, root: str | Path, on_bad: BadDataPolicy = "skip", check_files: bool = True) -> None:
+        self.root = Path(root)
+        self.on_bad = on_bad
+        self.check_files = check_files
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def required_paths(self) -> list[tuple[Path, str, str]]:
+        return [(self.root, "root", "aligned training tree <identity id>/<image>.jpg")]
+
+    def image_table(self) -> pd.DataFrame:
+        if not self.root.is_dir():
+            raise MissingDataError(
+                f"training data folder {self.root} does not exist: expected a tree <root>/<identity id>/<image>.jpg "
+                "of aligned faces (e.g. CASIA-WebFace aligned to 112x96); set data.train.root to it"
+            )
+        table, empty, damaged = scan_identity_tree(self.root, self.check_files)
+        problems = [f"{len(empty)} empty identity folder(s): {_listed(empty)}"] if empty else []
+        if damaged:
+            problems.append(f"{len(damaged)} damaged image file(s) (truncated or empty): {_listed(damaged)}")
+        if problems and self.on_bad == "fail":
+            raise BadDataError(
+                f"{self.root}: " + "; ".join(problems) + ". Fix or remove them, or set data.train.on_bad=skip"
+            )
+        for problem in problems:
+            rank_zero_warn(f"{self.root}: skipping {problem}")
+        if table.empty:
+            raise BadDataError(f"{self.root} has no identity folders with images: expected <root>/<identity>/<n>.jpg")
+        return table
+
+    def dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
+        return ImageFiles(self.root, names, targets, image_size, on_bad=self.on_bad)
