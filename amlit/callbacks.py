@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import BasePredictionWriter
+import yaml
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
+
+from amlit.eval.curves import Curve
+from amlit.eval.plots import plot_curves
 
 
 class EmbeddingWriter(BasePredictionWriter):
@@ -26,8 +33,10 @@ class EmbeddingWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         # Lightning gives a list per dataloader only when there are several.
-        per_loader = predictions if len(trainer.predict_dataloaders) > 1 else [predictions]
-        for loader_index, (loader, outputs) in enumerate(zip(trainer.predict_dataloaders, per_loader, strict=True)):
+        loaders = trainer.predict_dataloaders
+        loaders = list(loaders) if isinstance(loaders, list | tuple) else [loaders]
+        per_loader = predictions if len(loaders) > 1 else [predictions]
+        for loader_index, (loader, outputs) in enumerate(zip(loaders, per_loader, strict=True)):
             features = torch.cat([f for f, _ in outputs]) if outputs else torch.empty(0, 0)
             indices = torch.cat([i for _, i in outputs]) if outputs else torch.empty(0, dtype=torch.long)
             if dist.is_available() and dist.is_initialized():
@@ -44,3 +53,47 @@ class EmbeddingWriter(BasePredictionWriter):
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, names=np.array(names, dtype=str), features=out)
             rank_zero_info(f"wrote {len(names)} embeddings of dimension {out.shape[1]} to {path}")
+
+
+class ResultsWriter(Callback):
+    """After ``test``: ``results.json`` (flat ``{metric_key: number}`` plus ``config``, ``manifest`` and
+    ``checkpoint``), ``results.csv`` (one row: the metric keys as columns) and PNG plots of the curves (ROC, CMC).
+
+    Files go to ``output_dir``, or to the logger's directory (``trainer.log_dir``) when unset; plots are also sent
+    to loggers that take images (wandb). Only rank 0 writes. This is the results-file interface of the design.
+    """
+
+    def __init__(self, output_dir: str | Path | None = None, plots: bool = True) -> None:
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.plots = plots
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        if trainer.global_rank != 0:
+            return
+        output_dir = self.output_dir or Path(trainer.log_dir or trainer.default_root_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        results = pl_module.eval_results
+        metrics = {key: float(value) for key, value in results.items() if not isinstance(value, Curve)}
+        curves = {key: value for key, value in results.items() if isinstance(value, Curve)}
+        datamodule = trainer.datamodule
+        document = {
+            **metrics,
+            "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
+            "config": _saved_config(trainer),
+            "manifest": datamodule.manifest() if hasattr(datamodule, "manifest") else None,
+        }
+        (output_dir / "results.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
+        pd.DataFrame([metrics]).to_csv(output_dir / "results.csv", index=False)
+        written = plot_curves(curves, output_dir / "plots") if self.plots and curves else []
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image") and written:
+                logger.log_image(key="test/plots", images=[str(p) for p in written], caption=[p.stem for p in written])
+        rank_zero_info(f"wrote results.json, results.csv and {len(written)} plot(s) to {output_dir}")
+
+
+def _saved_config(trainer) -> dict | None:
+    """The resolved run config, as LightningCLI's ``SaveConfigCallback`` holds it (None outside the CLI)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, SaveConfigCallback):
+            return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False, skip_check=True))
+    return None

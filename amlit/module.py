@@ -17,6 +17,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from amlit import keys
+from amlit.eval.curves import Curve
+from amlit.eval.evalset import Views
 from amlit.eval.metrics import EmbeddingCollector
 from amlit.heads import MarginHead
 
@@ -55,6 +57,9 @@ class FaceVerificationModule(L.LightningModule):
         self.backbone = backbone
         self.head = head(backbone.embedding_dim, num_classes)
         self._collectors: list[EmbeddingCollector] = []
+        # Results of the last evaluation, by full key (``test/lfw/acc`` -> 0.99, ``test/lfw/roc`` -> Curve), for
+        # the results file and the plots (amlit.callbacks.ResultsWriter).
+        self.eval_results: dict[str, float | Curve] = {}
 
     # ---- tensors ----------------------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -73,11 +78,19 @@ class FaceVerificationModule(L.LightningModule):
         return self.backbone(images)
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Test-time feature (B, D) float32: L2-normalize(embedding(x) + embedding(mirror(x)))."""
-        both = self(torch.cat([images, images.flip(-1)]))  # one pass over (2B, 3, H, W)
-        original, mirrored = both.float().chunk(2)
-        return nn.functional.normalize(original + mirrored, dim=1)
+    def embed_views(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw embeddings of each image and its mirror, (B, 2, D) float32, from one pass over (2B, 3, H, W)."""
+        both = self(torch.cat([images, images.flip(-1)])).float()
+        return torch.stack(both.chunk(2), dim=1)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, views: Views = "sum") -> torch.Tensor:
+        """Test-time feature: ``"sum"`` (B, D) = L2-normalize(f(x) + f(mirror(x))) (AM-Softmax's deploy net);
+        ``"concat"`` (B, 2D) = [f(x), f(mirror(x))] un-normalized (SphereFace's evaluation.m)."""
+        pair = self.embed_views(images)
+        if views == "concat":
+            return pair.flatten(1)
+        return nn.functional.normalize(pair.sum(dim=1), dim=1)
 
     # ---- training ---------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -115,11 +128,13 @@ class FaceVerificationModule(L.LightningModule):
         return datamodule.eval_sets(stage)
 
     def _start_eval(self, stage: str) -> None:
+        self._eval_views = [s.views for s in self._eval_sets(stage)]
         self._collectors = [EmbeddingCollector(s.num_images).to(self.device) for s in self._eval_sets(stage)]
+        self.eval_results = {key: v for key, v in self.eval_results.items() if not key.startswith(f"{stage}/")}
 
     def _eval_step(self, batch, dataloader_idx: int) -> None:
         images, indices = batch
-        self._collectors[dataloader_idx].update(self.embed(images), indices)
+        self._collectors[dataloader_idx].update(self.embed(images, self._eval_views[dataloader_idx]), indices)
 
     def _finish_eval(self, stage: str) -> None:
         for eval_set, collector in zip(self._eval_sets(stage), self._collectors, strict=True):
@@ -130,9 +145,11 @@ class FaceVerificationModule(L.LightningModule):
                     f"{stage}/{eval_set.name}: {missing} of {eval_set.num_images} images were not embedded "
                     "(limit_*_batches or fast_dev_run?); its metrics use only the pairs with both images"
                 )
-            metrics = eval_set.evaluate(features)
-            for name, value in metrics.items():
-                self.log(keys.eval_key(stage, eval_set.name, name), value, prog_bar=name == "acc")
+            for name, value in eval_set.evaluate(features).items():
+                key = keys.eval_key(stage, eval_set.name, name)
+                self.eval_results[key] = value
+                if not isinstance(value, Curve):
+                    self.log(key, value, prog_bar=name == "acc")
         self._collectors = []
 
     def on_validation_epoch_start(self) -> None:

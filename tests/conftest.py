@@ -14,7 +14,7 @@ os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-from amlit.data.synthetic import SyntheticSpec, generate  # noqa: E402
+from amlit.data.synthetic import SyntheticSpec, blufr_config_for, generate  # noqa: E402
 
 # Small enough to generate in a second, large enough for 10 identity-disjoint folds.
 TINY_SPEC = SyntheticSpec(
@@ -31,5 +31,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tree(tmp_path_factory) -> Path:
-    """Generated tree holding ``casia/<7-digit id>/<nnn>.jpg`` and ``lfw/<Name>/...`` + ``lfw/pairs.txt``."""
-    return generate(tmp_path_factory.mktemp("synthetic"), TINY_SPEC)
+    """Generated tree holding ``casia/<7-digit id>/<nnn>.jpg`` and ``lfw/<Name>/...`` + ``lfw/pairs.txt`` and
+    ``lfw/blufr_config.mat`` (a BLUFR-style protocol over the LFW-layout tree)."""
+    tree = generate(tmp_path_factory.mktemp("synthetic"), TINY_SPEC)
+    blufr_config_for(tree)
+    return tree

@@ -1,11 +1,13 @@
 """The shipped configs and the command line, run in-process (a subprocess costs ~7 s of imports each)."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 from conftest import REPO, TINY_SPEC
 
+from amlit.callbacks import ResultsWriter
 from amlit.cli import find_user_error, run_cli
 from amlit.errors import ConfigError, MissingDataError
 
@@ -36,6 +38,7 @@ def overrides(config: str, tiny_tree, tmp_path) -> list[str]:
             f"--data.train.root={tiny_tree / 'casia'}",
             f"--data.lfw_root={tiny_tree / 'lfw'}",
             f"--data.lfw_pairs={tiny_tree / 'lfw' / 'pairs.txt'}",
+            f"--data.blufr_config={tiny_tree / 'lfw' / 'blufr_config.mat'}",
             "--data.exclude_id_lists=[]",
             "--data.batch_size=4",
             "--data.eval_batch_size=64",
@@ -47,12 +50,19 @@ def overrides(config: str, tiny_tree, tmp_path) -> list[str]:
 @pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_shipped_config_fits_and_tests_one_step(config, tiny_tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths of the config (runs/...) land in tmp_path
-    args = ["--config", str(CONFIGS / config), *overrides(config, tiny_tree, tmp_path), "--trainer.fast_dev_run=1"]
-    cli = run_cli(["fit", *args])
+    args = ["--config", str(CONFIGS / config), *overrides(config, tiny_tree, tmp_path)]
+    cli = run_cli(["fit", *args, "--trainer.fast_dev_run=1"])
     assert cli.trainer.global_step == 1
     assert cli.model.head.num_classes == cli.datamodule.num_classes  # linked from the data
-    cli = run_cli(["test", *args])
-    assert cli.trainer.callback_metrics["test/lfw/num_pairs"] > 0
+    cli = run_cli(["test", *args])  # all test images (tiny), as users run it: the results file has the config
+    metrics = cli.trainer.callback_metrics
+    assert metrics["test/lfw/num_pairs"] > 0
+    assert "test/blufr/vr@far=1e-3_mean_minus_std" in metrics
+    (writer,) = [c for c in cli.trainer.callbacks if isinstance(c, ResultsWriter)]
+    document = json.loads((writer.output_dir / "results.json").read_text())
+    assert document["test/lfw/acc"] == pytest.approx(metrics["test/lfw/acc"].item())
+    assert document["manifest"]["num_classes"] == cli.datamodule.num_classes
+    assert document["config"]["model"]["head"]["init_args"]["margin"] == cli.model.head.margin
 
 
 def test_dotted_overrides_reach_the_head_and_print_config(tiny_tree, tmp_path, monkeypatch, capsys):
@@ -82,7 +92,7 @@ def test_paper_config_without_data_names_every_missing_path(tmp_path, monkeypatc
         run_cli(["fit", "--config", str(CONFIGS / "amsoftmax_casia.yaml")])
     error = find_user_error(info.value)
     assert isinstance(error, MissingDataError)
-    for setting in ("data.train.root", "data.exclude_id_lists", "data.lfw_root", "data.lfw_pairs"):
+    for setting in ("data.train.root", "data.exclude_id_lists", "data.lfw_root", "data.lfw_pairs", "data.blufr_config"):
         assert setting in str(error)
 
 
@@ -109,7 +119,8 @@ def test_predict_writes_the_embeddings_file(tiny_tree, tmp_path, monkeypatch):
     args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
     cli = run_cli(["predict", *args, "--data.eval_batch_size=16"])
     saved = np.load(tmp_path / "runs" / "demo" / "embeddings.npz")
-    (loader,) = cli.trainer.predict_dataloaders
+    loader = cli.trainer.predict_dataloaders
+    assert set(loader.dataset.files) >= set(cli.datamodule.lfw.images)  # every test image (LFW pairs + BLUFR list)
     assert saved["names"].tolist() == loader.dataset.files
     assert saved["features"].shape == (len(loader.dataset), 128)
     np.testing.assert_allclose(np.linalg.norm(saved["features"], axis=1), 1.0, rtol=1e-5)

@@ -28,8 +28,18 @@ from amlit.data.overlap import assign_labels, read_id_list, remove_identities
 from amlit.data.pairs import PairList, fold_pairs_to_list, read_lfw_pairs, sample_fold_pairs
 from amlit.data.sources import TrainingImages
 from amlit.errors import ConfigError, MissingDataError
+from amlit.eval.blufr import BlufrConfig, evaluate_blufr, read_blufr_config
 from amlit.eval.evalset import EvalSet
 from amlit.eval.verification import pair_verification_metrics
+
+
+def _lfw_path(file_name: str) -> str:
+    """``Aaron_Eckhart_0001.jpg`` -> ``Aaron_Eckhart/Aaron_Eckhart_0001.jpg`` (the LFW tree layout)."""
+    return f"{file_name.rsplit('_', 1)[0]}/{file_name}"
+
+
+def _blufr_metrics(features, names: list[str], config: BlufrConfig) -> dict[str, float]:
+    return evaluate_blufr((names, features), config)
 
 
 def _require_paths(paths: list[tuple[Path, str, str]]) -> None:
@@ -60,6 +70,8 @@ class CasiaDataModule(L.LightningDataModule):
             or another ``TrainingImages`` source (RecordIO, packed shards).
         lfw_root: aligned LFW tree ``<Name>/<Name>_<%04d>.jpg`` (needed by ``test``).
         lfw_pairs: LFW ``pairs.txt`` (View 2: 10 folds of 300 matched + 300 mismatched pairs).
+        blufr_config: the BLUFR toolkit's ``blufr_lfw_config.mat``; adds the BLUFR protocol (10 trials of
+            verification at FAR 0.01%/0.1% and open-set identification at FAR 1%) on the images of ``lfw_root``.
         exclude_id_lists: files of identity ids to remove (one 7-digit id per line); the paper removes 59
             (17 overlapping LFW + 42 overlapping MegaFace/FaceScrub) -> 10,516 classes.
         val_identities: training identities held out to build verification pairs for ``val`` during fit
@@ -77,6 +89,7 @@ class CasiaDataModule(L.LightningDataModule):
         train: TrainingImages,
         lfw_root: str | Path | None = None,
         lfw_pairs: str | Path | None = None,
+        blufr_config: str | Path | None = None,
         exclude_id_lists: Sequence[str | Path] = (),
         val_identities: int = 0,
         val_pairs_per_fold: int = 100,
@@ -91,12 +104,15 @@ class CasiaDataModule(L.LightningDataModule):
             raise ConfigError(f"batch sizes must be >= 1, got batch_size={batch_size}, eval={eval_batch_size}")
         if (lfw_root is None) != (lfw_pairs is None):
             raise ConfigError("set both data.lfw_root and data.lfw_pairs for LFW testing, or neither")
+        if blufr_config is not None and lfw_root is None:
+            raise ConfigError("data.blufr_config needs the LFW images: set data.lfw_root and data.lfw_pairs too")
         _require_paths(
             [
                 *[(path, f"data.train.{setting}", what) for path, setting, what in train.required_paths()],
                 *[(Path(p), "data.exclude_id_lists", "identity exclusion list") for p in exclude_id_lists],
                 *([(Path(lfw_root), "data.lfw_root", "aligned LFW tree <Name>/<Name>_0001.jpg")] if lfw_root else []),
                 *([(Path(lfw_pairs), "data.lfw_pairs", "LFW pairs.txt")] if lfw_pairs else []),
+                *([(Path(blufr_config), "data.blufr_config", "blufr_lfw_config.mat")] if blufr_config else []),
             ]
         )
         self.train = train
@@ -133,6 +149,17 @@ class CasiaDataModule(L.LightningDataModule):
         self.train_table = assign_labels(table)
         self.num_classes = int(self.train_table["label"].max()) + 1
         self.removed_identities = removed
+        self._manifest = {
+            "train": train.describe(),
+            "identities": int(identities),
+            "exclude_id_lists": [str(path) for path in exclude_id_lists],
+            "removed_identities": removed,
+            "listed_but_absent": absent,
+            "val_identities": int(val_identities),
+            "num_classes": self.num_classes,
+            "train_images": int(len(table)),
+            "image_size": list(self.image_size),
+        }
         report += f" -> {self.num_classes} training classes, {len(self.train_table)} training images"
         rank_zero_info(report)
 
@@ -145,6 +172,20 @@ class CasiaDataModule(L.LightningDataModule):
                     f"{len(missing)} of the {len(self.lfw.images)} images named by {lfw_pairs} are not under "
                     f"{self.lfw_root}, e.g. {', '.join(missing[:3])}"
                 )
+        self.blufr: BlufrConfig | None = None
+        if blufr_config is not None:
+            self.blufr = read_blufr_config(blufr_config)
+            self._blufr_images = [_lfw_path(name) for name in self.blufr.image_list]
+            missing = [p for p in self._blufr_images if not (self.lfw_root / p).is_file()]
+            if missing:
+                raise MissingDataError(
+                    f"{len(missing)} of the {len(self._blufr_images)} images of the BLUFR list {blufr_config} are "
+                    f"not under {self.lfw_root}, e.g. {', '.join(missing[:3])}: BLUFR needs all LFW images aligned"
+                )
+
+    def manifest(self) -> dict:
+        """What the model is trained on: source, identity counts, removed ids and their lists, classes, images."""
+        return dict(self._manifest)
 
     # ---- datasets -------------------------------------------------------------------------------------------
     def _per_device_batch(self) -> int:
@@ -157,7 +198,7 @@ class CasiaDataModule(L.LightningDataModule):
         return EvalSet(name, dataset, len(pairs.images), partial(pair_verification_metrics, pairs=pairs))
 
     def eval_sets(self, stage: str) -> list[EvalSet]:
-        """Evaluation sets of a stage: ``"val"`` (held-out training identities) or ``"test"`` (LFW)."""
+        """Evaluation sets of a stage: ``"val"`` (held-out training identities) or ``"test"`` (LFW, BLUFR)."""
         if stage == "val":
             if self.val_pairs is None:
                 return []
@@ -169,7 +210,13 @@ class CasiaDataModule(L.LightningDataModule):
                 raise ConfigError("no test set configured: set data.lfw_root and data.lfw_pairs")
             images = self.lfw.images
             dataset = ImageFiles(self.lfw_root, images, range(len(images)), self.image_size)
-            return [self._pair_set("lfw", dataset, self.lfw)]
+            sets = [self._pair_set("lfw", dataset, self.lfw)]
+            if self.blufr is not None:
+                images = self._blufr_images
+                dataset = ImageFiles(self.lfw_root, images, range(len(images)), self.image_size)
+                evaluate = partial(_blufr_metrics, names=images, config=self.blufr)
+                sets.append(EvalSet("blufr", dataset, len(images), evaluate))
+            return sets
         raise ValueError(f"unknown evaluation stage {stage!r}")
 
     # ---- loaders --------------------------------------------------------------------------------------------
@@ -198,5 +245,11 @@ class CasiaDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(s.dataset, self.eval_batch_size, train=False) for s in self.eval_sets("test")]
 
-    def predict_dataloader(self) -> list[DataLoader]:
-        return self.test_dataloader()
+    def predict_dataloader(self) -> DataLoader:
+        """Every image of the test sets (``amlit predict`` writes their embeddings file)."""
+        if self.lfw is None:
+            raise ConfigError("no test images configured to embed: set data.lfw_root and data.lfw_pairs")
+        images = sorted(set(self.lfw.images) | set(self._blufr_images if self.blufr is not None else []))
+        return self._loader(
+            ImageFiles(self.lfw_root, images, range(len(images)), self.image_size), self.eval_batch_size, train=False
+        )

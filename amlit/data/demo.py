@@ -6,7 +6,7 @@ from pathlib import Path
 
 from amlit.data.casia import CasiaDataModule
 from amlit.data.sources import ImageFolder
-from amlit.data.synthetic import SyntheticSpec, generate
+from amlit.data.synthetic import SyntheticSpec, blufr_config_for, generate
 
 
 class SyntheticFacesDataModule(CasiaDataModule):
@@ -19,6 +19,7 @@ class SyntheticFacesDataModule(CasiaDataModule):
         test_identities, test_images_per_identity, pairs_per_fold: size of the LFW-style test set (10 folds).
         data_seed: seed of the generator.
         image_size: (H, W) of the crops.
+        blufr: also test with a BLUFR-style protocol generated for the test tree (10 trials, LFW's proportions).
         **kwargs: the remaining ``CasiaDataModule`` arguments (batch_size, val_identities, ...).
     """
 
@@ -32,6 +33,7 @@ class SyntheticFacesDataModule(CasiaDataModule):
         pairs_per_fold: int = 60,
         data_seed: int = 0,
         image_size: tuple[int, int] = (112, 96),
+        blufr: bool = True,
         **kwargs,
     ) -> None:
         spec = SyntheticSpec(
@@ -48,6 +50,7 @@ class SyntheticFacesDataModule(CasiaDataModule):
             train=ImageFolder(tree / "casia"),
             lfw_root=tree / "lfw",
             lfw_pairs=tree / "lfw" / "pairs.txt",
+            blufr_config=blufr_config_for(tree, seed=data_seed) if blufr else None,
             image_size=image_size,
             **kwargs,
         )

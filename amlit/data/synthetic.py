@@ -251,3 +251,20 @@ def generate(root: str | Path, spec: SyntheticSpec) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def blufr_config_for(tree: Path, seed: int = 0) -> Path:
+    """A BLUFR-style protocol (``sample_blufr_protocol``) over the generated ``lfw/`` tree, written once as
+    ``lfw/blufr_config.mat`` so the demo runs the BLUFR code path exactly as on the real LFW."""
+    from amlit.eval.blufr import sample_blufr_protocol, write_blufr_config
+
+    path = tree / "lfw" / "blufr_config.mat"
+    if not path.is_file():
+        files = sorted(p.name for p in (tree / "lfw").glob("*/*.jpg"))
+        subjects = sorted({name.rsplit("_", 1)[0] for name in files})
+        label_of = {subject: label for label, subject in enumerate(subjects, start=1)}
+        config = sample_blufr_protocol(files, [label_of[name.rsplit("_", 1)[0]] for name in files], seed=seed)
+        staging = path.with_suffix(f".tmp-{os.getpid()}.mat")
+        write_blufr_config(staging, config)
+        staging.replace(path)  # atomic: a reader never sees half a file
+    return path

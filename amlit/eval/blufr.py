@@ -110,6 +110,63 @@ def read_blufr_config(path: str | Path) -> BlufrConfig:
     )
 
 
+def write_blufr_config(path: str | Path, config: BlufrConfig) -> None:
+    """Write ``config`` as a BLUFR-toolkit ``.mat`` (the variables and 1-based indexes ``read_blufr_config`` reads)."""
+    import scipy.io
+
+    def cell(arrays: list[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(arrays), 1), dtype=object)
+        for row, indexes in enumerate(arrays):
+            out[row, 0] = (np.asarray(indexes, dtype=np.float64) + 1)[:, None]  # MATLAB: double column vectors
+        return out
+
+    names = np.empty((len(config.image_list), 1), dtype=object)
+    names[:, 0] = config.image_list
+    variables = {
+        "imageList": names,
+        "labels": np.asarray(config.labels, dtype=np.uint16)[:, None],
+        "trainIndex": cell(config.train_index),
+        "testIndex": cell(config.test_index),
+        "galIndex": cell(config.gallery_index),
+        "probIndex": cell(config.probe_index),
+    }
+    scipy.io.savemat(str(path), variables)
+
+
+def sample_blufr_protocol(
+    image_list: Sequence[str], labels: Sequence[int], num_trials: int = 10, seed: int = 0
+) -> BlufrConfig:
+    """A BLUFR-style protocol for another image set, with LFW's BLUFR proportions (data_facts §4.1): per trial,
+    26% of the subjects (1,500 of 5,749) are set aside for training; all images of the others are the test set;
+    23.5% of the test subjects with >= 2 images (1,000 of 4,249) get one gallery image each, their other images
+    are genuine probes and the test subjects outside the gallery are impostor probes. Used for the demo data."""
+    labels = np.asarray(labels, dtype=np.int64)
+    subjects = np.unique(labels)
+    rng = np.random.default_rng(seed)
+    trials: dict[str, list[np.ndarray]] = {"train": [], "test": [], "gallery": [], "probe": []}
+    for _ in range(num_trials):
+        train_subjects = rng.choice(subjects, max(1, round(0.26 * len(subjects))), replace=False)
+        is_train = np.isin(labels, train_subjects)
+        test_subjects = np.setdiff1d(subjects, train_subjects)
+        counts = {s: int((labels == s).sum()) for s in test_subjects}
+        candidates = np.array([s for s in test_subjects if counts[s] >= 2])
+        gallery_subjects = rng.choice(candidates, max(1, round(0.235 * len(test_subjects))), replace=False)
+        gallery = np.array([rng.choice(np.flatnonzero(labels == s)) for s in np.sort(gallery_subjects)])
+        test = np.flatnonzero(~is_train)
+        trials["train"].append(np.flatnonzero(is_train))
+        trials["test"].append(test)
+        trials["gallery"].append(gallery)
+        trials["probe"].append(np.setdiff1d(test, gallery))
+    return BlufrConfig(
+        image_list=list(image_list),
+        labels=labels,
+        train_index=trials["train"],
+        test_index=trials["test"],
+        gallery_index=trials["gallery"],
+        probe_index=trials["probe"],
+    )
+
+
 def false_alarm_counts(far_points: Sequence[float], num_impostors: int) -> list[int]:
     """``round(FAR * Nimp)`` with MATLAB rounding (half away from zero), in float64 like MATLAB."""
     counts = []

@@ -116,3 +116,38 @@ def test_wrong_size_and_corrupt_images_name_the_file(tiny_tree, tmp_path):
         dataset[0]
     with pytest.raises(BadDataError, match=r"cannot decode image .*002.jpg"):
         dataset[1]
+
+
+def test_blufr_eval_set_embeds_the_config_images_from_the_lfw_tree(tiny_tree, tmp_path):
+    from amlit.eval.blufr import read_blufr_config
+
+    lfw = tiny_tree / "lfw"
+    config = lfw / "blufr_config.mat"
+    dm = CasiaDataModule(ImageFolder(tiny_tree / "casia"), lfw, lfw / "pairs.txt", blufr_config=config)
+    lfw_set, blufr_set = dm.eval_sets("test")
+    assert (lfw_set.name, blufr_set.name) == ("lfw", "blufr")
+    names = read_blufr_config(config).image_list
+    assert blufr_set.num_images == len(names)
+    assert [path.split("/")[1] for path in blufr_set.dataset.files] == names  # the config's order, in folders
+    # Features that separate identities perfectly give VR = DIR = 1 in every trial.
+    labels = torch.tensor([hash(name.rsplit("_", 1)[0]) % 1000 for name in names])
+    features = torch.nn.functional.one_hot(labels, 1000).float()
+    metrics = blufr_set.evaluate(features)
+    assert metrics["vr@far=1e-3_mean"] == 1.0 and metrics["dir@far=1e-2,rank=1_mean"] == 1.0
+    with pytest.raises(ConfigError, match="blufr_config needs the LFW images"):
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), blufr_config=config)
+    copy = shutil.copytree(lfw, tmp_path / "lfw")
+    (victim,) = sorted(set(blufr_set.dataset.files) - set(dm.lfw.images))[:1]  # not in pairs.txt
+    (copy / victim).unlink()
+    with pytest.raises(MissingDataError, match=r"1 of the \d+ images of the BLUFR list"):
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), copy, copy / "pairs.txt", blufr_config=config)
+
+
+def test_manifest_reports_what_was_removed(tiny_tree, tmp_path):
+    identities = sorted(p.name for p in (tiny_tree / "casia").iterdir() if p.is_dir())
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text(f"{identities[3]}\n9999999\n")
+    manifest = CasiaDataModule(ImageFolder(tiny_tree / "casia"), exclude_id_lists=[exclude]).manifest()
+    assert manifest["removed_identities"] == [identities[3]] and manifest["listed_but_absent"] == ["9999999"]
+    assert manifest["num_classes"] == 11 and manifest["identities"] == 12
+    assert manifest["exclude_id_lists"] == [str(exclude)]

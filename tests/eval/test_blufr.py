@@ -352,3 +352,25 @@ def test_real_config_facts(real_config: BlufrConfig):
         assert set(test) == set(gal) | set(prob) and not set(gal) & set(prob)
         assert len(gal) == 1000 and len(np.unique(c.labels[gal])) == 1000
         assert not set(c.labels[c.train_index[t]]) & set(c.labels[test])
+
+
+def test_written_config_reads_back_and_sampled_protocol_has_blufr_structure(tmp_path):
+    from amlit.eval.blufr import sample_blufr_protocol, write_blufr_config
+
+    names = [f"Person_{s:03d}_{n:04d}.jpg" for s in range(60) for n in range(1, 2 + s % 4)]
+    labels = np.array([int(name.split("_")[1]) + 1 for name in names])
+    config = sample_blufr_protocol(names, labels, num_trials=4, seed=3)
+    write_blufr_config(tmp_path / "config.mat", config)
+    back = read_blufr_config(tmp_path / "config.mat")
+    assert back.image_list == names and np.array_equal(back.labels, labels)
+    for field in ("train_index", "test_index", "gallery_index", "probe_index"):
+        for a, b in zip(getattr(back, field), getattr(config, field), strict=True):
+            assert np.array_equal(a, b)
+    for t in range(back.num_trials):
+        train, test = set(labels[back.train_index[t]]), set(labels[back.test_index[t]])
+        assert not train & test and train | test == set(labels)  # subject-disjoint, everything used
+        gallery = labels[back.gallery_index[t]]
+        assert len(set(gallery)) == len(gallery) == round(0.235 * len(test))  # one image per gallery subject
+        assert sorted(np.concatenate([back.gallery_index[t], back.probe_index[t]])) == sorted(back.test_index[t])
+        # every gallery subject has a genuine probe
+        assert set(gallery) <= set(labels[back.probe_index[t]])
