@@ -46,10 +46,15 @@ def run_cli(args: list[str] | None = None) -> AmlitCLI:
 def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
     from amlit.data.overlap import find_overlaps
+    from amlit.eval.score import score_blufr, score_lfw
 
     return {
         "data": {
             "overlaps": find_overlaps,
+        },
+        "score": {
+            "lfw": score_lfw,
+            "blufr": score_blufr,
         },
     }
 
