@@ -1,5 +1,7 @@
 """Margin heads: embedding (B, D) + labels (B,) -> cross-entropy loss over ``num_classes`` class weights.
 
+AM-Softmax (the paper's loss) and the baselines of its Table 1: Softmax (with optional dropout), Center loss,
+NormFace (= AM-Softmax with margin 0), A-Softmax (SphereFace), AM-Softmax without feature normalization.
 Each loss is a small pure function on the cosine matrix plus a thin ``nn.Module`` that owns the class weights
 (layout (num_classes, embedding_dim) as in ``F.linear``). The cosine and the loss are computed in float32 even
 under bf16/fp16 autocast: ``scale * cos`` with scale 30 and a 10k-way log-softmax lose too much precision (and
@@ -85,8 +87,13 @@ class MarginHead(nn.Module):
         bound = math.sqrt(3.0 / embedding_dim)
         nn.init.uniform_(self.weight, -bound, bound)
 
-    def logits(self, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def logits(self, embeddings: torch.Tensor, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, C) float32 logits from the float32 embeddings (B, D) and their cosines (B, C) to the classes."""
         raise NotImplementedError
+
+    def regularizer(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | float:
+        """A loss term added to the cross-entropy (Center loss); none by default."""
+        return 0.0
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         if embeddings.shape[-1] != self.embedding_dim:
@@ -94,7 +101,9 @@ class MarginHead(nn.Module):
         check_labels(labels, self.num_classes)
         cosine = normalized_cosine(embeddings, self.weight)  # (B, C) float32
         with torch.autocast(device_type=cosine.device.type, enabled=False):
-            loss = F.cross_entropy(self.logits(cosine, labels), labels)
+            features = embeddings.float()
+            loss = F.cross_entropy(self.logits(features, cosine, labels), labels)
+            loss = loss + self.regularizer(features, labels)
         return HeadOutput(loss=loss, cosine=cosine)
 
     def extra_repr(self) -> str:
@@ -110,6 +119,8 @@ class AMSoftmax(MarginHead):
         margin: additive cosine margin m, 0 <= m < 1 (paper: 0.35). ``margin=0`` is NormFace.
         scale: fixed scale s > 0 (paper: 30).
         conditional_margin: subtract the margin only where cos(theta_y) > margin, as the original Caffe layer.
+        feature_normalization: ``False`` is Table 1's "AM-Softmax w/o FN": each sample's feature norm |f| takes
+            the place of ``scale`` (logits |f| cos(theta_j) and |f| (cos(theta_y) - m); ``scale`` is unused).
     """
 
     def __init__(
@@ -119,6 +130,7 @@ class AMSoftmax(MarginHead):
         margin: float = 0.35,
         scale: float = 30.0,
         conditional_margin: bool = False,
+        feature_normalization: bool = True,
     ) -> None:
         super().__init__(embedding_dim, num_classes)
         if not 0.0 <= margin < 1.0:
@@ -128,12 +140,141 @@ class AMSoftmax(MarginHead):
         self.margin = float(margin)
         self.scale = float(scale)
         self.conditional_margin = conditional_margin
+        self.feature_normalization = feature_normalization
 
-    def logits(self, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return am_softmax_logits(cosine, labels, self.margin, self.scale, self.conditional_margin)
+    def logits(self, embeddings: torch.Tensor, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.feature_normalization:
+            return am_softmax_logits(cosine, labels, self.margin, self.scale, self.conditional_margin)
+        norm = embeddings.norm(dim=1, keepdim=True)  # (B, 1) replaces s, with its gradient
+        return norm * am_softmax_logits(cosine, labels, self.margin, 1.0, self.conditional_margin)
 
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, margin={self.margin}, scale={self.scale}, "
-            f"conditional_margin={self.conditional_margin}"
+            f"conditional_margin={self.conditional_margin}, feature_normalization={self.feature_normalization}"
         )
+
+
+class Softmax(MarginHead):
+    """The plain softmax baseline of Table 1 (Eq. 1): logits W f + b, no normalization, optional dropout on f.
+
+    Args:
+        embedding_dim, num_classes: as ``AMSoftmax``.
+        dropout: probability of dropping feature elements before the classifier (Table 1's "Softmax+75%
+            dropout" uses 0.75).
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__(embedding_dim, num_classes)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must satisfy 0 <= dropout < 1, got {dropout}")
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+        self.dropout = nn.Dropout(dropout)
+
+    def logits(self, embeddings: torch.Tensor, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.dropout(embeddings), self.weight.float(), self.bias.float())
+
+
+def center_loss(embeddings: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Center loss (Wen et al. 2016, Eq. 2, as Caffe's CenterLossLayer): sum_i |x_i - c_{y_i}|^2 / (2 B)."""
+    return (embeddings - centers[labels]).pow(2).sum() / (2 * embeddings.shape[0])
+
+
+def update_centers(centers: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, alpha: float) -> None:
+    """In place, Wen et al. 2016 Eq. 4: c_j -= alpha * sum_{i: y_i = j} (c_j - x_i) / (1 + n_j)."""
+    counts = torch.bincount(labels, minlength=centers.shape[0]).to(centers.dtype)  # (C,) n_j
+    differences = torch.zeros_like(centers).index_add_(0, labels, centers[labels] - embeddings)  # (C, D)
+    centers -= alpha * differences / (1.0 + counts[:, None])
+
+
+class CenterLoss(Softmax):
+    """Softmax + Center loss (Wen et al. 2016), a Table 1 baseline: CE(W f + b) + ``loss_weight`` * center loss.
+
+    The class centers (num_classes, D) are a buffer moved by their own update rule (rate ``alpha``), not by SGD;
+    they are saved in checkpoints. (The paper trained this baseline on ResNet-28, Table 1's note.)
+
+    Args:
+        loss_weight: lambda of the center term (Wen et al.: 0.003).
+        alpha: learning rate of the centers (Wen et al.: 0.5).
+    """
+
+    def __init__(
+        self, embedding_dim: int, num_classes: int, loss_weight: float = 0.003, alpha: float = 0.5, dropout: float = 0.0
+    ) -> None:
+        super().__init__(embedding_dim, num_classes, dropout)
+        if loss_weight < 0 or not 0 < alpha <= 1:
+            raise ConfigError(f"need loss_weight >= 0 and 0 < alpha <= 1, got {loss_weight} and {alpha}")
+        self.loss_weight = float(loss_weight)
+        self.alpha = float(alpha)
+        self.register_buffer("centers", torch.zeros(num_classes, embedding_dim))
+
+    def regularizer(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = self.loss_weight * center_loss(embeddings, self.centers, labels)
+        if self.training:
+            with torch.no_grad():
+                update_centers(self.centers, embeddings.detach(), labels, self.alpha)
+        return loss
+
+
+def sphereface_psi(cosine: torch.Tensor, margin: int) -> torch.Tensor:
+    """psi(theta) = (-1)^k cos(m theta) - 2k for theta in [k pi/m, (k+1) pi/m] (A-Softmax, Eq. 3 with lambda=0).
+
+    cos(m theta) is the Chebyshev polynomial T_m(cos theta), as SphereFace's Caffe layer computes it (no acos in
+    the gradient path); k counts the multiples of pi/m below theta.
+    """
+    chebyshev = {
+        1: lambda c: c,
+        2: lambda c: 2 * c**2 - 1,
+        3: lambda c: 4 * c**3 - 3 * c,
+        4: lambda c: 8 * c**4 - 8 * c**2 + 1,
+    }
+    theta = torch.acos(cosine.detach().clamp(-1.0, 1.0))
+    k = torch.floor(theta * margin / math.pi)
+    sign = 1.0 - 2.0 * torch.remainder(k, 2.0)  # (-1)^k
+    return sign * chebyshev[margin](cosine) - 2.0 * k
+
+
+class ASoftmax(MarginHead):
+    """A-Softmax (SphereFace, Liu et al. 2017), Eq. 2-3: normalized weights, raw feature norm, multiplicative
+    angular margin; the target logit |f| (lambda cos(theta_y) + psi(theta_y)) / (1 + lambda).
+
+    lambda anneals as SphereFace's MarginInnerProduct layer: max(lambda_min, base (1 + gamma t)^-power) at training
+    forward t = 0, 1, ...; the counter is a buffer, so a resumed run continues the schedule.
+
+    Args:
+        margin: integer m in 1..4 (SphereFace: 4).
+        lambda_base, lambda_gamma, lambda_power, lambda_min: the schedule (SphereFace: 1000, 0.12, 1, 5).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_classes: int,
+        margin: int = 4,
+        lambda_base: float = 1000.0,
+        lambda_gamma: float = 0.12,
+        lambda_power: float = 1.0,
+        lambda_min: float = 5.0,
+    ) -> None:
+        super().__init__(embedding_dim, num_classes)
+        if margin not in (1, 2, 3, 4):
+            raise ConfigError(f"A-Softmax margin must be an integer in 1..4, got {margin} (SphereFace: 4)")
+        self.margin = int(margin)
+        self.lambda_base, self.lambda_gamma, self.lambda_power = lambda_base, lambda_gamma, lambda_power
+        self.lambda_min = lambda_min
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    def current_lambda(self) -> torch.Tensor:
+        """() float32 on the weight's device: computed there, so no host synchronisation per step."""
+        step = self.iteration.float()
+        annealed = self.lambda_base * (1.0 + self.lambda_gamma * step) ** (-self.lambda_power)
+        return annealed.clamp_min(self.lambda_min)
+
+    def logits(self, embeddings: torch.Tensor, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        lam = self.current_lambda()
+        if self.training:
+            self.iteration += 1
+        index = labels[:, None]
+        target = cosine.gather(1, index)  # (B, 1)
+        blended = (lam * target + sphereface_psi(target, self.margin)) / (1.0 + lam)
+        return embeddings.norm(dim=1, keepdim=True) * cosine.scatter(1, index, blended)

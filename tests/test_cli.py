@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import REPO, TINY_SPEC
 
 from amlit.callbacks import ResultsWriter
@@ -129,3 +130,18 @@ def test_predict_writes_the_embeddings_file(tiny_tree, tmp_path, monkeypatch):
     expected = cli.model.eval().embed(x)
     np.testing.assert_allclose(saved["features"][indices.numpy()], expected.numpy(), rtol=1e-4, atol=1e-5)
     assert torch.all(indices == torch.arange(len(indices)))
+
+
+@pytest.mark.parametrize("overlay", sorted(p.name for p in (CONFIGS / "heads").glob("*.yaml")))
+def test_every_table1_head_overlay_composes_with_a_run_config_and_trains(overlay, tiny_tree, tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), "--config", str(CONFIGS / "heads" / overlay)]
+    cli = run_cli(["fit", *args, *overrides("demo.yaml", tiny_tree, tmp_path), "--trainer.fast_dev_run=2"])
+    wanted = yaml.safe_load((CONFIGS / "heads" / overlay).read_text())["model"]["head"]
+    assert type(cli.model.head).__name__ == wanted["class_path"].rsplit(".", 1)[1]
+    for name, value in wanted["init_args"].items():
+        setting = cli.model.head.dropout.p if name == "dropout" else getattr(cli.model.head, name)
+        assert setting == value, name
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])

@@ -111,3 +111,110 @@ def test_labels_out_of_range_are_refused():
         head(torch.randn(2, 8), torch.tensor([0, 1], dtype=torch.int32))
     with pytest.raises(ValueError, match="embeddings of size 8"):
         head(torch.randn(2, 7), torch.tensor([0, 1]))
+
+
+# ---- Table 1 baselines: each against a sample-by-sample float64 recomputation (the heads compute in float32) -----
+def _cross_entropy(logit_rows, labels):
+    total = 0.0
+    for logits, y in zip(logit_rows, labels, strict=True):
+        top = max(logits)
+        total += top + math.log(sum(math.exp(z - top) for z in logits)) - logits[y]
+    return total / len(labels)
+
+
+def _norm(v):
+    return math.sqrt(sum(x * x for x in v))
+
+
+def _cos(a, b):
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (_norm(a) * _norm(b))
+
+
+def _batch(seed=0, batch=6, dim=5, classes=4):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, dim, generator=generator, dtype=torch.float64), torch.arange(batch) % classes
+
+
+def test_softmax_is_plain_linear_cross_entropy():
+    from amlit.heads import Softmax
+
+    features, labels = _batch()
+    head = Softmax(5, 4).double()
+    torch.nn.init.normal_(head.bias)
+    weights, biases = head.weight.tolist(), head.bias.tolist()
+    rows = [
+        [sum(a * b for a, b in zip(f, w, strict=True)) + b for w, b in zip(weights, biases, strict=True)]
+        for f in features.tolist()
+    ]
+    assert head(features, labels).loss.item() == pytest.approx(
+        _cross_entropy(rows, labels.tolist()), rel=1e-6
+    )  # the head computes in float32 by design
+    with pytest.raises(ConfigError, match="dropout"):
+        Softmax(5, 4, dropout=1.0)
+
+
+def test_am_softmax_without_feature_normalization_uses_the_feature_norm_as_scale():
+    features, labels = _batch(1)
+    head = AMSoftmax(5, 4, margin=0.35, scale=30.0, feature_normalization=False).double()
+    rows = []
+    for f, y in zip(features.tolist(), labels.tolist(), strict=True):
+        rows.append([_norm(f) * (_cos(f, w) - (0.35 if j == y else 0.0)) for j, w in enumerate(head.weight.tolist())])
+    assert head(features, labels).loss.item() == pytest.approx(
+        _cross_entropy(rows, labels.tolist()), rel=1e-6
+    )  # the head computes in float32 by design
+
+
+def test_a_softmax_target_logit_and_lambda_schedule():
+    from amlit.heads import ASoftmax, sphereface_psi
+
+    features, labels = _batch(2)
+    head = ASoftmax(5, 4, margin=4).double()
+    for step in range(3):
+        lam = max(5.0, 1000.0 / (1 + 0.12 * step))
+        rows = []
+        for f, y in zip(features.tolist(), labels.tolist(), strict=True):
+            row = []
+            for j, w in enumerate(head.weight.tolist()):
+                cos = _cos(f, w)
+                if j == y:
+                    theta = math.acos(cos)
+                    k = math.floor(theta * 4 / math.pi)
+                    psi = (-1) ** k * math.cos(4 * theta) - 2 * k
+                    cos = (lam * cos + psi) / (1 + lam)
+                row.append(_norm(f) * cos)
+            rows.append(row)
+        assert head(features, labels).loss.item() == pytest.approx(
+            _cross_entropy(rows, labels.tolist()), rel=1e-6
+        )  # the head computes in float32 by design
+    assert int(head.iteration) == 3
+    head.eval()
+    head(features, labels)
+    assert int(head.iteration) == 3  # evaluation does not advance the schedule
+    head.iteration.fill_(10**6)
+    assert head.current_lambda().item() == 5.0
+    # psi is continuous and decreasing on [0, pi]: the property that makes it a margin
+    theta = torch.linspace(0, math.pi, 2001, dtype=torch.float64)
+    psi = sphereface_psi(torch.cos(theta), 4)
+    assert torch.all(psi[1:] <= psi[:-1] + 1e-9) and psi[0] == 1.0 and psi[-1] == pytest.approx(-7.0)
+
+
+def test_center_loss_term_and_center_update():
+    from amlit.heads import CenterLoss
+
+    features, labels = _batch(3, batch=7)
+    head = CenterLoss(5, 4, loss_weight=0.01, alpha=0.5).double()
+    head.centers.normal_()
+    centers = head.centers.clone()
+    rows = [[sum(a * b for a, b in zip(f, w, strict=True)) for w in head.weight.tolist()] for f in features.tolist()]
+    center_term = sum(
+        sum((a - b) ** 2 for a, b in zip(f, centers[y].tolist(), strict=True))
+        for f, y in zip(features.tolist(), labels.tolist(), strict=True)
+    ) / (2 * len(labels))
+    loss = head(features, labels).loss.item()
+    assert loss == pytest.approx(
+        _cross_entropy(rows, labels.tolist()) + 0.01 * center_term, rel=1e-6
+    )  # the head computes in float32 by design
+    for j in range(4):  # Wen et al. Eq. 4, one class at a time
+        members = features[labels == j]
+        delta = (centers[j] - members).sum(0) / (1 + len(members))
+        torch.testing.assert_close(head.centers[j], centers[j] - 0.5 * delta)
