@@ -25,11 +25,13 @@ demo: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
 	$(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 clean:
 	rm -rf $(VENV) runs data/synthetic .pytest_cache .ruff_cache

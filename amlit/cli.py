@@ -47,6 +47,7 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
     from amlit.data.overlap import find_overlaps
     from amlit.eval.score import score_blufr, score_lfw
+    from amlit.sweep import run_sweep
 
     return {
         "data": {
@@ -56,6 +57,7 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
             "lfw": score_lfw,
             "blufr": score_blufr,
         },
+        "sweep": run_sweep,
     }
 
 

@@ -1,0 +1,259 @@
+"""``amlit sweep``: run a grid or random wandb sweep locally, one subprocess per trial, without a wandb server.
+
+For air-gapped clusters (``wandb sweep`` / ``wandb agent`` need a server). Each trial runs the command the wandb
+agent would run, in its own output folder; ``<output>/trials.csv`` gets one row per finished trial as it goes, so a
+crash loses nothing and a re-run skips the trials that finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+from amlit.errors import ConfigError
+from amlit.sweep.command import render_command
+from amlit.sweep.params import expand_grid, sample_random
+from amlit.sweep.schema import load_sweep
+
+TRIALS_FILE = "trials.csv"
+FINISHED = "finished"
+_CONFIG_FLAGS = ("--config", "-c")
+
+
+# ---- keeping trials apart: every output path of the run's config goes under the trial's folder -----------------
+def _config_files(argv: Sequence[str]) -> list[tuple[int, Path]]:
+    """(index of the path item, path) of each ``--config`` / ``-c`` given in a LightningCLI argv."""
+    found = []
+    for index, item in enumerate(argv):
+        if item in _CONFIG_FLAGS and index + 1 < len(argv):
+            found.append((index + 1, Path(argv[index + 1])))
+        elif item.startswith("--config="):
+            found.append((index, Path(item.split("=", 1)[1])))
+    return found
+
+
+def _merge(base: dict, update: Mapping) -> dict:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def _relocate(value: Any, root: str, target: Path) -> Any:
+    """``value`` with every string path equal to or under ``root`` moved under ``target``."""
+    if isinstance(value, str) and value.strip():
+        path = os.path.normpath(value)
+        if path == root or path.startswith(root + os.sep):
+            return str(target / os.path.relpath(path, root)) if path != root else str(target)
+        return value
+    if isinstance(value, Mapping):
+        return {key: _relocate(item, root, target) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_relocate(item, root, target) for item in value]
+    return value
+
+
+def _changes(old: Any, new: Any) -> Any:
+    """The part of ``new`` that differs from ``old``: changed mapping keys (keeping ``class_path`` so jsonargparse
+    merges into the same class), whole lists (a later config replaces a list), else the new value."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        changed = {key: _changes(old.get(key), value) for key, value in new.items() if old.get(key) != value}
+        if changed and "class_path" in new:
+            changed = {"class_path": new["class_path"], **changed}
+        return changed
+    return new
+
+
+def isolate_trial_outputs(argv: list[str], trial_dir: Path) -> list[str]:
+    """``argv`` with the trial's outputs (logs, checkpoints, embeddings, ...) moved under ``trial_dir``.
+
+    The configs keep every output under ``trainer.default_root_dir`` (e.g. ``runs/demo``). Every string of the
+    merged ``--config`` files equal to or under that folder is moved under ``trial_dir``, and the changed settings
+    are written to ``trial_dir/outputs.yaml``, passed as one more ``--config`` right after the last one (so the
+    sweep's ``${args}`` still override it). Without a config that names a root, ``--trainer.default_root_dir``
+    is appended.
+    """
+    configs = _config_files(argv)
+    merged: dict = {}
+    for _, path in configs:
+        if path.is_file():
+            _merge(merged, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    root = (merged.get("trainer") or {}).get("default_root_dir")
+    if not configs or not isinstance(root, str):
+        return [*argv, f"--trainer.default_root_dir={trial_dir}"]
+    relocated = _relocate(merged, os.path.normpath(root), trial_dir)
+    overlay = trial_dir / "outputs.yaml"
+    overlay.write_text(yaml.safe_dump(_changes(merged, relocated), sort_keys=False), encoding="utf-8")
+    after = configs[-1][0] + 1
+    return [*argv[:after], "--config", str(overlay), *argv[after:]]
+
+
+def _use_this_python(argv: list[str]) -> list[str]:
+    """Run ``python`` / ``amlit`` items with this interpreter, so trials work inside the venv without activating it."""
+    resolved: list[str] = []
+    for index, item in enumerate(argv):
+        is_program = index == 0 or (index == 1 and argv[0].endswith("/env"))
+        if item in ("python", "python3") and is_program:
+            resolved.append(sys.executable)
+        elif item == "amlit" and is_program:
+            resolved += [sys.executable, "-m", "amlit"]
+        else:
+            resolved.append(item)
+    return resolved
+
+
+# ---- results -----------------------------------------------------------------------------------------------------
+def read_final_metric(run_dir: Path, metric: str) -> float:
+    """Last logged value of ``metric`` in the newest CSVLogger ``metrics.csv`` under ``run_dir`` (NaN if none)."""
+    files = sorted(run_dir.rglob("metrics.csv"), key=lambda path: path.stat().st_mtime)
+    if not files:
+        return math.nan
+    table = pd.read_csv(files[-1])
+    if metric not in table.columns:
+        return math.nan
+    values = table[metric].dropna()
+    return float(values.iloc[-1]) if len(values) else math.nan
+
+
+def _write_atomically(table: pd.DataFrame, path: Path) -> None:
+    partial = path.with_suffix(".csv.partial")
+    table.to_csv(partial, index=False)
+    os.replace(partial, path)  # a crash mid-write never leaves a truncated trials.csv
+
+
+def _plan(config: Mapping[str, Any], file: Path, max_trials: int | None, seed: int) -> list[dict[str, Any]]:
+    method, parameters = config["method"], config["parameters"]
+    caps = [cap for cap in (max_trials, config.get("run_cap")) if cap is not None]
+    if method == "bayes":
+        raise ConfigError(
+            f"{file}: method 'bayes' needs a W&B server to propose trials from the finished ones. Run it with "
+            f"`wandb sweep {file}` (prints a sweep id) and then `wandb agent <entity>/<project>/<sweep id>` on each "
+            "machine (self-hosted server: set WANDB_BASE_URL). Offline, use method: grid or random."
+        )
+    if method == "random":
+        if not caps:
+            raise ConfigError(
+                f"{file}: a random sweep never ends by itself; set run_cap in the file or pass --max_trials=N"
+            )
+        return sample_random(parameters, min(caps), seed)
+    trials = expand_grid(parameters)
+    return trials[: min(caps)] if caps else trials
+
+
+def _summary(table: pd.DataFrame, metric: str, goal: str, parameters: Sequence[str]) -> str:
+    if table.empty:
+        return "no trials"
+    # finished trials first, then by the metric (best first); ties keep the trial order
+    failed = table["status"] != FINISHED
+    ranked = table.assign(_failed=failed).sort_values(
+        ["_failed", metric], ascending=[True, goal == "minimize"], kind="stable", na_position="last"
+    )
+    columns = ["trial", *parameters, "status", metric, "run_dir"]
+    return ranked[columns].to_string(index=False)
+
+
+def run_sweep(
+    file: Path,
+    output: Path | None = None,
+    max_trials: int | None = None,
+    dry_run: bool = False,
+    extra_args: list[str] | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Run a grid or random wandb sweep locally: each trial is a subprocess of the command the wandb agent runs.
+
+    Bayesian sweeps need a W&B server (``wandb sweep FILE`` then ``wandb agent SWEEP_ID``). ``WANDB_MODE`` is left
+    as the environment has it (offline runs can be uploaded later with ``wandb sync``).
+
+    Args:
+        file: wandb sweep YAML (e.g. sweeps/demo_grid.yaml); method grid or random.
+        output: folder for trials.csv and one trial-<k> folder per trial (default runs/sweeps/<file name>).
+        max_trials: run at most this many trials (needed for random sweeps without run_cap).
+        dry_run: print the commands without running them.
+        extra_args: arguments appended to every trial's command, after the swept ones
+            (e.g. --extra_args+=--trainer.max_steps=100).
+        seed: seed of the random sampler (random sweeps).
+
+    Returns:
+        One row per trial: trial, the parameters, status, exit_code, the metric, run_dir, seconds, command.
+    """
+    file = Path(file)
+    config = load_sweep(file)
+    metric = config.get("metric", {}).get("name", "")
+    goal = config.get("metric", {}).get("goal", "minimize")
+    output = Path(output) if output is not None else Path("runs") / "sweeps" / file.stem
+    trials = _plan(config, file, max_trials, seed)
+    names = sorted(config["parameters"])
+
+    trials_csv = output / TRIALS_FILE
+    done = pd.read_csv(trials_csv) if trials_csv.is_file() else pd.DataFrame()
+    rows = {int(row["trial"]): row for row in done.to_dict("records")}
+    env = dict(os.environ)
+    env.setdefault("WANDB_RUN_GROUP", config.get("name", file.stem))
+
+    progress = tqdm(list(enumerate(trials)), desc=f"sweep {file.name}", unit="trial", disable=dry_run)
+    for index, parameters in progress:
+        params_json = json.dumps(parameters, sort_keys=True)
+        previous = rows.get(index)
+        if previous is not None and previous["params"] != params_json:
+            raise ConfigError(
+                f"{trials_csv}: trial {index} was run with {previous['params']}, but {file} now gives {params_json}; "
+                "the sweep changed: pass another --output (or delete the old folder)"
+            )
+        if previous is not None and previous["status"] == FINISHED:
+            continue
+        run_dir = output / f"trial-{index}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        argv = render_command(
+            config.get("command"),
+            parameters,
+            program=config.get("program"),
+            args_json_file=run_dir / "args.json",
+            interpreter=sys.executable,
+        )
+        argv = isolate_trial_outputs(_use_this_python(argv), run_dir) + list(extra_args or [])
+        if dry_run:
+            print(f"trial {index}: {shlex.join(argv)}")
+            continue
+        tqdm.write(f"trial {index}: {params_json} -> {run_dir}/output.log")
+        started = time.monotonic()
+        with open(run_dir / "output.log", "w", encoding="utf-8") as log:
+            exit_code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        value = read_final_metric(run_dir, metric) if metric else math.nan
+        if exit_code != 0:
+            tail = (run_dir / "output.log").read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+            shown = "; last lines of its log:\n" + "\n".join(tail) if tail else " and wrote nothing to its log"
+            tqdm.write(f"trial {index} failed with exit status {exit_code}{shown}")
+        rows[index] = {
+            "trial": index,
+            **parameters,
+            "status": FINISHED if exit_code == 0 else "failed",
+            "exit_code": exit_code,
+            metric or "metric": value,
+            "run_dir": str(run_dir),
+            "seconds": round(time.monotonic() - started, 1),
+            "params": params_json,
+            "command": shlex.join(argv),
+        }
+        _write_atomically(pd.DataFrame([rows[k] for k in sorted(rows)]), trials_csv)
+
+    table = pd.DataFrame([rows[k] for k in sorted(rows)])
+    if not dry_run:
+        print(f"\n{file.name}: {len(table)} trials, sorted by {metric} ({goal}); all rows in {trials_csv}")
+        print(_summary(table, metric or "metric", goal, names))
+    return table
