@@ -317,7 +317,9 @@ class RecIndex:
 
 def index_rec(rec_path: str | Path, idx_path: str | Path, read_identity_records: bool = False) -> RecIndex:
     """Index an insightface-style ``.rec``: image keys from record 0's range (else all ``.idx`` keys), classes
-    from the image headers. With ``read_identity_records`` the identity records are read and checked too."""
+    from the image headers. Record 0 is the range header when it has an array label and no image (as face2rec2
+    writes it); otherwise (mxnet im2rec files) it is an image like the others. With ``read_identity_records`` the
+    identity records are read and checked too."""
     rec_path = Path(rec_path)
     if not rec_path.is_file():
         raise MissingDataError(
@@ -329,8 +331,8 @@ def index_rec(rec_path: str | Path, idx_path: str | Path, read_identity_records:
     image_keys = offsets.index.to_numpy()
     if 0 in offsets.index:
         with open(rec_path, "rb") as file:
-            flag, label, *_ = unpack_payload(read_record(file, int(offsets[0])), f"{rec_path} key 0")
-        if flag >= 2:
+            flag, label, _, _, image = unpack_payload(read_record(file, int(offsets[0])), f"{rec_path} key 0")
+        if flag >= 2 and not image:  # face2rec2 writes its info records with an empty image
             first_identity, end = int(label[0]), int(label[1])
             if not 1 <= first_identity <= end or label[0] != first_identity or label[1] != end:
                 raise BadDataError(
@@ -359,7 +361,8 @@ def index_rec(rec_path: str | Path, idx_path: str | Path, read_identity_records:
 def _check_identity_records(index: RecIndex, idx_path: Path) -> None:
     """Identity record A + c should hold class c's key range; every image in it should have class c."""
     first_identity, end = index.ranges
-    cls_of = pd.Series(index.images["cls"].to_numpy(), index=index.images["key"].to_numpy())
+    cls_of = np.full(first_identity, -1, dtype=np.int64)  # class of each image key; -1 = unusable or absent
+    cls_of[index.images["key"].to_numpy()] = index.images["cls"].to_numpy()
     with open(index.rec_path, "rb") as file:
         for slot, key in enumerate(range(first_identity, end)):
             if key not in index.offsets.index:
@@ -375,7 +378,7 @@ def _check_identity_records(index: RecIndex, idx_path: Path) -> None:
                 continue
             start, stop = int(label[0]), int(label[1])
             index.identity_ranges.append((start, stop))
-            classes = set(cls_of.reindex(range(start, stop)).dropna().astype(int))
+            classes = set(np.unique(cls_of[max(start, 0) : max(stop, 0)]).tolist()) - {-1}
             if classes != {slot}:
                 index.problems.append(
                     f"{index.rec_path} identity key {key} (class slot {slot}) covers keys [{start}, {stop}) whose "

@@ -221,3 +221,25 @@ def test_header_scan_agrees_with_decoding_each_record_and_reports_damage(tmp_pat
     assert problems == [
         f"{path} key 44 (byte {offsets[44]}): record of 124 bytes runs past the end of the file (truncated .rec)"
     ]
+
+
+def test_identity_records_that_disagree_with_the_images_are_reported(tmp_path):
+    rec, idx = tmp_path / "t.rec", tmp_path / "t.idx"
+    with open(rec, "wb") as file:
+        offsets = [write_record(file, pack_header([4, 6]))]  # images 1..3, identity records 4, 5
+        offsets += [write_record(file, pack_header(cls) + b"img") for cls in (0, 1, 1)]
+        offsets += [write_record(file, pack_header([1, 3])), write_record(file, pack_header([3, 4]))]
+    write_idx(idx, range(6), offsets)
+    index = index_rec(rec, idx, read_identity_records=True)
+    assert index.identity_ranges == [(1, 3), (3, 4)]
+    assert index.problems == [f"{rec} identity key 4 (class slot 0) covers keys [1, 3) whose image classes are [0, 1]"]
+
+
+def test_record_zero_with_an_image_is_an_image_not_a_range_header(tmp_path):
+    """mxnet im2rec with array labels: key 0 is an ordinary image record."""
+    rec, idx = tmp_path / "t.rec", tmp_path / "t.idx"
+    with open(rec, "wb") as file:
+        offsets = [write_record(file, pack_header([cls, 0.0]) + b"jpeg") for cls in (0, 0, 1)]
+    write_idx(idx, range(3), offsets)
+    index = index_rec(rec, idx)
+    assert index.ranges is None and index.images["cls"].tolist() == [0, 0, 1]
