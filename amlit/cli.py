@@ -46,12 +46,15 @@ def run_cli(args: list[str] | None = None) -> AmlitCLI:
 def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
     from amlit.data.overlap import find_overlaps
+    from amlit.data.recordio_source import rec_export, rec_info
     from amlit.eval.score import score_blufr, score_lfw
     from amlit.sweep import run_sweep
 
     return {
         "data": {
             "overlaps": find_overlaps,
+            "rec-info": rec_info,
+            "rec-export": rec_export,
         },
         "score": {
             "lfw": score_lfw,

@@ -2,6 +2,7 @@
 
 from amlit.data.casia import CasiaDataModule
 from amlit.data.demo import SyntheticFacesDataModule
+from amlit.data.recordio_source import RecordIO
 from amlit.data.sources import ImageFolder, TrainingImages
 
-__all__ = ["CasiaDataModule", "ImageFolder", "SyntheticFacesDataModule", "TrainingImages"]
+__all__ = ["CasiaDataModule", "ImageFolder", "RecordIO", "SyntheticFacesDataModule", "TrainingImages"]

@@ -1,0 +1,378 @@
+"""insightface ``faces_webface_112x112`` (``train.rec``/``train.idx``/``property``) as a training-image source.
+
+``RecordIO`` indexes the file from record headers only (class of each image, no JPEG decoding), maps classes to
+identity strings, and serves the images as uint8 RGB, cropped from insightface's 112x112 template to SphereFace's
+112x96 by dropping 8 columns on each side (the insightface template is the SphereFace one shifted by 8 px in x).
+Also the ``amlit data rec-info`` and ``amlit data rec-export`` tools.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from amlit.data.images import BadDataPolicy
+from amlit.data.overlap import read_id_list
+from amlit.data.recordio import (
+    RecIndex,
+    index_rec,
+    property_problems,
+    read_property,
+    read_record,
+    rec_paths,
+    unpack_payload,
+)
+from amlit.data.sources import TrainingImages, _listed
+from amlit.errors import BadDataError, ConfigError, MissingDataError
+
+STORED_SIZE = (112, 112)  # insightface crops (H, W)
+CROP_X = 8  # 112x112 -> 112x96: the insightface template is SphereFace's + 8 px in x
+SUPPORTED_SIZES = ((112, 96), (112, 112))
+
+
+def decode_face(encoded: bytes, size: tuple[int, int], where: str) -> np.ndarray:
+    """Decode a stored face to (H, W, 3) uint8 RGB at ``size``: 112x112 is kept, or center-cropped to 112x96.
+
+    An image already stored at ``size`` is kept as is; anything else raises ``BadDataError`` naming ``where``.
+    """
+    image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)  # BGR; gray -> 3 channels
+    if image is None:
+        raise BadDataError(f"{where}: cannot decode the image ({len(encoded)} bytes): the record is damaged")
+    height, width = image.shape[:2]
+    if (height, width) == STORED_SIZE and tuple(size) == (112, 96):
+        image = image[:, CROP_X : width - CROP_X]  # (112, 112, 3) -> (112, 96, 3)
+    elif (height, width) != tuple(size):
+        raise BadDataError(
+            f"{where}: image is {height}x{width} (HxW); expected insightface's 112x112 (served as 112x112 or cropped "
+            f"to 112x96) or {size[0]}x{size[1]}: this .rec holds differently aligned faces"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_class_identities(path: str | Path, num_classes: int) -> list[str]:
+    """Identity string of each class index, from ``path``:
+
+    - a text file with one 7-digit CASIA id per line, line ``c`` (``#`` comments and blank lines skipped) naming
+      class ``c``; or
+    - insightface's ``train.lst`` (``.lst``: ``<aligned>\\t<path>\\t<class>`` per image), where the folder holding
+      each image names its class (e.g. ``.../0000045/001.jpg`` -> ``0000045``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(
+            f"class identity list {path} does not exist: expected one CASIA id per class index, or the train.lst "
+            "the .rec was built from"
+        )
+    if path.suffix == ".lst":
+        table = pd.read_csv(path, sep="\t", header=None, usecols=[1, 2], names=["path", "cls"], dtype={2: "int64"})
+        table["identity"] = table["path"].map(lambda p: Path(p.replace("\\", "/")).parent.name)
+        pairs = table[["cls", "identity"]].drop_duplicates()
+        clashes = pairs[pairs["cls"].duplicated(keep=False) | pairs["identity"].duplicated(keep=False)]
+        if len(clashes):
+            raise BadDataError(
+                f"{path}: classes and image folders do not match one to one, e.g. "
+                + ", ".join(f"class {r.cls} <- {r.identity}" for r in clashes.head(4).itertuples())
+            )
+        mapping = pairs.set_index("cls")["identity"]
+        identities = [mapping.get(c) for c in range(num_classes)]
+        if len(mapping) != num_classes or None in identities:
+            raise BadDataError(f"{path} names {len(mapping)} classes, but the .rec has classes 0..{num_classes - 1}")
+        return identities
+    identities = read_id_list(path)
+    if len(identities) != num_classes:
+        raise BadDataError(
+            f"{path} lists {len(identities)} identities but the .rec has {num_classes} classes: the list must "
+            "have one CASIA id per class index, in class order"
+        )
+    if len(set(identities)) != len(identities):
+        raise BadDataError(f"{path}: an identity id is listed twice; each class needs its own id")
+    return identities
+
+
+class RecordImages(Dataset):
+    """``(uint8 image (H, W, 3), int64 target)`` for records of a ``.rec`` given their byte offsets.
+
+    The file is opened lazily in each process (an open handle must not be shared by forked DataLoader workers).
+    ``on_bad="skip"`` replaces an undecodable or wrongly sized image by the next record and warns naming its key.
+    """
+
+    def __init__(
+        self,
+        rec_path: Path,
+        keys: Sequence[int],
+        offsets: Sequence[int],
+        targets: Sequence[int],
+        size: tuple[int, int],
+        on_bad: BadDataPolicy = "fail",
+    ) -> None:
+        if not len(keys) == len(offsets) == len(targets):
+            raise ValueError(f"{len(keys)} keys, {len(offsets)} offsets and {len(targets)} targets")
+        self.rec_path = Path(rec_path)
+        self.keys = np.asarray(keys, dtype=np.int64)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.size = (int(size[0]), int(size[1]))
+        self.on_bad = on_bad
+        self._file = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None, "_pid": None}
+
+    def _handle(self):
+        if self._file is None or self._pid != os.getpid():
+            self._file = open(self.rec_path, "rb")  # noqa: SIM115 (kept open for the worker's lifetime)
+            self._pid = os.getpid()
+        return self._file
+
+    def read(self, index: int) -> np.ndarray:
+        where = f"{self.rec_path} key {self.keys[index]}"
+        _, _, _, _, encoded = unpack_payload(read_record(self._handle(), int(self.offsets[index])), where)
+        return decode_face(encoded, self.size, where)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for attempt in range(len(self.keys)):
+            current = (index + attempt) % len(self.keys)
+            try:
+                image = self.read(current)
+            except BadDataError as error:
+                if self.on_bad == "fail":
+                    raise
+                rank_zero_warn(f"skipping an unreadable training image: {error}")
+                continue
+            return torch.from_numpy(np.ascontiguousarray(image)), int(self.targets[current])
+        raise BadDataError(f"no record of {self.rec_path} could be decoded")
+
+
+class RecordIO(TrainingImages):
+    """insightface RecordIO training data (e.g. ``faces_webface_112x112``), read without mxnet.
+
+    Args:
+        path: the folder holding ``train.rec``, ``train.idx`` and ``property``, or the ``.rec`` file (its ``.idx``
+            beside it).
+        on_bad: damaged records (found from headers when indexing, or images that fail to decode or have the wrong
+            size during training): ``"skip"`` them with a warning naming each, or ``"fail"`` at once.
+        identity_list: identity of each class: a file with one 7-digit CASIA id per line in class order, or the
+            ``train.lst`` the .rec was built from. Without it, identities are the class numbers written as 7-digit
+            strings (class 45 -> ``0000045``), so exclusion lists must then hold class numbers, not CASIA ids.
+    """
+
+    def __init__(
+        self, path: str | Path, on_bad: BadDataPolicy = "skip", identity_list: str | Path | None = None
+    ) -> None:
+        self.rec_path, self.idx_path, self.property_path = rec_paths(path)
+        self.on_bad = on_bad
+        self.identity_list = Path(identity_list) if identity_list is not None else None
+        self._index: RecIndex | None = None
+
+    def describe(self) -> str:
+        return str(self.rec_path)
+
+    def required_paths(self) -> list[tuple[Path, str, str]]:
+        paths = [
+            (self.rec_path, "path", "insightface train.rec (or the folder holding it)"),
+            (self.idx_path, "path", "the .idx beside the .rec"),
+        ]
+        if self.identity_list is not None:
+            paths.append((self.identity_list, "identity_list", "one CASIA id per class, or train.lst"))
+        return paths
+
+    def index(self) -> RecIndex:
+        """The header index (built once)."""
+        if self._index is None:
+            self._index = index_rec(self.rec_path, self.idx_path)
+        return self._index
+
+    def image_table(self) -> pd.DataFrame:
+        index = self.index()
+        if index.problems and self.on_bad == "fail":
+            raise BadDataError(
+                f"{len(index.problems)} damaged record(s): {_listed(index.problems, 3)}. Fix the files or set "
+                "data.train.on_bad=skip"
+            )
+        if index.problems:
+            rank_zero_warn(f"{self.rec_path}: skipping {len(index.problems)} record(s): {_listed(index.problems)}")
+        if index.images.empty:
+            raise BadDataError(f"{self.rec_path} has no usable image records")
+        if self.property_path.is_file():
+            mismatch = property_problems(read_property(self.property_path), index, self.property_path)
+            if mismatch:
+                raise BadDataError(
+                    "; ".join(mismatch) + ": the property and the .rec come from different downloads or builds; "
+                    "fix or delete the property file"
+                )
+        classes = index.images["cls"].to_numpy()
+        if self.identity_list is not None:
+            names = np.asarray(read_class_identities(self.identity_list, index.num_classes), dtype=object)
+        else:
+            rank_zero_warn(
+                f"{self.rec_path}: no data.train.identity_list, so identities are class numbers (class 45 -> "
+                "'0000045'), NOT CASIA ids: CASIA-id exclusion lists (e.g. casia_remove_59_ids.txt) would remove the "
+                "wrong classes; pass an identity_list or exclusion lists of class numbers"
+            )
+            names = np.asarray([f"{c:07d}" for c in range(index.num_classes)], dtype=object)
+        return pd.DataFrame({"identity": names[classes], "name": index.images["key"].astype(str).to_numpy()})
+
+    def dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
+        size = (int(image_size[0]), int(image_size[1]))
+        if size not in SUPPORTED_SIZES:
+            raise ConfigError(
+                f"data.image_size={size}: a RecordIO source serves insightface's 112x112 crops as (112, 112) or "
+                "cropped to SphereFace's (112, 96)"
+            )
+        offsets = self.index().offsets
+        keys = pd.Series(list(names), dtype=str).astype(np.int64).to_numpy()
+        unknown = keys[~np.isin(keys, offsets.index.to_numpy())]
+        if len(unknown):
+            raise BadDataError(f"{self.idx_path} has no key {unknown[0]} ({len(unknown)} unknown keys)")
+        return RecordImages(self.rec_path, keys, offsets.loc[keys].to_numpy(), targets, size, self.on_bad)
+
+
+# ---- tools --------------------------------------------------------------------------------------------------------
+def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 200, seed: int = 0) -> dict:
+    """Print what an insightface ``.rec`` holds and any problems (check a download before training).
+
+    Args:
+        path: folder with ``train.rec``/``train.idx``/``property``, or the ``.rec`` file.
+        identity_list: optional class -> identity list (one CASIA id per class line, or ``train.lst``) to check.
+        check_images: decode this many randomly chosen images (0: none, -1: all) to check they are 112x112 JPEGs.
+        seed: seed of that choice.
+
+    Returns:
+        The summary that was printed, as a dict.
+    """
+    rec, idx, prop_path = rec_paths(path)
+    index = index_rec(rec, idx, read_identity_records=True)
+    problems = list(index.problems)
+    summary: dict = {"rec": str(rec), "rec_bytes": rec.stat().st_size, "idx_records": len(index.offsets)}
+    print(f"{rec}: {summary['rec_bytes']:,} bytes; {idx}: {len(index.offsets):,} records")
+    if prop_path.is_file():
+        prop = read_property(prop_path)
+        summary["property"] = vars(prop)
+        print(f"{prop_path}: {prop.num_classes} classes, {prop.height}x{prop.width}, images: {prop.num_images}")
+        problems += property_problems(prop, index, prop_path)
+    else:
+        print(f"{prop_path}: absent (optional)")
+    if index.ranges is not None:
+        first_identity, end = index.ranges
+        print(f"record 0: images are keys 1..{first_identity - 1}, identity records {first_identity}..{end - 1}")
+    else:
+        print("no record 0 range header: every .idx key is an image record")
+    counts = index.images.groupby("cls").size().reindex(range(index.num_classes), fill_value=0)
+    summary.update(
+        ranges=index.ranges,
+        image_records=index.num_image_records,
+        usable_images=len(index.images),
+        classes=index.num_classes,
+        identity_records=len(index.identity_ranges),
+        images_per_class={
+            "min": int(counts.min()),
+            "q1": float(counts.quantile(0.25)),
+            "median": float(counts.median()),
+            "mean": float(counts.mean()),
+            "q3": float(counts.quantile(0.75)),
+            "max": int(counts.max()),
+        },
+    )
+    empty = counts.index[counts.to_numpy() == 0].tolist()
+    if empty:
+        problems.append(f"{len(empty)} class numbers have no images, e.g. {empty[:5]}")
+    print(
+        f"{index.num_image_records:,} image records ({len(index.images):,} usable), {index.num_classes:,} classes, "
+        f"{len(index.identity_ranges):,} identity records"
+    )
+    ipc = summary["images_per_class"]
+    print(
+        f"images per class: min {ipc['min']}, quartiles {ipc['q1']:g}/{ipc['median']:g}/{ipc['q3']:g}, "
+        f"mean {ipc['mean']:.1f}, max {ipc['max']}"
+    )
+    if identity_list is not None:
+        try:
+            identities = read_class_identities(identity_list, index.num_classes)
+            print(f"{identity_list}: {len(identities)} identities, class 0 = {identities[0]}")
+        except (BadDataError, MissingDataError) as error:
+            problems.append(str(error))
+    if check_images and len(index.images):
+        chosen = (
+            index.images
+            if check_images < 0
+            else index.images.sample(min(check_images, len(index.images)), random_state=seed)
+        )
+        dataset = RecordImages(rec, chosen["key"], chosen["offset"], chosen["cls"], STORED_SIZE, on_bad="fail")
+        bad = 0
+        for i in tqdm(range(len(dataset)), desc="decoding images", unit="img", leave=False):
+            try:
+                dataset.read(i)
+            except BadDataError as error:
+                bad += 1
+                problems.append(str(error))
+        summary["checked_images"] = len(dataset)
+        print(f"decoded {len(dataset)} images: {len(dataset) - bad} are 112x112, {bad} failed")
+    summary["problems"] = problems
+    print(f"{len(problems)} problem(s)" + "".join(f"\n  {p}" for p in problems[:50]))
+    if len(problems) > 50:
+        print(f"  ... and {len(problems) - 50} more")
+    return summary
+
+
+def rec_export(
+    path: Path,
+    output: Path,
+    crop: bool = False,
+    identity_list: Path | None = None,
+    on_bad: BadDataPolicy = "skip",
+) -> int:
+    """Write the images of an insightface ``.rec`` as an aligned tree ``<output>/<identity>/<key>.<ext>``.
+
+    Args:
+        path: folder with ``train.rec``/``train.idx``, or the ``.rec`` file.
+        output: the tree's folder (usable as ``ImageFolder`` root).
+        crop: cut 112x112 -> 112x96 (8 px off each side) and write lossless PNG; otherwise the stored JPEG bytes
+            are copied unchanged.
+        identity_list: class -> identity (see ``RecordIO``); without it folders are 7-digit class numbers.
+        on_bad: ``skip`` damaged records with a warning, or ``fail``.
+
+    Returns:
+        The number of images written.
+    """
+    source = RecordIO(path, on_bad=on_bad, identity_list=identity_list)
+    table = source.image_table()
+    index = source.index()
+    output = Path(output)
+    written = 0
+    with open(source.rec_path, "rb") as file:
+        rows = zip(table["identity"], table["name"], index.offsets.loc[table["name"].astype(np.int64)], strict=True)
+        for identity, key, offset in tqdm(rows, total=len(table), desc="exporting", unit="img"):
+            where = f"{source.rec_path} key {key}"
+            try:
+                encoded = unpack_payload(read_record(file, int(offset)), where)[4]
+                if crop:
+                    image = decode_face(encoded, (112, 96), where)
+                    _, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                    encoded, suffix = png.tobytes(), ".png"
+                else:
+                    decode_face(encoded, STORED_SIZE, where)  # check it before writing
+                    suffix = ".jpg"
+            except BadDataError as error:
+                if on_bad == "fail":
+                    raise
+                rank_zero_warn(f"skipping: {error}")
+                continue
+            folder = output / identity
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{key}{suffix}").write_bytes(encoded)
+            written += 1
+    print(f"wrote {written} images of {table['identity'].nunique()} identities to {output}")
+    return written

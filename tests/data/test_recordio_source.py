@@ -1,0 +1,232 @@
+"""``RecordIO`` training source end to end: insightface-layout files built here, read through ``CasiaDataModule``;
+identity mapping, the 112x112 -> 112x96 crop, bad-data policy, and the rec-info / rec-export tools."""
+
+import shutil
+import struct
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from amlit.cli import run_tool
+from amlit.data import CasiaDataModule, ImageFolder, RecordIO
+from amlit.data.recordio import read_idx, write_insightface_rec, write_record
+from amlit.data.synthetic import random_identity, render_face
+from amlit.errors import BadDataError, ConfigError
+
+CASIA_IDS = ["0000045", "0000099", "0000100", "0000513", "0004539", "0166921", "1056413", "3478560"]
+PER_CLASS = 3
+
+
+@pytest.fixture(scope="module")
+def samples() -> list[tuple[int, bytes]]:
+    """(class, 112x112 JPEG) sorted by class; one image is gray (1 channel) to check it becomes 3 channels."""
+    out = []
+    for cls in range(len(CASIA_IDS)):
+        rng = np.random.default_rng([3, cls])
+        identity = random_identity(rng)
+        for n in range(PER_CLASS):
+            image = cv2.cvtColor(render_face(identity, rng, (112, 112)), cv2.COLOR_RGB2BGR)
+            if cls == 1 and n == 0:
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            out.append((cls, cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()))
+    return out
+
+
+@pytest.fixture
+def rec(samples, tmp_path):
+    """A faces_webface_112x112-like folder plus an identity list (one CASIA id per class line)."""
+    folder = write_insightface_rec(tmp_path / "faces_webface_112x112", samples)
+    (tmp_path / "ids.txt").write_text("# class -> CASIA id\n" + "\n".join(CASIA_IDS) + "\n")
+    return folder
+
+
+def expected_rgb(encoded: bytes, crop: bool = True) -> np.ndarray:
+    """Independent decode: cv2 on the same bytes, BGR -> RGB, 8 px off each side for 112x96."""
+    image = cv2.cvtColor(cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return image[:, 8:104] if crop else image
+
+
+def test_datamodule_from_rec_removes_listed_casia_ids_and_serves_center_crops(rec, samples, tmp_path):
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text("0000513\n0166921\n9999999\n")
+    dm = CasiaDataModule(
+        RecordIO(rec, identity_list=tmp_path / "ids.txt"), exclude_id_lists=[exclude], batch_size=4, num_workers=0
+    )
+    assert dm.num_classes == len(CASIA_IDS) - 2
+    assert dm.removed_identities == ["0000513", "0166921"]
+    assert len(dm.train_table) == (len(CASIA_IDS) - 2) * PER_CLASS
+    dataset = dm.train_dataloader().dataset
+    for i, row in enumerate(dm.train_table.itertuples()):
+        key = int(row.name)  # keys 1..N in sample order
+        assert row.identity == CASIA_IDS[samples[key - 1][0]]
+        image, target = dataset[i]
+        assert image.dtype == torch.uint8 and image.shape == (112, 96, 3)
+        np.testing.assert_array_equal(image.numpy(), expected_rgb(samples[key - 1][1]))
+        assert target == row.label
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (4, 112, 96, 3) and images.dtype == torch.uint8 and labels.dtype == torch.int64
+
+
+def test_array_labels_train_lst_and_112x112(samples, tmp_path):
+    folder = write_insightface_rec(tmp_path / "rec", samples, array_labels=True, with_count=False)
+    # insightface's train.lst: "<aligned>\t<path>\t<class>" per image; the folder names the identity.
+    lines = [f"1\t/data/CASIA/{CASIA_IDS[cls]}/{n:03d}.jpg\t{cls}" for n, (cls, _) in enumerate(samples)]
+    (tmp_path / "train.lst").write_text("\n".join(lines) + "\n")
+    source = RecordIO(folder / "train.rec", identity_list=tmp_path / "train.lst")
+    table = source.image_table()
+    assert table["identity"].tolist() == [CASIA_IDS[cls] for cls, _ in samples]
+    dataset = source.dataset(table["name"], range(len(table)), (112, 112))
+    np.testing.assert_array_equal(dataset[5][0].numpy(), expected_rgb(samples[5][1], crop=False))
+    with pytest.raises(ConfigError, match=r"data.image_size=\(100, 100\)"):
+        source.dataset(table["name"], range(len(table)), (100, 100))
+    (tmp_path / "train.lst").write_text(lines[0] + "\n" + lines[0].replace("\t0", "\t1") + "\n")
+    with pytest.raises(BadDataError, match="classes and image folders do not match one to one"):
+        RecordIO(folder, identity_list=tmp_path / "train.lst").image_table()
+
+
+def test_without_identity_list_identities_are_class_numbers_and_say_so(rec):
+    with pytest.warns(UserWarning, match="identities are class numbers .* NOT CASIA ids"):
+        table = RecordIO(rec).image_table()
+    assert sorted(table["identity"].unique()) == [f"{c:07d}" for c in range(len(CASIA_IDS))]
+
+
+def test_identity_list_of_the_wrong_length_and_property_mismatch_are_errors(rec, tmp_path):
+    (tmp_path / "short.txt").write_text("\n".join(CASIA_IDS[:-1]) + "\n")
+    with pytest.raises(BadDataError, match=r"short.txt lists 7 identities but the .rec has 8 classes"):
+        RecordIO(rec, identity_list=tmp_path / "short.txt").image_table()
+    (rec / "property").write_text("10572,112,112\n")
+    with pytest.raises(BadDataError, match=r"property says 10572 classes but the image records .* have 8"):
+        RecordIO(rec).image_table()
+    (rec / "property").write_text(f"8,112,112\n{len(CASIA_IDS) * PER_CLASS + 1}\n")
+    with pytest.raises(BadDataError, match=r"property says 25 images but .* has 24 image records"):
+        RecordIO(rec).image_table()
+
+
+def test_no_record_zero_header_means_every_key_is_an_image(samples, tmp_path):
+    """mxnet im2rec files: keys 0..N-1, scalar labels, no ranges."""
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    with open(folder / "data.rec", "wb") as file:
+        offsets = [
+            write_record(file, struct.pack("<IfQQ", 0, cls, k, 0) + jpeg) for k, (cls, jpeg) in enumerate(samples)
+        ]
+    (folder / "data.idx").write_text("".join(f"{k}\t{o}\n" for k, o in enumerate(offsets)))
+    with pytest.warns(UserWarning, match="class numbers"):
+        table = RecordIO(folder / "data.rec").image_table()
+    assert table["name"].tolist() == [str(k) for k in range(len(samples))]
+    assert table["identity"].tolist() == [f"{cls:07d}" for cls, _ in samples]
+
+
+def test_damaged_records_follow_the_bad_data_policy(rec, samples):
+    idx = read_idx(rec / "train.idx")
+    lines = (rec / "train.idx").read_text().splitlines()
+    lines[2] = f"2\t{idx[2] + 4}"  # key 2 now points inside its record
+    (rec / "train.idx").write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadDataError, match=r"1 damaged record\(s\): .*train.rec key 2 \(byte \d+\): no RecordIO magic"):
+        RecordIO(rec, on_bad="fail").image_table()
+    with pytest.warns(UserWarning, match=r"skipping 1 record\(s\): .*key 2"):
+        table = RecordIO(rec, identity_list=rec.parent / "ids.txt").image_table()
+    assert "2" not in set(table["name"]) and len(table) == len(samples) - 1
+
+
+def test_undecodable_and_wrongly_sized_images_are_skipped_or_raise(samples, tmp_path):
+    broken = list(samples)
+    broken[0] = (0, b"\xff\xd8 not a jpeg \xff\xd9")
+    broken[1] = (0, cv2.imencode(".jpg", np.zeros((100, 100, 3), np.uint8))[1].tobytes())
+    folder = write_insightface_rec(tmp_path / "rec", broken)
+    source = RecordIO(folder, on_bad="skip")
+    dataset = source.dataset(["1", "2", "3"], [10, 11, 12], (112, 96))
+    with pytest.warns(UserWarning, match="skipping an unreadable training image") as caught:
+        image, target = dataset[0]
+    assert any("key 1: cannot decode the image" in str(w.message) for w in caught)
+    assert any("key 2: image is 100x100 (HxW)" in str(w.message) for w in caught)
+    assert target == 12
+    np.testing.assert_array_equal(image.numpy(), expected_rgb(samples[2][1]))
+    failing = RecordIO(folder, on_bad="fail").dataset(["1", "2"], [0, 0], (112, 96))
+    with pytest.raises(BadDataError, match=r"train.rec key 1: cannot decode the image"):
+        failing[0]
+    with pytest.raises(BadDataError, match=r"train.rec key 2: image is 100x100 \(HxW\)"):
+        failing[1]
+
+
+def test_workers_open_the_file_themselves(rec, samples, tmp_path):
+    """Two DataLoader worker processes read the same .rec; every batch equals the independent decode."""
+    dm = CasiaDataModule(RecordIO(rec, identity_list=tmp_path / "ids.txt"), batch_size=6, num_workers=2)
+    dataset = dm.train_dataloader().dataset
+    dataset[0]  # the parent opens its handle first; workers must not inherit it
+    loader = DataLoader(dataset, batch_size=5, num_workers=2, shuffle=False)
+    seen = 0
+    for images, targets in loader:
+        for image, target in zip(images, targets, strict=True):
+            key = int(dm.train_table["name"].iloc[seen])
+            np.testing.assert_array_equal(image.numpy(), expected_rgb(samples[key - 1][1]))
+            assert target == dm.train_table["label"].iloc[seen]
+            seen += 1
+    assert seen == len(samples)
+
+
+def test_rec_info_reports_counts_and_problems(rec, tmp_path, capsys):
+    summary = run_tool(["data", "rec-info", f"--path={rec}", f"--identity_list={tmp_path / 'ids.txt'}"])
+    out = capsys.readouterr().out
+    assert summary["classes"] == 8 and summary["usable_images"] == 24 and summary["identity_records"] == 8
+    assert summary["images_per_class"]["min"] == PER_CLASS and summary["images_per_class"]["max"] == PER_CLASS
+    assert summary["checked_images"] == 24 and summary["problems"] == []
+    assert "record 0: images are keys 1..24, identity records 25..32" in out and "0 problem(s)" in out
+    (rec / "property").write_text("10572,112,112\n")
+    summary = run_tool(["data", "rec-info", f"--path={rec / 'train.rec'}", "--check_images=0"])
+    assert len(summary["problems"]) == 1 and "says 10572 classes" in summary["problems"][0]
+
+
+def test_rec_export_writes_a_tree_image_folder_can_train_from(rec, samples, tmp_path):
+    out = tmp_path / "tree"
+    written = run_tool(
+        [
+            "data",
+            "rec-export",
+            f"--path={rec}",
+            f"--output={out}",
+            "--crop=true",
+            f"--identity_list={tmp_path / 'ids.txt'}",
+        ]
+    )
+    assert written == len(samples)
+    png = cv2.cvtColor(cv2.imread(str(out / CASIA_IDS[2] / "7.png")), cv2.COLOR_BGR2RGB)  # key 7 = class 2
+    np.testing.assert_array_equal(png, expected_rgb(samples[6][1]))
+    table = ImageFolder(out).image_table()
+    assert sorted(table["identity"].unique()) == CASIA_IDS and len(table) == len(samples)
+    shutil.rmtree(out)
+    with pytest.warns(UserWarning, match="identities are class numbers"):
+        run_tool(["data", "rec-export", f"--path={rec}", f"--output={out}"])
+    assert (out / "0000003" / "10.jpg").read_bytes() == samples[9][1]  # stored bytes copied unchanged
+
+
+@pytest.mark.slow
+def test_paper_config_fits_one_step_from_a_rec(rec, tmp_path, monkeypatch):
+    from conftest import REPO
+
+    from amlit.cli import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ex.txt").write_text("0000513\n")
+    cli = run_cli(
+        [
+            "fit",
+            f"--config={REPO / 'configs' / 'amsoftmax_casia.yaml'}",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.fast_dev_run=1",
+            "--data.train=amlit.data.RecordIO",
+            f"--data.train.path={rec}",
+            f"--data.train.identity_list={tmp_path / 'ids.txt'}",
+            f"--data.exclude_id_lists=[{tmp_path / 'ex.txt'}]",
+            "--data.lfw_root=null",
+            "--data.lfw_pairs=null",
+            "--data.batch_size=4",
+            "--data.num_workers=0",
+        ]
+    )
+    assert cli.trainer.global_step == 1 and cli.datamodule.num_classes == len(CASIA_IDS) - 1
