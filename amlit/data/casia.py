@@ -122,6 +122,12 @@ class CasiaDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
 
+        if exclude_id_lists and not train.identities_are_ids:
+            raise ConfigError(
+                f"data.exclude_id_lists name CASIA identity ids, but {train.describe()} only knows class numbers: "
+                "set data.train.identity_list (the train.lst the .rec was built from, or one CASIA id per class) "
+                "so the right identities are removed"
+            )
         table = train.image_table()
         identities = table["identity"].nunique()
         excluded = [i for path in exclude_id_lists for i in read_id_list(path)]

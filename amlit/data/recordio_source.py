@@ -180,6 +180,10 @@ class RecordIO(TrainingImages):
     def describe(self) -> str:
         return str(self.rec_path)
 
+    @property
+    def identities_are_ids(self) -> bool:
+        return self.identity_list is not None
+
     def required_paths(self) -> list[tuple[Path, str, str]]:
         paths = [
             (self.rec_path, "path", "insightface train.rec (or the folder holding it)"),
@@ -219,8 +223,7 @@ class RecordIO(TrainingImages):
         else:
             rank_zero_warn(
                 f"{self.rec_path}: no data.train.identity_list, so identities are class numbers (class 45 -> "
-                "'0000045'), NOT CASIA ids: CASIA-id exclusion lists (e.g. casia_remove_59_ids.txt) would remove the "
-                "wrong classes; pass an identity_list or exclusion lists of class numbers"
+                "'0000045'), NOT CASIA ids; exclusion lists (casia_remove_59_ids.txt) need data.train.identity_list"
             )
             names = np.asarray([f"{c:07d}" for c in range(index.num_classes)], dtype=object)
         return pd.DataFrame({"identity": names[classes], "name": index.images["key"].astype(str).to_numpy()})

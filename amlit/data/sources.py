@@ -43,6 +43,12 @@ class TrainingImages(ABC):
         """(path, setting name, what it should be) of each input, so a missing one is reported with the others."""
         return []
 
+    @property
+    def identities_are_ids(self) -> bool:
+        """Whether ``identity`` holds the dataset's own identity ids (CASIA's 7-digit ids), which exclusion lists
+        name; False where only class numbers are known (a .rec without its identity list)."""
+        return True
+
 
 def _looks_complete(path: str) -> bool:
     """Cheap integrity check without decoding: a JPEG ends with EOI (FF D9), a PNG with its IEND chunk.

@@ -91,6 +91,11 @@ def test_without_identity_list_identities_are_class_numbers_and_say_so(rec):
     with pytest.warns(UserWarning, match="identities are class numbers .* NOT CASIA ids"):
         table = RecordIO(rec).image_table()
     assert sorted(table["identity"].unique()) == [f"{c:07d}" for c in range(len(CASIA_IDS))]
+    # CASIA-id exclusion lists would hit the wrong classes: refused before anything is read.
+    exclude = rec / "exclude.txt"
+    exclude.write_text(f"{CASIA_IDS[0]}\n")
+    with pytest.raises(ConfigError, match=r"only knows class numbers: set data\.train\.identity_list"):
+        CasiaDataModule(RecordIO(rec), exclude_id_lists=[exclude])
 
 
 def test_identity_list_of_the_wrong_length_and_property_mismatch_are_errors(rec, tmp_path):
@@ -225,6 +230,7 @@ def test_paper_config_fits_one_step_from_a_rec(rec, tmp_path, monkeypatch):
             f"--data.exclude_id_lists=[{tmp_path / 'ex.txt'}]",
             "--data.lfw_root=null",
             "--data.lfw_pairs=null",
+            "--data.blufr_config=null",
             "--data.batch_size=4",
             "--data.num_workers=0",
         ]
