@@ -46,11 +46,13 @@ def run_cli(args: list[str] | None = None) -> AmlitCLI:
 def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
     from amlit.data.overlap import find_overlaps
+    from amlit.eval import megaface_tool
 
     return {
         "data": {
             "overlaps": find_overlaps,
         },
+        "megaface": {"score": megaface_tool.score, "export": megaface_tool.export},
     }
 
 
