@@ -11,6 +11,7 @@ import torch
 
 from amlit.cli import run_tool
 from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.eval.embeddings import read_embeddings
 from amlit.eval.megaface import evaluate_megaface, far_count, far_key, tar_at_far
 from amlit.eval.megaface_files import (
     identity_labels,
@@ -22,6 +23,7 @@ from amlit.eval.megaface_files import (
     write_feature_file,
     write_features,
 )
+from amlit.eval.megaface_tool import select_identities
 
 # ---------------------------------------------------------------- a planted set, answers worked out by hand
 
@@ -289,3 +291,16 @@ def test_cli_scores_npz_and_devkit_tree_alike_and_exports(tmp_path):
     assert from_tree == pytest.approx(from_npz)
     with pytest.raises(ConfigError, match="--probe_root"):
         run_tool(["megaface", "score", f"--probes={tmp_path / 'probes.json'}", f"--distractors={tmp_path / 'x.npz'}"])
+
+
+def test_embeddings_file_errors_and_identity_selection(tmp_path):
+    np.savez(tmp_path / "wrong.npz", images=np.array(["a"]), features=np.zeros((1, 2), np.float32))
+    with pytest.raises(BadDataError, match="'names' and 'features'"):
+        read_embeddings(tmp_path / "wrong.npz")
+    with pytest.raises(MissingDataError, match="amlit predict"):
+        read_embeddings(tmp_path / "absent.npz")
+    (tmp_path / "ids.txt").write_text("# two of the three identities\nA\nC\n")
+    names = ["A/A_1.png", "B/B_1.png", "C/C_1.png", "A/A_2.png"]
+    assert select_identities(names, tmp_path / "ids.txt").tolist() == [True, False, True, True]
+    with pytest.raises(BadDataError, match=r"1 identities .* have no probe image"):
+        select_identities(names[:2], tmp_path / "ids.txt")
