@@ -173,7 +173,7 @@ def test_roc_curve_exact_part_and_histogram_part_match_brute_force():
 
 @pytest.mark.parametrize("interpolation", ["linear", "at_most"])
 def test_chunked_equals_unchunked(interpolation):
-    probes, labels, distractors = (torch.from_numpy(a) for a in random_set(4, distractors=257))
+    probes, labels, distractors = (torch.from_numpy(a) for a in random_set(4, distractors=65))
     probes, distractors = probes.float(), distractors.float()  # float32, as in real use
 
     def run(chunk):
@@ -181,7 +181,7 @@ def test_chunked_equals_unchunked(interpolation):
             probes,
             labels,
             distractors,
-            far=0.01,
+            far=0.03,
             interpolation=interpolation,
             chunk=chunk,
             device="cpu",
@@ -189,9 +189,9 @@ def test_chunked_equals_unchunked(interpolation):
         )
 
     whole = run(10_000)
-    for chunk in (1, 3, 64, 256, 257):
+    for chunk in (1, 3, 64, 65):
         part = run(chunk)
-        assert part["rank1"] == whole["rank1"] and part["tar@far=1e-2"] == whole["tar@far=1e-2"]
+        assert part["rank1"] == whole["rank1"] and part["tar@far=3e-2"] == whole["tar@far=3e-2"]
         np.testing.assert_array_equal(part["cmc"].y, whole["cmc"].y)
         np.testing.assert_array_equal(part["roc"].x, whole["roc"].x)
         np.testing.assert_array_equal(part["roc"].y, whole["roc"].y)
