@@ -47,6 +47,7 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
     from amlit.data.overlap import find_overlaps
     from amlit.data.recordio_source import rec_export, rec_info
+    from amlit.eval import megaface_tool
     from amlit.eval.score import score_blufr, score_lfw
     from amlit.sweep import run_sweep
 
@@ -59,6 +60,10 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
         "score": {
             "lfw": score_lfw,
             "blufr": score_blufr,
+            "megaface": megaface_tool.score,
+        },
+        "export": {
+            "megaface": megaface_tool.export,
         },
         "sweep": run_sweep,
     }

@@ -1,6 +1,7 @@
 """Score an embeddings file (``amlit predict``'s ``.npz``, or features made elsewhere) with a protocol.
 
-``amlit score lfw|blufr --embeddings=FILE.npz ...``: the protocols of ``amlit test``, starting from features, so
+``amlit score lfw|blufr --embeddings=FILE.npz ...`` (``score megaface``: ``megaface_tool.py``): the protocols of
+``amlit test``, starting from features, so
 results can be recomputed without the model and features of other tools can be compared under amlit's protocols.
 The file holds ``names`` (image paths, str) and ``features`` (N, D) float32, L2-normalized (flip-sum).
 """
@@ -10,31 +11,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from amlit.data.pairs import read_lfw_pairs
-from amlit.errors import BadDataError, MissingDataError
+from amlit.errors import BadDataError
+from amlit.eval import embeddings
 from amlit.eval.blufr import evaluate_blufr, read_blufr_config
 from amlit.eval.curves import Curve
 from amlit.eval.verification import pair_verification_metrics
 
 
 def read_embeddings(path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """``(names, features (N, D) float32)`` from an embeddings ``.npz`` (checked: both arrays, one row per name)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingDataError(f"embeddings file {path} does not exist: make one with `amlit predict --config ...`")
-    try:
-        with np.load(path, allow_pickle=False) as data:  # never unpickle objects from a data file
-            names, features = data["names"].astype(str).tolist(), np.asarray(data["features"], dtype=np.float32)
-    except (KeyError, ValueError, OSError) as error:
-        raise BadDataError(
-            f"{path} is not an amlit embeddings file ({error}): expected a .npz with 'names' (N,) str and "
-            "'features' (N, D) float32"
-        ) from error
-    if features.ndim != 2 or len(features) != len(names):
-        raise BadDataError(f"{path}: {len(names)} names but features of shape {features.shape}; expected (N, D)")
+    """``(names, features (N, D) float32 tensor)`` of an embeddings ``.npz``."""
+    names, features = embeddings.read_embeddings(path)
     return names, torch.from_numpy(features)
 
 

@@ -57,8 +57,8 @@ def test_bad_embeddings_files_are_explained(tmp_path):
     with pytest.raises(MissingDataError, match="amlit predict"):
         read_embeddings(tmp_path / "none.npz")
     np.savez(tmp_path / "a.npz", features=np.zeros((2, 3)))
-    with pytest.raises(BadDataError, match=r"expected a \.npz with 'names'"):
+    with pytest.raises(BadDataError, match=r"expected an amlit embeddings \.npz with 'names'"):
         read_embeddings(tmp_path / "a.npz")
     np.savez(tmp_path / "b.npz", names=np.array(["x", "y"]), features=np.zeros((3, 3)))
-    with pytest.raises(BadDataError, match=r"2 names but features of shape \(3, 3\)"):
+    with pytest.raises(BadDataError, match=r"names \(2,\) and features \(3, 3\) do not match"):
         read_embeddings(tmp_path / "b.npz")

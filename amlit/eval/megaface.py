@@ -1,0 +1,279 @@
+"""MegaFace challenge 1 (Kemelmacher-Shlizerman et al., CVPR 2016, arXiv:1512.00596) scored by amlit on the device.
+
+Protocol (data_facts §5; the devkit's ``run_experiment.py`` with the identity JB model = L2 distance on
+L2-normalized features, which ranks exactly like the cosine score s used here, since ||a - b||² = 2 - 2 s):
+
+- Identification. For each probe identity with images I, each gallery image g in I is added in turn to the
+  distractor set D and every other image p in I \\ {g} is a probe: one trial per ordered pair (p, g) of distinct
+  same-identity images (3,530 FaceScrub images of 80 identities -> ~155k trials). The rank of the trial is
+  ``1 + #{d in D : s(p, d) >= s(p, g)}``: **a distractor that ties the mate counts against the probe** (the
+  pessimistic convention; a float32 tie is rare). CMC(r) = fraction of trials with rank <= r, i.e.
+  ``s(p, g) > r-th largest s(p, d)``, so a running per-probe top-r of distractor scores is all that is kept.
+  Rank-1 identification rate = CMC(1) (the devkit's ``cmc[1][0]``).
+- Verification. Genuine scores: every unordered pair of distinct same-identity probe images; impostor scores: every
+  probe x distractor pair (3,530 x 1M = 3.5e9, never stored). With ``k = floor(FAR * N_imp)`` (exact decimal
+  arithmetic), operating point j (j = 0, 1, ...) accepts scores strictly above the (j+1)-th largest impostor score:
+  FAR_j = j / N_imp, TAR_j = #{genuine > that score} / N_gen. Only the k + 2 largest impostor scores are needed
+  (a running top-k over distractor chunks, exact). Two conventions exist for reading TAR at a FAR target from the
+  devkit's sparse ROC arrays:
+
+  * ``"linear"`` (default; happynear's ``Megaface/draw_curve.m``, ``interp1(roc{1}, roc{2}, 1e-6)``; happynear is
+    the AM-Softmax first author): linear interpolation between operating points k and k + 1.
+  * ``"at_most"`` (insightface maintainer, deepinsight/insightface#409): TAR at the largest achievable FAR <= target,
+    i.e. TAR_k; exact under ties (accepting scores > the (k+1)-th largest impostor never exceeds k false accepts).
+
+  With 1M distractors, 1e-6 * N_imp = 3,530 is an integer and both conventions give the same number.
+  The ROC curve returned is exact for FAR <= (k+2) / N_imp (from the top-k) and above that read from a histogram of
+  all impostor scores with bins of width 2 / ``roc_bins`` in cosine (operating points at the bin edges).
+
+Scores are computed in the features' dtype (float32 normally: the matmul is the cost; float64 for checks) on
+``device`` (CUDA when available), distractors streamed in chunks of ``chunk`` rows: the P x N matrix never exists.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from amlit.errors import BadDataError, ConfigError
+from amlit.eval.curves import Curve
+
+MEGAFACE_FAR = 1e-6  # the verification point reported for challenge 1
+MAX_RANK = 10  # CMC ranks kept (running top-10 of distractor scores per probe)
+Interpolation = Literal["linear", "at_most"]
+
+
+@dataclass(frozen=True)
+class DistractorScan:
+    """What one pass over the distractors keeps: all that identification and verification need."""
+
+    top_per_probe: torch.Tensor  # (P, max_rank) largest distractor scores of each probe, descending; -inf padded
+    top_impostors: torch.Tensor  # (K,) largest probe x distractor scores, descending (K <= N_imp)
+    impostor_histogram: torch.Tensor  # (roc_bins,) int64 counts of all impostor scores in bins over [-1, 1]
+    num_impostors: int  # P * N
+
+
+def far_key(far: float) -> str:
+    """Metric key of a FAR without losing digits: 1e-6 -> ``tar@far=1e-6``, 0.0137 -> ``tar@far=1.37e-2``."""
+    return f"tar@far={np.format_float_scientific(far, trim='-', exp_digits=1)}"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def far_count(far: float, num_impostors: int) -> int:
+    """``floor(far * num_impostors)`` with ``far`` read as the decimal it prints as (1e-6 * 3.53e9 = 3530 exactly)."""
+    if not 0 <= far <= 1:
+        raise ConfigError(f"FAR must be in [0, 1], got {far}")
+    return math.floor(Fraction(repr(float(far))) * num_impostors)
+
+
+def histogram_bins(scores: torch.Tensor, roc_bins: int) -> torch.Tensor:
+    """Bin index of each cosine score in ``roc_bins`` equal bins over [-1, 1] (bin b = [-1 + 2b/B, -1 + 2(b+1)/B)),
+    clamped so that rounding outside [-1, 1] stays in the end bins. Same shape as ``scores``, int32 (half the memory
+    of int64; truncation equals floor here because the clamp sends every negative value to bin 0)."""
+    return scores.add(1).mul_(roc_bins / 2).int().clamp_(0, roc_bins - 1)
+
+
+def scan_distractors(
+    probe_features: torch.Tensor,
+    distractor_features: torch.Tensor,
+    num_top_impostors: int,
+    max_rank: int = MAX_RANK,
+    roc_bins: int = 2000,
+    chunk: int = 16384,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> DistractorScan:
+    """One chunked pass: probe_features (P, D) against distractor_features (N, D), both L2-normalized.
+
+    Per chunk of c distractors: scores (P, c) = one matmul; merged into the per-probe top-``max_rank``, the global
+    top-``num_top_impostors`` (only scores above the current K-th largest are candidates, so after the first chunks
+    few survive) and the histogram. Memory: O(P * c) on the device, whatever N is.
+    """
+    if chunk < 1 or max_rank < 1 or num_top_impostors < 1 or roc_bins < 1:
+        raise ConfigError(
+            f"chunk, max_rank, num_top_impostors and roc_bins must be >= 1, got {chunk}, {max_rank}, "
+            f"{num_top_impostors}, {roc_bins}"
+        )
+    device = torch.device(device) if device is not None else default_device()
+    probes = probe_features.to(device)
+    num_probes, num_distractors = len(probes), len(distractor_features)
+    per_probe = torch.full((num_probes, max_rank), -math.inf, dtype=probes.dtype, device=device)
+    top = torch.empty(0, dtype=probes.dtype, device=device)  # (<= K,) largest impostor scores so far, descending
+    histogram = torch.zeros(roc_bins, dtype=torch.int64, device=device)
+    starts = range(0, num_distractors, chunk)
+    for start in tqdm(starts, desc="MegaFace distractors", unit="chunk", disable=not progress, leave=False):
+        block = distractor_features[start : start + chunk].to(device, probes.dtype, non_blocking=True)  # (c, D)
+        scores = probes @ block.T  # (P, c)
+        width = min(max_rank, scores.shape[1])
+        merged = torch.cat([per_probe, scores.topk(width, dim=1).values], dim=1)  # (P, max_rank + width)
+        per_probe = merged.topk(max_rank, dim=1).values
+        flat = scores.reshape(-1)
+        if len(top) == num_top_impostors:  # only scores above the K-th largest can change the top-K values
+            flat = flat[flat > top[-1]]
+        candidates = torch.cat([top, flat])
+        top = candidates.topk(min(num_top_impostors, len(candidates))).values
+        histogram += torch.bincount(histogram_bins(scores, roc_bins).reshape(-1), minlength=roc_bins)
+    return DistractorScan(per_probe, top, histogram, num_probes * num_distractors)
+
+
+def _same_identity(labels: torch.Tensor) -> torch.Tensor:
+    """(P, P) bool: same label and not the same image."""
+    same = labels[:, None] == labels[None, :]
+    return same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+
+
+def identification_cmc(probe_scores: torch.Tensor, labels: torch.Tensor, top_per_probe: torch.Tensor) -> np.ndarray:
+    """CMC over all (probe p, gallery g) trials: probe_scores (P, P), labels (P,), top_per_probe (P, R) -> (R,).
+
+    Trial (p, g) succeeds at rank r iff ``s(p, g) > top_per_probe[p, r-1]`` (ties with a distractor fail).
+    """
+    trials = _same_identity(labels)  # (P, P): row = probe p, column = gallery image g
+    num_trials = int(trials.sum())
+    if num_trials == 0:
+        raise BadDataError("MegaFace identification needs an identity with at least two probe images; none has")
+    successes = [
+        int(((probe_scores > top_per_probe[:, rank, None]) & trials).sum()) for rank in range(top_per_probe.shape[1])
+    ]  # loop over ranks (10), not probes
+    return np.asarray(successes, dtype=np.float64) / num_trials
+
+
+def genuine_scores(probe_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Scores of the unordered same-identity pairs (i > j) of the probe set: (P, P), (P,) -> (G,)."""
+    lower = torch.ones_like(probe_scores, dtype=torch.bool).tril(diagonal=-1)
+    return probe_scores[lower & (labels[:, None] == labels[None, :])]
+
+
+def _true_accept_rates(genuine: torch.Tensor, thresholds: torch.Tensor) -> np.ndarray:
+    """mean(genuine > t) per threshold, (G,), (T,) -> (T,) float64 (sorted search, no G x T matrix)."""
+    ordered = genuine.double().sort().values
+    above = len(ordered) - torch.searchsorted(ordered, thresholds.double().to(ordered.device), right=True)
+    return (above.double() / len(ordered)).cpu().numpy()
+
+
+def _operating_thresholds(top_impostors: torch.Tensor, count: int) -> torch.Tensor:
+    """Thresholds of operating points 0..count-1: the (j+1)-th largest impostor score, -inf past the last one."""
+    padded = torch.full((count,), -math.inf, dtype=torch.float64)
+    kept = top_impostors[:count].double().cpu()
+    padded[: len(kept)] = kept
+    return padded
+
+
+def tar_at_far(
+    genuine: torch.Tensor,
+    top_impostors: torch.Tensor,
+    num_impostors: int,
+    far: float,
+    interpolation: Interpolation = "linear",
+) -> float:
+    """TAR at ``far`` from the genuine scores (G,) and the largest impostor scores (K,) sorted descending, with
+    K >= floor(far * N_imp) + 2 (or all N_imp of them); conventions in the module docstring."""
+    if len(genuine) == 0:
+        raise BadDataError("MegaFace verification needs at least one genuine pair (an identity with two images)")
+    if num_impostors < 1:
+        raise BadDataError("MegaFace verification needs at least one distractor")
+    count = far_count(far, num_impostors)
+    needed = min(count + 2, num_impostors)
+    if len(top_impostors) < needed:
+        raise ValueError(f"need the {needed} largest impostor scores, got {len(top_impostors)}")
+    rates = _true_accept_rates(genuine, _operating_thresholds(top_impostors, count + 2))  # TAR_0..TAR_{count+1}
+    if interpolation == "at_most":
+        return float(rates[count])
+    if interpolation == "linear":
+        fraction = float(Fraction(repr(float(far))) * num_impostors - count)  # in [0, 1)
+        return float(rates[count] + fraction * (rates[count + 1] - rates[count]))
+    raise ConfigError(f"interpolation must be 'linear' or 'at_most', got {interpolation!r}")
+
+
+def roc_curve(genuine: torch.Tensor, scan: DistractorScan) -> Curve:
+    """ROC (FAR ascending, log x): exact operating points j = 0..K-1 from the top-K impostor scores, then the
+    histogram bin edges whose FAR is beyond them."""
+    count = len(scan.top_impostors)
+    exact_far = np.arange(count, dtype=np.float64) / scan.num_impostors
+    exact_tar = _true_accept_rates(genuine, _operating_thresholds(scan.top_impostors, count))
+    # Bin edge e_b = -1 + 2b/B: accepting bins >= b gives FAR = #impostors in bins >= b; the genuine scores go
+    # through the same binning so both rates describe the same decision.
+    bins = len(scan.impostor_histogram)
+    impostors_at_or_above = scan.impostor_histogram.flip(0).cumsum(0).flip(0).cpu().numpy()  # (B,)
+    genuine_bins = torch.bincount(histogram_bins(genuine.double(), bins), minlength=bins)
+    genuine_at_or_above = genuine_bins.flip(0).cumsum(0).flip(0).cpu().numpy()
+    binned_far = impostors_at_or_above / scan.num_impostors
+    binned_tar = genuine_at_or_above / len(genuine)
+    beyond = binned_far > (exact_far[-1] if count else 0)
+    far = np.concatenate([exact_far, binned_far[beyond][::-1]])
+    tar = np.concatenate([exact_tar, binned_tar[beyond][::-1]])
+    return Curve(far, tar, x_label="false accept rate", y_label="true accept rate", log_x=True)
+
+
+def evaluate_megaface(
+    probe_features: torch.Tensor,
+    probe_labels: torch.Tensor | Sequence[int],
+    distractor_features: torch.Tensor,
+    far: float = MEGAFACE_FAR,
+    interpolation: Interpolation = "linear",
+    max_rank: int = MAX_RANK,
+    roc_bins: int = 2000,
+    chunk: int = 16384,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[str, float | Curve]:
+    """MegaFace challenge 1 on L2-normalized features: probes (P, D) with identity labels (P,), distractors (N, D)
+    (any N, e.g. the devkit's 10 .. 1,000,000; kept where they are and streamed to ``device`` in chunks).
+
+    Returns ``rank1`` (identification rate at rank 1), ``tar@far=<far>`` (:func:`far_key`, e.g. ``tar@far=1e-6``),
+    ``cmc``
+    (Curve, ranks 1..max_rank), ``roc`` (Curve, log FAR), and the counts ``num_probes``, ``num_distractors``,
+    ``num_identification_trials``, ``num_genuine_pairs``.
+    """
+    if probe_features.ndim != 2 or distractor_features.ndim != 2:
+        raise BadDataError(
+            f"features must be (N, D) matrices, got probes {tuple(probe_features.shape)} and distractors "
+            f"{tuple(distractor_features.shape)}"
+        )
+    if probe_features.shape[1] != distractor_features.shape[1]:
+        raise BadDataError(
+            f"probe features are {probe_features.shape[1]}-d but distractor features {distractor_features.shape[1]}-d;"
+            " embed both with the same model"
+        )
+    if len(distractor_features) == 0:
+        raise BadDataError("MegaFace needs at least one distractor feature; got none")
+    if interpolation not in ("linear", "at_most"):
+        raise ConfigError(f"interpolation must be 'linear' or 'at_most', got {interpolation!r}")
+    device = torch.device(device) if device is not None else default_device()
+    probes = probe_features.to(device)
+    labels = torch.as_tensor(probe_labels, device=device)
+    if labels.shape != (len(probes),):
+        raise BadDataError(f"got {len(labels)} probe labels for {len(probes)} probe features; expected one each")
+    num_impostors = len(probes) * len(distractor_features)
+    scan = scan_distractors(
+        probes,
+        distractor_features,
+        num_top_impostors=min(far_count(far, num_impostors) + 2, num_impostors),
+        max_rank=max_rank,
+        roc_bins=roc_bins,
+        chunk=chunk,
+        device=device,
+        progress=progress,
+    )
+    probe_scores = probes @ probes.T  # (P, P), same dtype and kernel as the distractor scores
+    cmc = identification_cmc(probe_scores, labels, scan.top_per_probe)
+    genuine = genuine_scores(probe_scores, labels)
+    return {
+        "rank1": float(cmc[0]),
+        far_key(far): tar_at_far(genuine, scan.top_impostors, num_impostors, far, interpolation),
+        "cmc": Curve(np.arange(1, max_rank + 1, dtype=np.float64), cmc, x_label="rank", y_label="identification rate"),
+        "roc": roc_curve(genuine, scan),
+        "num_probes": float(len(probes)),
+        "num_distractors": float(len(distractor_features)),
+        "num_identification_trials": float(_same_identity(labels).sum()),
+        "num_genuine_pairs": float(len(genuine)),
+    }

@@ -1,0 +1,306 @@
+"""MegaFace challenge 1: hand-computed planted sets, brute-force float64 numpy, chunking, devkit files and the CLI."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from amlit.cli import run_tool
+from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.eval.embeddings import read_embeddings
+from amlit.eval.megaface import evaluate_megaface, far_count, far_key, tar_at_far
+from amlit.eval.megaface_files import (
+    identity_labels,
+    identity_of,
+    read_feature_file,
+    read_features,
+    read_identity_names,
+    read_image_list,
+    write_feature_file,
+    write_features,
+)
+from amlit.eval.megaface_tool import select_identities
+
+# ---------------------------------------------------------------- a planted set, answers worked out by hand
+
+# Identity A: a1, a2; identity B: b1, b2. Distractor d1 is a copy of a2, so s(a1, d1) ties the mate score s(a1, a2).
+PLANTED_PROBES = torch.tensor(
+    [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0], [0.0, 0.8, 0.6]], dtype=torch.float64
+)  # a1, a2, b1, b2
+PLANTED_LABELS = torch.tensor([0, 0, 1, 1])
+PLANTED_DISTRACTORS = torch.tensor([[0.6, 0.8, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)  # d1, d2
+
+
+def planted(**kwargs):
+    return evaluate_megaface(
+        PLANTED_PROBES, PLANTED_LABELS, PLANTED_DISTRACTORS, device="cpu", progress=False, **kwargs
+    )
+
+
+def test_planted_identification_counts_a_tied_distractor_against_the_probe():
+    # Mate scores are all 0.6. Distractor scores per probe: a1 (0.6, 0), a2 (1.0, 0.8), b1 (0, 0), b2 (0.64, 0.8).
+    # Trials and ranks (1 + #distractors >= mate): (a1|a2) 2 (the tie), (a2|a1) 3, (b1|b2) 1, (b2|b1) 3.
+    result = planted(far=0.5)
+    assert result["rank1"] == pytest.approx(1 / 4)
+    np.testing.assert_allclose(result["cmc"].y, [1 / 4, 2 / 4, 1, 1, 1, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(result["cmc"].x, np.arange(1, 11))
+    assert result["num_identification_trials"] == 4 and result["num_genuine_pairs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("far", "interpolation", "expected"),
+    [
+        # Impostors (8) descending: 1.0, 0.8, 0.8, 0.64, 0.6, 0, 0, 0; genuine: 0.6, 0.6.
+        (0.25, "at_most", 0.0),  # k = 2: accept > 0.8
+        (0.5, "at_most", 0.0),  # k = 4: accept > 0.6; the genuine 0.6 ties the impostor 0.6 and is rejected
+        (0.625, "at_most", 1.0),  # k = 5: accept > 0
+        (0.5625, "at_most", 0.0),  # 4.5 false accepts allowed: still the k = 4 point
+        (0.5625, "linear", 0.5),  # halfway between TAR_4 = 0 and TAR_5 = 1
+        (0.6, "linear", 0.8),  # 4.8 / 8: 0.8 of the way
+        (0.5, "linear", 0.0),  # on a point: both conventions agree
+    ],
+)
+def test_planted_tar_at_far_between_scores(far, interpolation, expected):
+    result = planted(far=far, interpolation=interpolation)
+    name = {0.25: "2.5e-1", 0.5: "5e-1", 0.625: "6.25e-1", 0.5625: "5.625e-1", 0.6: "6e-1"}[far]
+    assert [key for key in result if key.startswith("tar@far=")] == [f"tar@far={name}"]
+    assert result[f"tar@far={name}"] == pytest.approx(expected)
+
+
+def test_default_keys_and_far_count_is_exact_decimal():
+    result = planted()
+    assert {"rank1", "tar@far=1e-6", "cmc", "roc"} <= set(result)
+    assert far_count(1e-6, 3530 * 1_000_000) == 3530  # float 1e-6 * 3.53e9 is 3529.9999999999995
+    assert far_count(0.1, 30) == 3  # 0.1 * 30 = 3.0000000000000004 in floats
+
+
+def test_bad_settings_and_inputs_raise_user_errors():
+    with pytest.raises(ConfigError, match="interpolation"):
+        planted(interpolation="nearest")
+    with pytest.raises(ConfigError, match="FAR"):
+        planted(far=2.0)
+    with pytest.raises(BadDataError, match="3-d but distractor features 2-d"):
+        evaluate_megaface(PLANTED_PROBES, PLANTED_LABELS, PLANTED_DISTRACTORS[:, :2], device="cpu", progress=False)
+    with pytest.raises(BadDataError, match="at least two probe images"):
+        evaluate_megaface(PLANTED_PROBES, torch.arange(4), PLANTED_DISTRACTORS, device="cpu", progress=False)
+
+
+# ---------------------------------------------------------------- brute force (dense float64 numpy)
+
+
+def unit_rows(generator: np.random.Generator, rows: int, dim: int) -> np.ndarray:
+    x = generator.standard_normal((rows, dim))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def random_set(seed: int, identities: int = 6, dim: int = 8, distractors: int = 300):
+    """Probes clustered per identity (so mates often beat distractors), random counts 1..9 per identity."""
+    generator = np.random.default_rng(seed)
+    centers = unit_rows(generator, identities, dim)
+    counts = generator.integers(1, 10, size=identities)
+    labels = np.repeat(np.arange(identities), counts)
+    probes = centers[labels] + 0.5 * generator.standard_normal((len(labels), dim)) / np.sqrt(dim)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    return probes, labels, unit_rows(generator, distractors, dim)
+
+
+def brute_force(probes, labels, distractors, far, max_rank=10):
+    """Every trial's rank, every genuine and impostor score; TAR from its definition (no top-k, no streaming)."""
+    probe_scores = probes @ probes.T
+    distractor_scores = probes @ distractors.T  # (P, N)
+    ranks = [
+        1 + np.sum(distractor_scores[p] >= probe_scores[p, g])
+        for p in range(len(labels))
+        for g in range(len(labels))
+        if p != g and labels[p] == labels[g]
+    ]
+    cmc = np.array([np.mean(np.array(ranks) <= r) for r in range(1, max_rank + 1)])
+    i, j = np.tril_indices(len(labels), k=-1)
+    genuine = probe_scores[i, j][labels[i] == labels[j]]
+    impostor = np.sort(distractor_scores.ravel())[::-1]
+    # Operating points "accept s > tau" over tau = every impostor score: FAR_j = j / N, TAR_j = mean(gen > imp_(j+1)).
+    point_far = np.arange(len(impostor)) / len(impostor)
+    point_tar = np.array([np.mean(genuine > tau) for tau in impostor])
+    at_most = point_tar[np.flatnonzero(point_far <= far + 1e-15)[-1]]
+    linear = np.interp(far, point_far, point_tar)
+    return cmc, at_most, linear, genuine, impostor, point_far, point_tar
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("far", [1e-3, 0.0137, 0.1])
+def test_matches_brute_force_on_random_features(seed, far):
+    probes, labels, distractors = random_set(seed)
+    cmc, at_most, linear, *_ = brute_force(probes, labels, distractors, far)
+    args = (torch.from_numpy(probes), torch.from_numpy(labels), torch.from_numpy(distractors))
+    for interpolation, expected in (("at_most", at_most), ("linear", linear)):
+        result = evaluate_megaface(*args, far=far, interpolation=interpolation, chunk=37, device="cpu", progress=False)
+        np.testing.assert_allclose(result["cmc"].y, cmc, rtol=0, atol=1e-12)
+        assert result[far_key(far)] == pytest.approx(expected, abs=1e-12)
+    assert 0 < cmc[0] < 1 and 0 < at_most <= linear <= 1  # the check is not vacuous
+
+
+def test_roc_curve_exact_part_and_histogram_part_match_brute_force():
+    probes, labels, distractors = random_set(3)
+    far, bins = 0.02, 50
+    *_, genuine, impostor, point_far, point_tar = brute_force(probes, labels, distractors, far)
+    result = evaluate_megaface(
+        torch.from_numpy(probes),
+        torch.from_numpy(labels),
+        torch.from_numpy(distractors),
+        far=far,
+        roc_bins=bins,
+        chunk=50,
+        device="cpu",
+        progress=False,
+    )
+    roc = result["roc"]
+    exact = far_count(far, len(impostor)) + 2  # points kept from the top-k
+    np.testing.assert_allclose(roc.x[:exact], point_far[:exact], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(roc.y[:exact], point_tar[:exact], rtol=0, atol=1e-12)
+    # Beyond: thresholds at the bin edges e_b = -1 + 2b/B, accepting scores >= e_b.
+    edges = -1 + 2 * np.arange(bins) / bins
+    binned_far = np.array([np.mean(impostor >= e) for e in edges])
+    binned_tar = np.array([np.mean(genuine >= e) for e in edges])
+    beyond = binned_far > point_far[exact - 1]
+    np.testing.assert_allclose(roc.x[exact:], binned_far[beyond][::-1], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(roc.y[exact:], binned_tar[beyond][::-1], rtol=0, atol=1e-12)
+    assert roc.log_x and np.all(np.diff(roc.x) >= 0) and roc.x[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "at_most"])
+def test_chunked_equals_unchunked(interpolation):
+    probes, labels, distractors = (torch.from_numpy(a) for a in random_set(4, distractors=65))
+    probes, distractors = probes.float(), distractors.float()  # float32, as in real use
+
+    def run(chunk):
+        return evaluate_megaface(
+            probes,
+            labels,
+            distractors,
+            far=0.03,
+            interpolation=interpolation,
+            chunk=chunk,
+            device="cpu",
+            progress=False,
+        )
+
+    whole = run(10_000)
+    for chunk in (1, 3, 64, 65):
+        part = run(chunk)
+        assert part["rank1"] == whole["rank1"] and part["tar@far=3e-2"] == whole["tar@far=3e-2"]
+        np.testing.assert_array_equal(part["cmc"].y, whole["cmc"].y)
+        np.testing.assert_array_equal(part["roc"].x, whole["roc"].x)
+        np.testing.assert_array_equal(part["roc"].y, whole["roc"].y)
+
+
+def test_tar_at_far_needs_enough_top_scores():
+    with pytest.raises(ValueError, match="largest impostor scores"):
+        tar_at_far(torch.tensor([0.5]), torch.tensor([0.9]), num_impostors=100, far=0.05)
+
+
+# ---------------------------------------------------------------- devkit feature files and lists
+
+
+def test_feature_file_byte_layout_and_round_trip(tmp_path):
+    feature = np.array([0.5, -1.25, 3.0], dtype=np.float32)
+    path = tmp_path / "a" / "Adam_Brody_420.png_amlit.bin"
+    write_feature_file(path, feature)
+    data = path.read_bytes()
+    assert len(data) == 16 + 4 * 3
+    assert struct.unpack("<4i", data[:16]) == (3, 1, 4, 5)  # rows = D, cols = 1, stride = 4, CV_32F
+    assert struct.unpack("<3f", data[16:]) == (0.5, -1.25, 3.0)
+    np.testing.assert_array_equal(read_feature_file(path), feature)
+    assert read_feature_file(path).dtype == np.float32
+
+
+def test_feature_file_errors(tmp_path):
+    bad_type = tmp_path / "type.bin"
+    bad_type.write_bytes(struct.pack("<4i", 2, 1, 4, 6) + struct.pack("<2f", 1, 2))  # CV_64F is not float32
+    with pytest.raises(BadDataError, match=r"\(2, 1, 4, 6\); expected \(D, 1, 4, 5\)"):
+        read_feature_file(bad_type)
+    short = tmp_path / "short.bin"
+    short.write_bytes(struct.pack("<4i", 3, 1, 4, 5) + struct.pack("<2f", 1, 2))
+    with pytest.raises(BadDataError, match="expected 28"):
+        read_feature_file(short)
+    tiny = tmp_path / "tiny.bin"
+    tiny.write_bytes(b"\x00" * 8)
+    with pytest.raises(BadDataError, match="16-byte header"):
+        read_feature_file(tiny)
+    with pytest.raises(MissingDataError, match="--\\*_root and --ending"):
+        read_feature_file(tmp_path / "absent.bin")
+
+
+def test_feature_tree_and_list_round_trip(tmp_path):
+    images = ["Adam_Brody/Adam_Brody_1.png", "Adam_Brody/Adam_Brody_2.png", "FlickrFinal2/00/000/1.jpg"]
+    features = np.arange(12, dtype=np.float32).reshape(3, 4)
+    write_features(images, features, tmp_path / "tree", "_x.bin", progress=False)
+    assert (tmp_path / "tree" / "FlickrFinal2" / "00" / "000" / "1.jpg_x.bin").is_file()
+    (tmp_path / "list.json").write_text(json.dumps({"path": images}))
+    assert read_image_list(tmp_path / "list.json") == images
+    np.testing.assert_array_equal(read_features(images, tmp_path / "tree", "_x.bin", progress=False), features)
+    (tmp_path / "bad.json").write_text(json.dumps({"paths": images}))
+    with pytest.raises(BadDataError, match="'path' array"):
+        read_image_list(tmp_path / "bad.json")
+
+
+def test_probe_identities_from_paths():
+    assert identity_of("Adam_Brody/Adam_Brody_420.png") == "Adam_Brody"
+    assert identity_of("J.K._Simmons_12.png") == "J.K._Simmons"
+    labels, names = identity_labels(["B/B_1.png", "A/A_1.png", "B/B_2.png"])
+    assert names == ["A", "B"] and labels.tolist() == [1, 0, 1]
+
+
+def test_real_probe_identity_list(shared_data):
+    names = read_identity_names(shared_data / "megaface" / "facescrub_set1_names_80.txt")
+    assert len(names) == 80 == len(set(names)) and "Adam_Brody" in names and "J.K._Simmons" in names
+
+
+# ---------------------------------------------------------------- the tool commands
+
+
+def test_cli_scores_npz_and_devkit_tree_alike_and_exports(tmp_path):
+    probes, labels, distractors = random_set(5, distractors=100)
+    probe_names = [f"Id{label}/Id{label}_{i}.png" for i, label in enumerate(labels)]
+    distractor_names = [f"FlickrFinal2/{i:03d}.jpg" for i in range(len(distractors))]
+    np.savez(tmp_path / "probes.npz", names=np.array(probe_names), features=probes.astype(np.float32))
+    np.savez(tmp_path / "distractors.npz", names=np.array(distractor_names), features=distractors.astype(np.float32))
+    common = ["--far=0.01", "--device=cpu"]
+    npz_inputs = [f"--probes={tmp_path / 'probes.npz'}", f"--distractors={tmp_path / 'distractors.npz'}"]
+    from_npz = run_tool(["score", "megaface", *npz_inputs, f"--output={tmp_path / 'results.json'}", *common])
+    cmc, _, linear, *_ = brute_force(probes, labels, distractors, 0.01)
+    assert from_npz["rank1"] == pytest.approx(cmc[0]) and from_npz["tar@far=1e-2"] == pytest.approx(linear, abs=1e-6)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rank1"] == from_npz["rank1"] and len(saved["cmc"]["y"]) == 10
+
+    # Export to devkit trees, then score from the devkit lists: same numbers.
+    for kind, names in (("probes", probe_names), ("distractors", distractor_names)):
+        (tmp_path / f"{kind}.json").write_text(json.dumps({"path": names}))
+        paths = [f"--embeddings={tmp_path / f'{kind}.npz'}", f"--output_root={tmp_path / kind}"]
+        written = run_tool(["export", "megaface", *paths, f"--image_list={tmp_path / f'{kind}.json'}"])
+        assert written == len(names)
+    probe_tree = [f"--probes={tmp_path / 'probes.json'}", f"--probe_root={tmp_path / 'probes'}"]
+    distractor_tree = [
+        f"--distractors={tmp_path / 'distractors.json'}",
+        f"--distractor_root={tmp_path / 'distractors'}",
+    ]
+    from_tree = run_tool(["score", "megaface", *probe_tree, *distractor_tree, *common])
+    assert from_tree == pytest.approx(from_npz)
+    with pytest.raises(ConfigError, match="--probe_root"):
+        run_tool(["score", "megaface", f"--probes={tmp_path / 'probes.json'}", f"--distractors={tmp_path / 'x.npz'}"])
+
+
+def test_embeddings_file_errors_and_identity_selection(tmp_path):
+    np.savez(tmp_path / "wrong.npz", images=np.array(["a"]), features=np.zeros((1, 2), np.float32))
+    with pytest.raises(BadDataError, match="'names' and 'features'"):
+        read_embeddings(tmp_path / "wrong.npz")
+    with pytest.raises(MissingDataError, match="amlit predict"):
+        read_embeddings(tmp_path / "absent.npz")
+    (tmp_path / "ids.txt").write_text("# two of the three identities\nA\nC\n")
+    names = ["A/A_1.png", "B/B_1.png", "C/C_1.png", "A/A_2.png"]
+    assert select_identities(names, tmp_path / "ids.txt").tolist() == [True, False, True, True]
+    with pytest.raises(BadDataError, match=r"1 identities .* have no probe image"):
+        select_identities(names[:2], tmp_path / "ids.txt")
