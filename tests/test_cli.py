@@ -40,6 +40,9 @@ def overrides(config: str, tiny_tree, tmp_path) -> list[str]:
             f"--data.lfw_root={tiny_tree / 'lfw'}",
             f"--data.lfw_pairs={tiny_tree / 'lfw' / 'pairs.txt'}",
             f"--data.blufr_config={tiny_tree / 'lfw' / 'blufr_config.mat'}",
+            f"--data.megaface_probes={tiny_tree / 'lfw'}",
+            f"--data.megaface_distractors={tiny_tree / 'casia'}",
+            "--data.megaface_identities=null",
             "--data.exclude_id_lists=[]",
             "--data.batch_size=4",
             "--data.eval_batch_size=64",
@@ -59,6 +62,8 @@ def test_every_shipped_config_fits_and_tests_one_step(config, tiny_tree, tmp_pat
     metrics = cli.trainer.callback_metrics
     assert metrics["test/lfw/num_pairs"] > 0
     assert "test/blufr/vr@far=1e-3_mean_minus_std" in metrics
+    if config == "amsoftmax_casia.yaml":  # every column of Table 1
+        assert {"test/megaface/rank1", "test/megaface/tar@far=1e-6"} <= set(metrics)
     (writer,) = [c for c in cli.trainer.callbacks if isinstance(c, ResultsWriter)]
     document = json.loads((writer.output_dir / "results.json").read_text())
     assert document["test/lfw/acc"] == pytest.approx(metrics["test/lfw/acc"].item())
@@ -93,7 +98,9 @@ def test_paper_config_without_data_names_every_missing_path(tmp_path, monkeypatc
         run_cli(["fit", "--config", str(CONFIGS / "amsoftmax_casia.yaml")])
     error = find_user_error(info.value)
     assert isinstance(error, MissingDataError)
-    for setting in ("data.train.root", "data.exclude_id_lists", "data.lfw_root", "data.lfw_pairs", "data.blufr_config"):
+    settings = ["data.train.root", "data.exclude_id_lists", "data.lfw_root", "data.lfw_pairs", "data.blufr_config"]
+    settings += ["data.megaface_probes", "data.megaface_distractors", "data.megaface_identities"]
+    for setting in settings:
         assert setting in str(error)
 
 

@@ -30,6 +30,7 @@ from amlit.data.sources import TrainingImages
 from amlit.errors import ConfigError, MissingDataError
 from amlit.eval.blufr import BlufrConfig, evaluate_blufr, read_blufr_config
 from amlit.eval.evalset import EvalSet
+from amlit.eval.megaface_set import MegaFaceImages, megaface_images
 from amlit.eval.verification import pair_verification_metrics
 
 
@@ -72,6 +73,13 @@ class CasiaDataModule(L.LightningDataModule):
         lfw_pairs: LFW ``pairs.txt`` (View 2: 10 folds of 300 matched + 300 mismatched pairs).
         blufr_config: the BLUFR toolkit's ``blufr_lfw_config.mat``; adds the BLUFR protocol (10 trials of
             verification at FAR 0.01%/0.1% and open-set identification at FAR 1%) on the images of ``lfw_root``.
+        megaface_probes: aligned FaceScrub probe tree ``<Name>/<image>``; with ``megaface_distractors`` adds
+            MegaFace challenge 1 (rank-1 identification with the distractors, TAR at FAR=1e-6) to ``test``.
+        megaface_distractors: aligned MegaFace distractor tree: every image below it (any depth) is a distractor,
+            unless ``megaface_distractor_list`` names a subset.
+        megaface_distractor_list: optional devkit list (JSON with ``path``) of distractor images to use, relative
+            to ``megaface_distractors`` (e.g. the 1M list); all images of the tree otherwise.
+        megaface_identities: optional file of probe identities to keep (``facescrub_set1_names_80.txt``).
         exclude_id_lists: files of identity ids to remove (one 7-digit id per line); the paper removes 59
             (17 overlapping LFW + 42 overlapping MegaFace/FaceScrub) -> 10,516 classes.
         val_identities: training identities held out to build verification pairs for ``val`` during fit
@@ -90,6 +98,10 @@ class CasiaDataModule(L.LightningDataModule):
         lfw_root: str | Path | None = None,
         lfw_pairs: str | Path | None = None,
         blufr_config: str | Path | None = None,
+        megaface_probes: str | Path | None = None,
+        megaface_distractors: str | Path | None = None,
+        megaface_distractor_list: str | Path | None = None,
+        megaface_identities: str | Path | None = None,
         exclude_id_lists: Sequence[str | Path] = (),
         val_identities: int = 0,
         val_pairs_per_fold: int = 100,
@@ -106,6 +118,8 @@ class CasiaDataModule(L.LightningDataModule):
             raise ConfigError("set both data.lfw_root and data.lfw_pairs for LFW testing, or neither")
         if blufr_config is not None and lfw_root is None:
             raise ConfigError("data.blufr_config needs the LFW images: set data.lfw_root and data.lfw_pairs too")
+        if (megaface_probes is None) != (megaface_distractors is None):
+            raise ConfigError("set both data.megaface_probes and data.megaface_distractors for MegaFace, or neither")
         _require_paths(
             [
                 *[(path, f"data.train.{setting}", what) for path, setting, what in train.required_paths()],
@@ -113,6 +127,16 @@ class CasiaDataModule(L.LightningDataModule):
                 *([(Path(lfw_root), "data.lfw_root", "aligned LFW tree <Name>/<Name>_0001.jpg")] if lfw_root else []),
                 *([(Path(lfw_pairs), "data.lfw_pairs", "LFW pairs.txt")] if lfw_pairs else []),
                 *([(Path(blufr_config), "data.blufr_config", "blufr_lfw_config.mat")] if blufr_config else []),
+                *[
+                    (Path(path), f"data.{setting}", what)
+                    for path, setting, what in (
+                        (megaface_probes, "megaface_probes", "aligned FaceScrub tree <Name>/<image>"),
+                        (megaface_distractors, "megaface_distractors", "aligned MegaFace distractor tree"),
+                        (megaface_distractor_list, "megaface_distractor_list", "devkit distractor list (JSON)"),
+                        (megaface_identities, "megaface_identities", "FaceScrub names, one per line"),
+                    )
+                    if path is not None
+                ],
             ]
         )
         self.train = train
@@ -189,6 +213,12 @@ class CasiaDataModule(L.LightningDataModule):
                     f"not under {self.lfw_root}, e.g. {', '.join(missing[:3])}: BLUFR needs all LFW images aligned"
                 )
 
+        self.megaface: MegaFaceImages | None = None
+        if megaface_probes is not None:
+            self.megaface = megaface_images(
+                Path(megaface_probes), Path(megaface_distractors), megaface_distractor_list, megaface_identities
+            )
+
     def manifest(self) -> dict:
         """What the model is trained on: source, identity counts, removed ids and their lists, classes, images."""
         return dict(self._manifest)
@@ -222,6 +252,10 @@ class CasiaDataModule(L.LightningDataModule):
                 dataset = ImageFiles(self.lfw_root, images, range(len(images)), self.image_size)
                 evaluate = partial(_blufr_metrics, names=images, config=self.blufr)
                 sets.append(EvalSet("blufr", dataset, len(images), evaluate))
+            if self.megaface is not None:
+                images = self.megaface.files
+                dataset = ImageFiles(Path("/"), images, range(len(images)), self.image_size)
+                sets.append(EvalSet("megaface", dataset, len(images), self.megaface.evaluate))
             return sets
         raise ValueError(f"unknown evaluation stage {stage!r}")
 

@@ -151,3 +151,31 @@ def test_manifest_reports_what_was_removed(tiny_tree, tmp_path):
     assert manifest["removed_identities"] == [identities[3]] and manifest["listed_but_absent"] == ["9999999"]
     assert manifest["num_classes"] == 11 and manifest["identities"] == 12
     assert manifest["exclude_id_lists"] == [str(exclude)]
+
+
+def test_megaface_eval_set_lists_probes_then_distractors_and_scores_them(tiny_tree, tmp_path):
+    from amlit.eval.megaface import evaluate_megaface
+
+    lfw, casia = tiny_tree / "lfw", tiny_tree / "casia"
+    names = tmp_path / "names.txt"
+    people = sorted(p.name for p in lfw.iterdir() if p.is_dir())
+    names.write_text("\n".join(people[:5]) + "\n")
+    dm = CasiaDataModule(
+        ImageFolder(casia), lfw, lfw / "pairs.txt", megaface_probes=lfw, megaface_distractors=casia,
+        megaface_identities=names,
+    )  # fmt: skip
+    (megaface,) = [s for s in dm.eval_sets("test") if s.name == "megaface"]
+    probes = [f for f in megaface.dataset.files if f.startswith(str(lfw))]
+    assert len(probes) == 5 * 3 and all(f.split("/")[-2] in people[:5] for f in probes)
+    assert megaface.dataset.files[len(probes) :] == sorted(str(p) for p in casia.glob("*/*.jpg"))
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([people.index(f.split("/")[-2]) for f in probes])
+    features = torch.randn(megaface.num_images, 8, generator=generator)
+    features[:15] += 1.5 * torch.randn(len(people), 8, generator=generator)[labels]  # identity signal
+    features = torch.nn.functional.normalize(features)
+    expected = evaluate_megaface(features[:15], labels, features[15:], progress=False)
+    result = megaface.evaluate(features)
+    assert result["rank1"] == expected["rank1"] and result["tar@far=1e-6"] == expected["tar@far=1e-6"]
+    assert 0 < result["rank1"] < 1  # neither trivial outcome
+    with pytest.raises(ConfigError, match=r"set both data\.megaface_probes and data\.megaface_distractors"):
+        CasiaDataModule(ImageFolder(casia), megaface_probes=lfw)
