@@ -46,10 +46,12 @@ def run_cli(args: list[str] | None = None) -> AmlitCLI:
 def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
     from amlit.data.overlap import find_overlaps
+    from amlit.data.packed import pack
 
     return {
         "data": {
             "overlaps": find_overlaps,
+            "pack": pack,
         },
     }
 

@@ -2,6 +2,7 @@
 
 from amlit.data.casia import CasiaDataModule
 from amlit.data.demo import SyntheticFacesDataModule
+from amlit.data.packed import PackedShards
 from amlit.data.sources import ImageFolder, TrainingImages
 
-__all__ = ["CasiaDataModule", "ImageFolder", "SyntheticFacesDataModule", "TrainingImages"]
+__all__ = ["CasiaDataModule", "ImageFolder", "PackedShards", "SyntheticFacesDataModule", "TrainingImages"]
