@@ -46,6 +46,7 @@ def run_cli(args: list[str] | None = None) -> AmlitCLI:
 def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
     from amlit.data.overlap import find_overlaps
+    from amlit.data.packed import pack
     from amlit.data.recordio_source import rec_export, rec_info
     from amlit.eval import megaface_tool
     from amlit.eval.score import score_blufr, score_lfw
@@ -54,6 +55,7 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     return {
         "data": {
             "overlaps": find_overlaps,
+            "pack": pack,
             "rec-info": rec_info,
             "rec-export": rec_export,
         },

@@ -239,7 +239,7 @@ class CasiaDataModule(L.LightningDataModule):
             if self.val_pairs is None:
                 return []
             images = self.val_pairs.images
-            dataset = self.train.dataset(images, range(len(images)), self.image_size)
+            dataset = self.train.eval_dataset(images, range(len(images)), self.image_size)
             return [self._pair_set("heldout", dataset, self.val_pairs)]
         if stage == "test":
             if self.lfw is None:

@@ -6,7 +6,7 @@ Batches stay uint8 (B, H, W, 3) on the CPU: flipping and normalization happen on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -45,7 +45,8 @@ class ImageFiles(Dataset):
     ``targets`` are class labels for training and image indices for evaluation (so that embeddings gathered
     from several processes can be put back in order). With ``on_bad="skip"`` an image that fails to decode is
     replaced by the next one in the list (a training batch keeps its size) and a warning names it; evaluation sets
-    use ``"fail"``, since a replaced image would change the protocol.
+    use ``"fail"``, since a replaced image would change the protocol. ``transform`` (uint8 (H, W, 3) -> uint8
+    (H, W, 3), e.g. ``amlit.data.transforms.TrainAugment``) runs on each decoded image in the worker.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class ImageFiles(Dataset):
         targets: Sequence[int],
         size: tuple[int, int],
         on_bad: BadDataPolicy = "fail",
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if len(files) != len(targets):
             raise ValueError(f"{len(files)} files but {len(targets)} targets")
@@ -63,6 +65,7 @@ class ImageFiles(Dataset):
         self.targets = np.asarray(targets, dtype=np.int64)
         self.size = (int(size[0]), int(size[1]))
         self.on_bad = on_bad
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.files)
@@ -77,5 +80,7 @@ class ImageFiles(Dataset):
                     raise
                 rank_zero_warn(f"skipping an unreadable training image: {error}")
                 continue
+            if self.transform is not None:
+                image = self.transform(image)
             return torch.from_numpy(image), int(self.targets[current])
         raise BadDataError(f"no image under {self.root} could be decoded")

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
 from amlit.data.images import IMAGE_EXTENSIONS, BadDataPolicy, ImageFiles
+from amlit.data.transforms import TrainAugment
 from amlit.errors import BadDataError, MissingDataError
 
 
@@ -34,6 +35,10 @@ class TrainingImages(ABC):
     @abstractmethod
     def dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
         """``(uint8 image (H, W, 3) RGB, int64 target)`` for the named images, as ``image_size`` = (H, W)."""
+
+    def eval_dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
+        """Like ``dataset`` but for evaluation (held-out identities): without training augmentation."""
+        return self.dataset(names, targets, image_size)
 
     @abstractmethod
     def describe(self) -> str:
@@ -103,12 +108,24 @@ class ImageFolder(TrainingImages):
             ``"fail"`` at once naming the file. Indexing checks each file's end marker (two small reads per file),
             so a damaged file is found before training starts, not hours into it.
         check_files: run that end-marker check (turn off on slow network file systems to save the reads).
+        augment: CPU augmentation of training images in the loader workers, e.g.
+            ``amlit.data.transforms.TrainAugment`` (not applied to evaluation images). None: decode only, which
+            is the paper's setting (the only augmentation, the mirror, happens on the device).
     """
 
-    def __init__(self, root: str | Path, on_bad: BadDataPolicy = "skip", check_files: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        on_bad: BadDataPolicy = "skip",
+        check_files: bool = True,
+        augment: TrainAugment | None = None,
+    ) -> None:
         self.root = Path(root)
         self.on_bad = on_bad
         self.check_files = check_files
+        self.augment = augment
+        # (name relative to root, reason) of everything image_table() skipped, for reports such as a pack manifest
+        self.skipped: list[tuple[str, str]] = []
 
     def describe(self) -> str:
         return str(self.root)
@@ -132,9 +149,15 @@ class ImageFolder(TrainingImages):
             )
         for problem in problems:
             rank_zero_warn(f"{self.root}: skipping {problem}")
+        self.skipped = [(os.path.relpath(path, self.root), "empty identity folder") for path in empty] + [
+            (name, "damaged image file (truncated or empty)") for name in damaged
+        ]
         if table.empty:
             raise BadDataError(f"{self.root} has no identity folders with images: expected <root>/<identity>/<n>.jpg")
         return table
 
     def dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
+        return ImageFiles(self.root, names, targets, image_size, on_bad=self.on_bad, transform=self.augment)
+
+    def eval_dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
         return ImageFiles(self.root, names, targets, image_size, on_bad=self.on_bad)
