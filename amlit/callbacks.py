@@ -88,7 +88,11 @@ class ResultsWriter(Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "log_image") and written:
                 logger.log_image(key="test/plots", images=[str(p) for p in written], caption=[p.stem for p in written])
-        rank_zero_info(f"wrote results.json, results.csv and {len(written)} plot(s) to {output_dir}")
+        width = max(map(len, metrics), default=0)
+        table = "\n".join(f"  {key:<{width}}  {value:.6g}" for key, value in metrics.items())
+        rank_zero_info(
+            f"test results:\n{table}\nwrote results.json, results.csv and {len(written)} plot(s) to {output_dir}"
+        )
 
 
 def _saved_config(trainer) -> dict | None:

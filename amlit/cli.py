@@ -31,6 +31,14 @@ class AmlitCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("validate", "test"):
+            # Lightning prints every epoch-level metric once per dataloader (LFW, BLUFR, MegaFace: three copies);
+            # amlit.callbacks.ResultsWriter prints one table instead. `--verbose=true` brings Lightning's back.
+            parser.set_defaults(verbose=False)
+        return parser
+
 
 def run_cli(args: list[str] | None = None) -> AmlitCLI:
     """Build and run the CLI; ``args`` replaces ``sys.argv[1:]`` (in-process use, e.g. tests)."""
@@ -94,7 +102,7 @@ def main() -> None:
         if args and args[0] in tool_commands():
             run_tool(args)
         else:
-            run_cli(args)
+            run_cli()  # LightningCLI reads sys.argv itself (and warns when given both)
     except Exception as error:
         user_error = find_user_error(error)
         if user_error is None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from amlit.data.casia import CasiaDataModule
 from amlit.data.sources import ImageFolder
-from amlit.data.synthetic import SyntheticSpec, blufr_config_for, generate
+from amlit.data.synthetic import SyntheticSpec, blufr_config_for, generate, megaface_distractors_for
 
 
 class SyntheticFacesDataModule(CasiaDataModule):
@@ -20,6 +20,8 @@ class SyntheticFacesDataModule(CasiaDataModule):
         data_seed: seed of the generator.
         image_size: (H, W) of the crops.
         blufr: also test with a BLUFR-style protocol generated for the test tree (10 trials, LFW's proportions).
+        megaface_distractors: also test MegaFace-style, the test tree's identities as probes against this many
+            generated one-image distractor identities (0: no MegaFace).
         **kwargs: the remaining ``CasiaDataModule`` arguments (batch_size, val_identities, ...).
     """
 
@@ -34,6 +36,7 @@ class SyntheticFacesDataModule(CasiaDataModule):
         data_seed: int = 0,
         image_size: tuple[int, int] = (112, 96),
         blufr: bool = True,
+        megaface_distractors: int = 1000,
         **kwargs,
     ) -> None:
         spec = SyntheticSpec(
@@ -51,6 +54,12 @@ class SyntheticFacesDataModule(CasiaDataModule):
             lfw_root=tree / "lfw",
             lfw_pairs=tree / "lfw" / "pairs.txt",
             blufr_config=blufr_config_for(tree, seed=data_seed) if blufr else None,
+            megaface_probes=tree / "lfw" if megaface_distractors else None,
+            megaface_distractors=(
+                megaface_distractors_for(tree, megaface_distractors, spec.image_size, seed=data_seed)
+                if megaface_distractors
+                else None
+            ),
             image_size=image_size,
             **kwargs,
         )

@@ -268,3 +268,28 @@ def blufr_config_for(tree: Path, seed: int = 0) -> Path:
         write_blufr_config(staging, config)
         staging.replace(path)  # atomic: a reader never sees half a file
     return path
+
+
+def megaface_distractors_for(tree: Path, count: int, image_size: tuple[int, int], seed: int = 0) -> Path:
+    """``count`` distractor faces of new identities (one image each, like MegaFace's Flickr photos), written once
+    under ``megaface-distractors-<count>/<kkk>/<k>.jpg``; with ``lfw/`` as the probe set the demo runs MegaFace."""
+    target = tree / f"megaface-distractors-{count}"
+    if (target / "COMPLETE").is_file():
+        return target
+    staging = tree / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for k in tqdm(range(count), desc="generating distractor faces", unit="img"):
+            rng = np.random.default_rng([seed, 2, k])  # a stream no train/test identity uses ([seed, k])
+            image = render_face(random_identity(rng), rng, image_size)
+            (staging / f"{k // 1000:03d}").mkdir(parents=True, exist_ok=True)
+            _write_jpeg(staging / f"{k // 1000:03d}" / f"{k:07d}.jpg", image, int(rng.integers(40, 96)))
+        (staging / "COMPLETE").write_text(f"{count}\n", encoding="utf-8")
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "COMPLETE").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
