@@ -45,10 +45,12 @@ def run_cli(args: list[str] | None = None) -> AmlitCLI:
 
 def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
+    from amlit.data.align import align_tree
     from amlit.data.overlap import find_overlaps
 
     return {
         "data": {
+            "align": align_tree,
             "overlaps": find_overlaps,
         },
     }
