@@ -53,6 +53,7 @@ def run_cli(args: list[str] | None = None) -> AmlitCLI:
 
 def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
+    from amlit.data.align import align_tree
     from amlit.data.overlap import find_overlaps
     from amlit.data.packed import pack
     from amlit.data.recordio_source import rec_export, rec_info
@@ -62,6 +63,7 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
 
     return {
         "data": {
+            "align": align_tree,
             "overlaps": find_overlaps,
             "pack": pack,
             "rec-info": rec_info,

@@ -1,0 +1,247 @@
+"""Five-point alignment: the transform against a float64 least-squares solve, geometry on drawn discs, the landmark
+file formats (and the real LFW file), and ``amlit data align`` end to end on a tiny tree."""
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from amlit.cli import run_tool
+from amlit.data.align import TEMPLATES, align_face, decode_image, read_landmarks, similarity_transform
+from amlit.errors import BadDataError, ConfigError
+
+# data_facts §2.2: wy1iu/sphereface face_align_demo.m reference points (x, y), 112x96 (HxW).
+SPHEREFACE_POINTS = [
+    [30.2946, 51.6963],
+    [65.5318, 51.5014],
+    [48.0252, 71.7366],
+    [33.5493, 92.3655],
+    [62.7299, 92.2041],
+]
+
+
+def lstsq_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Independent reference: solve u = a x - b y + tx, v = b x + a y + ty for (a, b, tx, ty) with numpy."""
+    rows, values = [], []
+    for (x, y), (u, v) in zip(source, target, strict=True):
+        rows += [[x, -y, 1.0, 0.0], [y, x, 0.0, 1.0]]
+        values += [u, v]
+    a, b, tx, ty = np.linalg.lstsq(np.array(rows), np.array(values), rcond=None)[0]
+    return np.array([[a, -b, tx], [b, a, ty]])
+
+
+def random_similarity(rng: np.random.Generator, scale_range=(1.6, 2.2), centre=(125.0, 125.0)) -> np.ndarray:
+    """A (2, 3) similarity that maps the 112x96 template into the middle of a 250x250 canvas."""
+    scale, angle = rng.uniform(*scale_range), rng.uniform(-0.6, 0.6)
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    shift = np.asarray(centre) + rng.uniform(-10, 10, 2) - rotation @ np.array([48.0, 72.0])
+    return np.hstack([rotation, shift[:, None]])
+
+
+def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def disc_face(landmarks: np.ndarray, radius: float = 7.0) -> np.ndarray:
+    """250x250 BGR canvas with a filled, anti-aliased disc centred (sub-pixel) on each landmark."""
+    canvas = np.zeros((250, 250, 3), np.uint8)
+    bits = 8  # cv2 drawing with fractional coordinates: values are fixed point with this many bits
+    for x, y in landmarks:
+        centre = (round(x * 2**bits), round(y * 2**bits))
+        cv2.circle(canvas, centre, round(radius * 2**bits), (255, 255, 255), -1, cv2.LINE_AA, bits)
+    return canvas
+
+
+def disc_centroids(image: np.ndarray) -> np.ndarray:
+    """Intensity-weighted centroids (x, y; 0-based pixel centres) of the separate bright blobs, (K, 2)."""
+    gray = image if image.ndim == 2 else image.mean(axis=2)
+    count, labels = cv2.connectedComponents((gray > 10).astype(np.uint8))
+    ys, xs = np.indices(gray.shape)
+    centroids = []
+    for label in range(1, count):
+        weight = np.where(labels == label, gray, 0.0)
+        centroids.append([(weight * xs).sum() / weight.sum(), (weight * ys).sum() / weight.sum()])
+    return np.array(centroids)
+
+
+def max_distance_to_template(centroids: np.ndarray, template: np.ndarray) -> float:
+    assert centroids.shape == template.shape, f"expected {len(template)} separate discs, found {len(centroids)}"
+    distances = np.linalg.norm(centroids[:, None, :] - template[None, :, :], axis=2)  # (found, template)
+    return float(distances.min(axis=0).max())
+
+
+def test_templates_are_the_published_points():
+    sphereface, insightface = TEMPLATES["sphereface_112x96"], TEMPLATES["insightface_112x112"]
+    np.testing.assert_array_equal(sphereface.array(), SPHEREFACE_POINTS)
+    np.testing.assert_allclose(insightface.array(), np.array(SPHEREFACE_POINTS) + [8.0, 0.0], atol=1e-12)
+    assert (sphereface.size, insightface.size) == ((112, 96), (112, 112))
+
+
+def test_similarity_matches_float64_least_squares():
+    rng = np.random.default_rng(0)
+    template = np.array(SPHEREFACE_POINTS)
+    for _ in range(20):
+        source = apply(random_similarity(rng), template) + rng.normal(0, 3, (5, 2))  # noisy: residual is not zero
+        np.testing.assert_allclose(similarity_transform(source, template), lstsq_similarity(source, template), atol=1e-9)
+
+
+def test_similarity_recovers_an_exact_transform_without_reflecting():
+    rng = np.random.default_rng(1)
+    source = rng.uniform(0, 200, (5, 2))
+    known = random_similarity(rng)
+    np.testing.assert_allclose(similarity_transform(source, apply(known, source)), known, atol=1e-9)
+    # Mirrored target: the fit stays a rotation + scale (determinant >= 0), never a reflection.
+    mirrored = similarity_transform(source, source * [-1.0, 1.0])
+    assert np.linalg.det(mirrored[:, :2]) >= 0
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_drawn_landmarks_land_on_the_template(name):
+    template = TEMPLATES[name]
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        landmarks = apply(random_similarity(rng), template.array())
+        aligned = align_face(disc_face(landmarks), landmarks, template)
+        assert aligned.shape == (*template.size, 3)
+        assert max_distance_to_template(disc_centroids(aligned), template.array()) < 0.25
+
+
+def test_real_lfw_landmarks_parse(shared_data):
+    table = read_landmarks(shared_data / "lfw" / "lfw_landmark.txt")
+    assert len(table) == 13_233 and table["path"].is_unique
+    points = np.stack(table["landmarks"])  # (N, 5, 2)
+    assert points.shape == (13_233, 5, 2)
+    assert points.min() >= 0 and points.max() < 250  # inside the 250x250 originals
+    # First line: Aaron_Eckhart/Aaron_Eckhart_0001.jpg 107 107 147 111 124 143 103 157 139 161 (x1 y1 ... x5 y5)
+    assert table["path"][0] == "Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
+    np.testing.assert_array_equal(points[0], [[107, 107], [147, 111], [124, 143], [103, 157], [139, 161]])
+    # Left eye left of right eye and eyes above the mouth, in image coordinates, for nearly every face.
+    assert (points[:, 0, 0] < points[:, 1, 0]).mean() > 0.99 and (points[:, 0, 1] < points[:, 3, 1]).mean() > 0.99
+
+
+def test_three_formats_give_the_same_landmarks(tmp_path):
+    xs, ys = [10.5, 30, 20, 12, 28], [40, 41, 55, 70, 71.25]
+    interleaved = [v for pair in zip(xs, ys, strict=True) for v in pair]
+    lines = {
+        "lfw": "a/001.jpg " + " ".join(map(str, interleaved)),
+        "casia": "a/001.jpg\t7\t" + "\t".join(map(str, interleaved)),
+        "lst": "\t".join(["0", "a/001.jpg", "7", "1", "2", "50", "60", *map(str, xs), *map(str, ys)]),
+    }
+    for fmt, line in lines.items():
+        path = tmp_path / f"{fmt}.txt"
+        extra = "\n1\tb/002.jpg\t8\n" if fmt == "lst" else "\n"  # an .lst line without landmarks is left out
+        path.write_text(line + extra)
+        for requested in ("auto", fmt):
+            table = read_landmarks(path, requested)
+            assert table["path"].tolist() == ["a/001.jpg"], (fmt, requested)
+            np.testing.assert_array_equal(table["landmarks"][0], np.column_stack([xs, ys]))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "message"),
+    [
+        ("auto", "a.jpg 1 2 3 4 5 6 7 8 9 10\nb.jpg 1 2 3\n", r"bad.txt:2: expected 11 fields"),
+        ("auto", "a.jpg 1 2 3 4 5 6 7 8 9 10\nb.jpg 1 2 3 4 5 x 7 8 9 10\n", r"bad.txt:2: expected 10 numbers"),
+        ("auto", "\na.jpg 1 2 3 4 5 6 7 8 9 10\na.jpg 1 2 3 4 5 6 7 8 9 10\n", r"bad.txt:3: a.jpg .* on line 2"),
+        ("auto", "a.jpg 1 2 3 4 5 6 7 8 9 nan\n", r"bad.txt:1: .*finite"),
+        ("auto", "a.jpg 1 2 3\n", r"bad.txt:1: cannot tell the landmark format"),
+        ("casia", "a.jpg\tseven\t1\t2\t3\t4\t5\t6\t7\t8\t9\t10\n", r"bad.txt:1: expected an integer class id"),
+        ("lst", "0\ta.jpg\t1\t1\t2\t3\t4\t1\t2\t3\t4\t5\t6\t7\t8\t9\n", r"bad.txt:1: expected 3 or 7 or 17 fields"),
+    ],
+)
+def test_malformed_landmark_lines_name_file_and_line(tmp_path, fmt, content, message):
+    path = tmp_path / "bad.txt"
+    path.write_text(content)
+    with pytest.raises(BadDataError, match=message):
+        read_landmarks(path, fmt)
+
+
+def test_decode_rejects_truncated_jpeg_and_makes_gray_three_channel():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    encoded = cv2.imencode(".jpg", image)[1].tobytes()
+    assert decode_image(encoded).shape == (64, 48, 3)
+    assert decode_image(encoded + b"\x00" * 16).shape == (64, 48, 3)  # padding after the end marker is fine
+    with pytest.raises(ValueError, match="truncated"):
+        decode_image(encoded[: len(encoded) * 2 // 3])
+    with pytest.raises(ValueError, match="not a decodable image"):
+        decode_image(b"GIF89a not really")
+    gray = decode_image(cv2.imencode(".jpg", image[:, :, 0])[1].tobytes())
+    assert gray.shape == (64, 48, 3) and np.array_equal(gray[:, :, 0], gray[:, :, 2])
+
+
+@pytest.fixture
+def raw_tree(tmp_path):
+    """raw/<id>/<n>: a disc face (PNG), small noise JPEGs, a gray JPEG, a truncated JPEG, one image without
+    landmarks; landmarks.txt in the casia TAB format."""
+    rng = np.random.default_rng(4)
+    raw = tmp_path / "raw"
+    landmarks = apply(random_similarity(rng), TEMPLATES["sphereface_112x96"].array())
+    files = {"0000001/001.png": disc_face(landmarks)}
+    for identity in ("0000002", "0000003"):
+        for n in (1, 2):
+            files[f"{identity}/{n:03d}.jpg"] = rng.integers(0, 256, (60, 60, 3), dtype=np.uint8)
+    files["0000003/003.jpg"] = rng.integers(0, 256, (60, 60), dtype=np.uint8)  # gray
+    files["0000002/009.jpg"] = files["0000002/001.jpg"]  # no landmarks (a face MTCNN missed)
+    for relative, image in files.items():
+        (raw / relative).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(raw / relative), image)
+    truncated = cv2.imencode(".jpg", files["0000002/001.jpg"])[1].tobytes()
+    (raw / "0000003" / "004.jpg").write_bytes(truncated[: len(truncated) // 2])
+    lines = []
+    for relative in sorted([*files, "0000003/004.jpg"]):
+        if relative != "0000002/009.jpg":
+            points = landmarks if relative.endswith(".png") else rng.uniform(10, 50, (5, 2))
+            lines.append("\t".join([relative, relative[:7], *(f"{v:.3f}" for v in points.ravel())]))
+    (tmp_path / "landmarks.txt").write_text("\n".join(lines) + "\n")
+    return raw, tmp_path / "landmarks.txt"
+
+
+def test_align_command_end_to_end(raw_tree, tmp_path):
+    raw, landmarks = raw_tree
+    output = tmp_path / "aligned"
+    args = ["data", "align", f"--raw_root={raw}", f"--landmarks={landmarks}", f"--output={output}"]
+    counts = run_tool([*args, "--workers=2"])
+    assert counts == {
+        "aligned": 6, "already_done": 0, "no_landmarks": 1, "missing_image": 0, "bad_image": 1, "name_clash": 0
+    }  # fmt: skip
+    written = sorted(p.relative_to(output).as_posix() for p in output.rglob("*.jpg"))
+    assert written == [
+        "0000001/001.jpg", "0000002/001.jpg", "0000002/002.jpg", "0000003/001.jpg", "0000003/002.jpg", "0000003/003.jpg"
+    ]  # fmt: skip
+    assert not [p for p in output.rglob("*") if p.name.endswith(".tmp")]
+    for path in written:
+        assert cv2.imread(str(output / path), cv2.IMREAD_UNCHANGED).shape == (112, 96, 3)
+    # The drawn face keeps its geometry through the whole command (PNG in, JPEG q95 out).
+    face = cv2.imread(str(output / "0000001/001.jpg"))
+    assert max_distance_to_template(disc_centroids(face), TEMPLATES["sphereface_112x96"].array()) < 1.0
+    report = pd.read_csv(output / "align_report.csv", dtype=str)
+    assert sorted(zip(report["path"], report["status"], strict=True)) == [
+        ("0000002/009.jpg", "no_landmarks"),
+        ("0000003/004.jpg", "bad_image"),
+    ]
+    assert "truncated" in report.set_index("path").loc["0000003/004.jpg", "reason"]
+    assert json.loads((output / "alignment.json").read_text())["template"] == "sphereface_112x96"
+
+    # Second run: nothing is redone, finished files are untouched.
+    stamps = {path: (output / path).stat().st_mtime_ns for path in written}
+    again = run_tool([*args, "--workers=0"])
+    assert (again["aligned"], again["already_done"], again["bad_image"]) == (0, 6, 1)
+    assert stamps == {path: (output / path).stat().st_mtime_ns for path in written}
+
+    with pytest.raises(BadDataError, match=r"0000003/004.jpg: truncated JPEG"):
+        run_tool([*args, "--workers=0", "--on_bad=fail"])
+    with pytest.raises(ConfigError, match="aligned with template 'sphereface_112x96'"):
+        run_tool([*args, "--template=insightface_112x112"])
+
+
+def test_align_refuses_paths_that_match_nothing_and_output_inside_raw(raw_tree, tmp_path):
+    raw, landmarks = raw_tree
+    prefixed = tmp_path / "prefixed.txt"
+    prefixed.write_text("".join(f"CASIA-WebFace/{line}\n" for line in landmarks.read_text().splitlines()))
+    with pytest.raises(BadDataError, match="relative to raw_root"):
+        run_tool(["data", "align", f"--raw_root={raw}", f"--landmarks={prefixed}", f"--output={tmp_path / 'out'}"])
+    with pytest.raises(ConfigError, match="inside it"):
+        run_tool(["data", "align", f"--raw_root={raw}", f"--landmarks={landmarks}", f"--output={raw / 'aligned'}"])
