@@ -177,3 +177,44 @@ def test_sigterm_saves_last_checkpoint_that_resumes(tiny_tree, tmp_path, data_ro
     resumed = run_cli(["fit", *args, "--ckpt_path=last"])
     assert resumed.trainer.global_step == 5
     assert list(logged_losses(tmp_path).index) == [0, 1, 2, 3, 4]  # no step repeated or skipped
+
+
+def run_subprocess(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    result = subprocess.run([sys.executable, "-m", "amlit", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def logged_test_metrics(run_dir: Path) -> dict[str, float]:
+    frames = [pd.read_csv(p) for p in sorted((run_dir / "logs").glob("version_*/metrics.csv"))]
+    row = pd.concat(frames).filter(like="test/").dropna(how="all").iloc[-1]
+    return row.to_dict()
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_trains_and_tests_like_one_process(tiny_tree, tmp_path, data_root):
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    runs = {}
+    for name, extra in (("single", []), ("ddp", ddp)):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        args = [*demo_args(tiny_tree, run_dir, data_root, "--trainer.max_steps=4"), *extra]
+        args += ["--config", str(callbacks_config(run_dir))]
+        args = [a for a in args if a != "--trainer.devices=1"]
+        run_subprocess(["fit", *args], run_dir)
+        runs[name] = (run_dir, args)
+    single_ckpt = runs["single"][0] / "checkpoints" / "last.ckpt"
+    ddp_weights = final_weights(runs["ddp"][0] / "checkpoints" / "last.ckpt")
+    for name, value in final_weights(single_ckpt).items():  # same samples per global batch, averaged gradients
+        torch.testing.assert_close(ddp_weights[name], value, rtol=1e-4, atol=1e-5)
+
+    # the same checkpoint scored by one and by two processes (DistributedSampler pads and splits the images)
+    for name in ("single", "ddp"):
+        run_dir, args = runs[name]
+        run_subprocess(["test", *args, f"--ckpt_path={single_ckpt}"], run_dir)
+    single, distributed = logged_test_metrics(runs["single"][0]), logged_test_metrics(runs["ddp"][0])
+    assert single["test/lfw/num_pairs"] > 0 and single.keys() == distributed.keys()
+    for key, value in single.items():
+        assert distributed[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
