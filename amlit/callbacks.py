@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Literal
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
 import yaml
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from amlit import keys
+from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
 from amlit.eval.plots import plot_curves
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training produced a NaN/Inf loss, gradient or weight (raised by ``NonFiniteGuard``)."""
 
 
 class EmbeddingWriter(BasePredictionWriter):
@@ -101,3 +111,137 @@ def _saved_config(trainer) -> dict | None:
         if isinstance(callback, SaveConfigCallback):
             return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False, skip_check=True))
     return None
+
+
+class NonFiniteGuard(Callback):
+    """Stops, or skips the optimizer step, when the loss or a gradient is NaN/Inf; never lets a non-finite
+    weight reach a checkpoint.
+
+    The check runs in ``on_before_optimizer_step`` (after backward and DDP's gradient all-reduce, before the step):
+    the loss of every rank (from ``on_before_backward``) and the norm of all gradients, as one flag reduced over
+    the ranks so that every rank decides the same. Caught there, a bad batch changes nothing: no weight, momentum
+    buffer or weight-decay update happens.
+
+    - ``policy="stop"``: raise ``NonFiniteTrainingError`` naming the step. The last checkpoint written before stays
+      the newest; resume from it with a lower ``model.learning_rate`` or another precision.
+    - ``policy="skip"``: drop the gradients (``zero_grad(set_to_none=True)``; SGD then leaves parameters *and*
+      momentum buffers untouched) and go on; the step still counts for the schedule. ``train/nonfinite_skips``
+      logs the total. ``max_consecutive`` skips in a row raise as ``stop`` does (the model is not recovering).
+
+    Every checkpoint being written is checked too (``on_save_checkpoint``): non-finite weights raise instead of
+    overwriting the last good file (weights can overflow from finite gradients, e.g. with a far too high lr).
+
+    Mixed precision: under ``16-mixed`` Lightning's GradScaler finds inf/NaN gradients itself, skips that step and
+    lowers the loss scale; that is routine, so with a scaler this guard ignores non-finite *gradients* and acts on
+    a non-finite *loss* only (which a smaller scale does not cure). ``bf16-mixed`` has no scaler and is checked fully.
+
+    Cost: one fused norm over the gradients and one host sync (plus one all-reduce of a flag under DDP) per step.
+
+    Args:
+        policy: ``"stop"`` or ``"skip"``.
+        max_consecutive: with ``"skip"``, this many skipped steps in a row stop training.
+    """
+
+    def __init__(self, policy: Literal["stop", "skip"] = "stop", max_consecutive: int = 10) -> None:
+        if policy not in ("stop", "skip"):
+            raise ConfigError(f'NonFiniteGuard policy must be "stop" or "skip", got {policy!r}')
+        if max_consecutive < 1:
+            raise ConfigError(f"NonFiniteGuard max_consecutive must be >= 1, got {max_consecutive}")
+        self.policy = policy
+        self.max_consecutive = max_consecutive
+        self.skipped = 0
+        self.consecutive = 0
+        self._losses: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.consecutive = 0  # self.skipped is restored from a checkpoint (state_dict) and keeps counting
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        self._losses.append(loss.detach())  # unscaled loss; no sync here
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        losses, self._losses = self._losses, []
+        finite = torch.stack([loss.float() for loss in losses]).isfinite().all() if losses else torch.tensor(True)
+        if getattr(trainer.precision_plugin, "scaler", None) is None:  # a GradScaler handles non-finite gradients
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if grads:
+                total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+                finite = finite & total_norm.isfinite().to(finite.device)
+        bad = not bool(finite)  # the one host sync
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)  # any rank bad -> all act alike
+        if not bad:
+            self.consecutive = 0
+            return
+        step = trainer.global_step
+        if self.policy == "stop":
+            raise NonFiniteTrainingError(self._message(step, "stopped before applying it"))
+        self.skipped += 1
+        self.consecutive += 1
+        if self.consecutive >= self.max_consecutive:
+            raise NonFiniteTrainingError(self._message(step, f"{self.consecutive} steps in a row skipped, stopped"))
+        optimizer.zero_grad(set_to_none=True)  # SGD skips parameters without a gradient: no update at all
+        rank_zero_warn(f"non-finite loss or gradient at optimizer step {step}: step skipped ({self.skipped} so far)")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        pl_module.log(keys.TRAIN_NONFINITE_SKIPS, float(self.skipped))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.skipped:
+            rank_zero_warn(f"NonFiniteGuard skipped {self.skipped} optimizer steps with a non-finite loss/gradient")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        bad = [name for name, value in checkpoint["state_dict"].items() if value.is_floating_point()]
+        bad = [name for name in bad if not bool(checkpoint["state_dict"][name].isfinite().all())]
+        if bad:
+            raise NonFiniteTrainingError(
+                self._message(
+                    trainer.global_step, f"weights {', '.join(bad[:3])} are non-finite; checkpoint not written"
+                )
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped = int(state_dict.get("skipped", 0))
+
+    @staticmethod
+    def _message(step: int, what: str) -> str:
+        return (
+            f"non-finite loss or gradient at optimizer step {step}: {what}. The last checkpoint saved before is "
+            "intact; resume from it (--ckpt_path=last) after one of: lower model.learning_rate; "
+            "--trainer.precision=bf16-mixed instead of 16-mixed (fp16 overflows); --trainer.gradient_clip_val=...; "
+            "check the data (labels int64 and < num_classes, no broken images); or set policy: skip of "
+            "amlit.callbacks.NonFiniteGuard in the config to skip such steps"
+        )
+
+
+class CheckpointOnSigterm(Callback):
+    """SIGTERM during ``fit`` -> the last checkpoint is written -> the process exits; ``--ckpt_path last`` resumes.
+
+    Lightning (2.6) already catches SIGTERM: it forwards it to the DDP ranks, finishes the current batch and raises
+    ``SIGTERMException`` (a ``SystemExit``), but writes no checkpoint unless
+    ``ModelCheckpoint(save_on_exception=True)``, which saves on *every* exception under an extra name. This callback
+    saves only on SIGTERM, as the ``last.ckpt`` of each ``ModelCheckpoint(save_last=True)`` (or
+    ``<default_root_dir>/sigterm.ckpt`` without one).
+    The saved loop state sits at the end of the finished batch, so resuming repeats and skips nothing.
+
+    On SLURM, use ``SLURMEnvironment(auto_requeue=True)`` with ``#SBATCH --signal=SIGUSR1@90``: Lightning saves
+    ``hpc_ckpt_<n>.ckpt`` on SIGUSR1, requeues, and the requeued job resumes it when ``ckpt_path`` is unset.
+    """
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        savers = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.save_last]
+        for saver in savers:
+            # ModelCheckpoint's own routine: same file name and bookkeeping as its regular last.ckpt.
+            saver._save_last_checkpoint(trainer, saver._monitor_candidates(trainer))
+        paths = [s.last_model_path for s in savers]
+        if not savers:
+            paths = [str(Path(trainer.default_root_dir) / "sigterm.ckpt")]
+            trainer.save_checkpoint(paths[0])
+        rank_zero_info(f"SIGTERM at step {trainer.global_step}: saved {', '.join(paths)}; resume with --ckpt_path")

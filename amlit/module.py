@@ -9,6 +9,7 @@ Testing: the feature of a face is ``embedding(image) + embedding(mirror)``, L2-n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -17,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from amlit import keys
+from amlit.data.sampling import mirror_flags
 from amlit.eval.curves import Curve
 from amlit.eval.evalset import Views
 from amlit.eval.metrics import EmbeddingCollector
@@ -69,9 +71,21 @@ class FaceVerificationModule(L.LightningModule):
         # permute(0, 3, 1, 2) of an NHWC tensor *is* NCHW in channels_last memory layout: no copy needed.
         x = (images.permute(0, 3, 1, 2).float() - self.hparams.pixel_mean) / self.hparams.pixel_std
         if self._trainer is not None and self.trainer.training:
-            flip = torch.rand(x.shape[0], device=x.device) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            x = torch.where(self._mirror_flags(x.shape[0]).to(x.device)[:, None, None, None], x.flip(-1), x)
         return x, targets
+
+    def _mirror_flags(self, batch: int) -> torch.Tensor:
+        """(batch,) bool for this device's slice of the current global batch: keyed by (seed, global batch number,
+        position), not by the RNG state, so that resumed runs and runs on other device counts mirror the same
+        samples (the sampler gives rank r the r-th slice of each global batch, ``amlit.data.sampling``)."""
+        trainer = self.trainer
+        # Batches trained before this one, over all epochs; restored from checkpoints. batch_to_device (and so
+        # this hook) runs before Lightning counts the batch as ready.
+        batch_number = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything on every rank
+        flags = mirror_flags(seed, batch_number, batch * trainer.world_size)
+        first = trainer.global_rank * batch
+        return torch.from_numpy(flags[first : first + batch])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalized images (B, 3, H, W) -> raw embeddings (B, D)."""

@@ -105,7 +105,10 @@ def test_every_swept_command_parses_with_the_cli_and_writes_only_into_its_trial(
         outputs = [
             full["trainer"]["default_root_dir"],
             full["trainer"]["logger"]["init_args"]["save_dir"],
-            *[c["init_args"].get("dirpath") or c["init_args"].get("output") for c in full["trainer"]["callbacks"]],
+            *[
+                c.get("init_args", {}).get("dirpath") or c.get("init_args", {}).get("output")
+                for c in full["trainer"]["callbacks"]
+            ],
         ]
         assert all(out is None or Path(out).is_relative_to(trial_dir) for out in outputs), outputs
         assert "runs/" not in printed.getvalue()

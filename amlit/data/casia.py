@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from amlit.data.images import ImageFiles
 from amlit.data.overlap import assign_labels, read_id_list, remove_identities
 from amlit.data.pairs import PairList, fold_pairs_to_list, read_lfw_pairs, sample_fold_pairs
+from amlit.data.sampling import EpochShardSampler, ResumableLoader
 from amlit.data.sources import TrainingImages
 from amlit.errors import ConfigError, MissingDataError
 from amlit.eval.blufr import BlufrConfig, evaluate_blufr, read_blufr_config
@@ -145,6 +146,7 @@ class CasiaDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.seed = seed
 
         if exclude_id_lists and not train.identities_are_ids:
             raise ConfigError(
@@ -224,12 +226,6 @@ class CasiaDataModule(L.LightningDataModule):
         return dict(self._manifest)
 
     # ---- datasets -------------------------------------------------------------------------------------------
-    def _per_device_batch(self) -> int:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if self.batch_size % world:
-            raise ConfigError(f"global batch_size={self.batch_size} is not divisible by {world} devices")
-        return self.batch_size // world
-
     def _pair_set(self, name: str, dataset, pairs: PairList) -> EvalSet:
         return EvalSet(name, dataset, len(pairs.images), partial(pair_verification_metrics, pairs=pairs))
 
@@ -260,30 +256,38 @@ class CasiaDataModule(L.LightningDataModule):
         raise ValueError(f"unknown evaluation stage {stage!r}")
 
     # ---- loaders --------------------------------------------------------------------------------------------
-    def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,  # the paper trains on full batches of 256
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+    def _loader_options(self) -> dict:
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+
+    def _loader(self, dataset, batch_size: int) -> DataLoader:
+        """Evaluation loader: in order, every image (Lightning shards it with a DistributedSampler under DDP)."""
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, **self._loader_options())
 
     def train_dataloader(self) -> DataLoader:
+        """Order by ``(seed, epoch)``, each global batch split over the devices; resumes mid-epoch exactly
+        (``amlit.data.sampling``)."""
         table = self.train_table
         dataset = self.train.dataset(table["name"], table["label"], self.image_size)
-        batch = self._per_device_batch()
-        if len(dataset) < batch:
-            raise ConfigError(f"{len(dataset)} training images are fewer than one per-device batch of {batch}")
-        return self._loader(dataset, batch, train=True)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+        def batches_done() -> int:  # global batches trained so far, over all epochs (restored from a checkpoint)
+            return trainer.fit_loop.epoch_loop.batch_progress.total.processed
+
+        sampler = EpochShardSampler(
+            len(dataset), self.batch_size, world, rank, self.seed, batches_done if trainer is not None else None
+        )
+        return ResumableLoader(dataset, sampler, **self._loader_options())
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(s.dataset, self.eval_batch_size, train=False) for s in self.eval_sets("val")]
+        return [self._loader(s.dataset, self.eval_batch_size) for s in self.eval_sets("val")]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(s.dataset, self.eval_batch_size, train=False) for s in self.eval_sets("test")]
+        return [self._loader(s.dataset, self.eval_batch_size) for s in self.eval_sets("test")]
 
     def predict_dataloader(self) -> DataLoader:
         """Every image of the test sets (``amlit predict`` writes their embeddings file)."""
@@ -291,5 +295,5 @@ class CasiaDataModule(L.LightningDataModule):
             raise ConfigError("no test images configured to embed: set data.lfw_root and data.lfw_pairs")
         images = sorted(set(self.lfw.images) | set(self._blufr_images if self.blufr is not None else []))
         return self._loader(
-            ImageFiles(self.lfw_root, images, range(len(images)), self.image_size), self.eval_batch_size, train=False
+            ImageFiles(self.lfw_root, images, range(len(images)), self.image_size), self.eval_batch_size
         )
