@@ -10,6 +10,7 @@ builds their parsers from the signatures and docstrings, so registering one is o
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from jsonargparse import CLI
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from amlit.errors import UserInputError
 from amlit.module import FaceVerificationModule
@@ -98,13 +100,16 @@ def find_user_error(error: BaseException | None) -> UserInputError | None:
 
 
 def main() -> None:
-    """Entry point of the ``amlit`` console script: user errors print one message and exit with status 2."""
+    """Entry point of the ``amlit`` console script: user errors print one message and exit with status 2; a run
+    stopped by SIGTERM (after its checkpoint) exits with 143, the shell's code for it, so schedulers see it."""
     args = sys.argv[1:]
     try:
         if args and args[0] in tool_commands():
             run_tool(args)
         else:
             run_cli()  # LightningCLI reads sys.argv itself (and warns when given both)
+    except SIGTERMException:
+        sys.exit(128 + signal.SIGTERM)
     except Exception as error:
         user_error = find_user_error(error)
         if user_error is None:

@@ -165,6 +165,7 @@ def test_sigterm_saves_last_checkpoint_that_resumes(tiny_tree, tmp_path, data_ro
     )
     output = result.stdout + result.stderr
     assert "SIGTERM at step 3: saved" in output, output[-3000:]
+    assert result.returncode == 143  # 128 + SIGTERM: a scheduler sees the run was stopped, not finished
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["global_step"] == 3  # the step the signal arrived in was finished, then training stopped
 
