@@ -231,6 +231,8 @@ def test_paper_config_fits_one_step_from_a_rec(rec, tmp_path, monkeypatch):
             "--data.lfw_root=null",
             "--data.lfw_pairs=null",
             "--data.blufr_config=null",
+            "--data.megaface_probes=null",
+            "--data.megaface_distractors=null",
             "--data.batch_size=4",
             "--data.num_workers=0",
         ]
