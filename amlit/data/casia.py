@@ -136,7 +136,7 @@ class CasiaDataModule(L.LightningDataModule):
                         (megaface_distractor_list, "megaface_distractor_list", "devkit distractor list (JSON)"),
                         (megaface_identities, "megaface_identities", "FaceScrub names, one per line"),
                     )
-                    if path is not None
+                    if path is not None and megaface_probes is not None  # MegaFace off: its other settings unused
                 ],
             ]
         )
