@@ -68,7 +68,7 @@ def main() -> None:
     metrics, _ = timed(
         "pair_verification_metrics, protocol=amsoftmax", lambda: pair_verification_metrics(features, pairs)
     )
-    raw = torch.randn(num_images, 2, args.dim) + 1.0
+    raw = torch.randn(num_images, 2 * args.dim) + 1.0  # [f(image), f(mirror)]
     timed(
         f"pair_verification_metrics, protocol=sphereface ({2 * args.dim}-d concat)",
         lambda: pair_verification_metrics(raw, pairs, protocol="sphereface"),

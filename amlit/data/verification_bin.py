@@ -30,7 +30,7 @@ from amlit.data.images import decode_image
 from amlit.data.pairs import PairList
 from amlit.errors import BadDataError, MissingDataError
 from amlit.eval.evalset import EvalSet
-from amlit.eval.verification import PairProtocol, pair_verification_metrics
+from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verification_metrics
 
 INSIGHTFACE_SIZE = (112, 112)
 SPHEREFACE_SIZE = (112, 96)
@@ -219,9 +219,11 @@ class EncodedImages(Dataset):
 
 
 def bin_eval_set(path: str | Path, image_size: tuple[int, int], protocol: PairProtocol = "amsoftmax") -> EvalSet:
-    """An ``EvalSet`` named after the file (``lfw``, ``cfp_fp``, ``agedb_30``): its images and the pair protocol."""
+    """An ``EvalSet`` named after the file (``lfw``, ``cfp_fp``, ``agedb_30``): its images, decoded and fitted to
+    ``image_size`` (H, W), scored by ``pair_verification_metrics`` with ``protocol`` (which sets the EvalSet's
+    ``views``: ``"amsoftmax"`` flip-sum, ``"sphereface"`` concatenation)."""
     data = read_verification_bin(path)
     dataset = EncodedImages(data.encoded, image_size, str(data.path))
     dataset[0]  # decode one image now, so that a size mismatch is reported at setup rather than in a worker
     evaluate = partial(pair_verification_metrics, pairs=data.pairs, protocol=protocol)
-    return EvalSet(data.name, dataset, len(dataset), evaluate)
+    return EvalSet(data.name, dataset, len(dataset), evaluate, views=PROTOCOL_VIEWS[protocol])

@@ -27,6 +27,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_eer, bin
 from amlit.data.pairs import PairList
 from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
+from amlit.eval.evalset import Views
 from amlit.keys import far_name
 
 SPHEREFACE_THRESHOLDS = torch.arange(-10_000, 10_001, dtype=torch.float64) / 10_000
@@ -246,12 +247,12 @@ def _amsoftmax_protocol(features: torch.Tensor, pairs: PairList) -> tuple[KFoldR
 
 
 def _sphereface_protocol(features: torch.Tensor, pairs: PairList) -> tuple[KFoldResult, torch.Tensor]:
-    if features.ndim != 3 or features.shape[1] != 2:
+    if features.ndim != 2 or features.shape[1] % 2:
         raise ConfigError(
-            "protocol 'sphereface' needs the raw embeddings of each image and its mirror, shape (N, 2, D), "
-            f"got {tuple(features.shape)}"
+            "protocol 'sphereface' needs the un-normalized concatenation [f(image), f(mirror)] per image, shape "
+            f"(N, 2D) (EvalSet views='concat'), got {tuple(features.shape)}"
         )
-    scorer = sphereface_scorer(features.reshape(len(features), -1), pairs)  # (N, 2D) = [f(image), f(mirror)]
+    scorer = sphereface_scorer(features, pairs)
     issame, fold = torch.as_tensor(pairs.issame), torch.as_tensor(pairs.fold)
     return _kfold(scorer, issame, fold, SPHEREFACE_THRESHOLDS), _out_of_fold_scores(scorer, fold)
 
@@ -260,6 +261,7 @@ PAIR_PROTOCOLS: dict[str, Callable[[torch.Tensor, PairList], tuple[KFoldResult, 
     "amsoftmax": _amsoftmax_protocol,
     "sphereface": _sphereface_protocol,
 }
+PROTOCOL_VIEWS: dict[str, Views] = {"amsoftmax": "sum", "sphereface": "concat"}  # the features each one takes
 
 
 def pair_verification_metrics(
@@ -267,8 +269,9 @@ def pair_verification_metrics(
 ) -> dict[str, float | Curve]:
     """10-fold accuracy and ROC measures on ``pairs`` for the embeddings of ``pairs.images``.
 
-    ``features``: protocol ``"amsoftmax"`` (N, D) L2-normalized flip-sum features; protocol ``"sphereface"``
-    (N, 2, D) raw embeddings of [image, mirror]. Rows in ``pairs.images`` order, NaN rows for images not embedded.
+    ``features`` (rows in ``pairs.images`` order, NaN rows for images not embedded), as ``PROTOCOL_VIEWS`` says:
+    protocol ``"amsoftmax"`` (N, D) L2-normalized flip-sum features (EvalSet ``views="sum"``); protocol
+    ``"sphereface"`` (N, 2D) un-normalized concatenations [f(image), f(mirror)] (``views="concat"``).
 
     Pairs with a missing image are left out (``num_pairs`` says how many were scored); a fold with no scored
     pair is left out too. Returns ``acc`` (mean fold accuracy), ``acc_std``, ``threshold`` (mean chosen cosine),

@@ -196,3 +196,14 @@ def test_bin_eval_set_names_the_set_after_the_file_and_scores_its_pairs(tmp_path
     assert metrics["num_pairs"] == NUM_PAIRS
     with pytest.raises(BadDataError, match="100x100"):
         bin_eval_set(write_bin(tmp_path / "lfw.bin", (jpeg_buffers(24, (100, 100)), issame_list())), (112, 96))
+
+
+def test_bin_eval_set_with_the_sphereface_protocol_asks_for_concatenated_features(tmp_path):
+    path = write_bin(tmp_path / "lfw.bin", (jpeg_buffers(), issame_list()))
+    assert bin_eval_set(path, (112, 112)).views == "sum"
+    eval_set = bin_eval_set(path, (112, 112), protocol="sphereface")
+    assert eval_set.views == "concat" and eval_set.dataset[0][0].shape == (112, 112, 3)
+    features = torch.randn(24, 2 * 6, generator=torch.Generator().manual_seed(0))  # [f(image), f(mirror)]
+    features[1::2][torch.tensor(issame_list())] = features[0::2][torch.tensor(issame_list())]  # genuine: identical
+    metrics = eval_set.evaluate(features)
+    assert metrics["num_pairs"] == NUM_PAIRS and metrics["auc"] == pytest.approx(1.0)

@@ -8,6 +8,7 @@ from amlit.data.pairs import PairList
 from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
 from amlit.eval.verification import (
+    PROTOCOL_VIEWS,
     SPHEREFACE_THRESHOLDS,
     best_threshold,
     kfold_accuracy,
@@ -234,10 +235,11 @@ def test_pair_metrics_reject_unknown_protocol_and_wrong_shapes():
     with pytest.raises(ConfigError, match="unknown pair protocol"):
         pair_verification_metrics(torch.zeros(2, 4), pairs, protocol="insightface")
     two_folds = PairList(["a", "b"], np.array([0, 0]), np.array([1, 1]), np.array([True, False]), np.array([0, 1]))
-    with pytest.raises(ConfigError, match=r"\(N, 2, D\)"):
-        pair_verification_metrics(torch.zeros(2, 4), two_folds, protocol="sphereface")
+    with pytest.raises(ConfigError, match=r"\(N, 2D\)"):
+        pair_verification_metrics(torch.zeros(2, 5), two_folds, protocol="sphereface")
     with pytest.raises(ConfigError, match=r"\(N, D\)"):
         pair_verification_metrics(torch.zeros(2, 2, 4), two_folds, protocol="amsoftmax")
+    assert PROTOCOL_VIEWS == {"amsoftmax": "sum", "sphereface": "concat"}
 
 
 # ---- SphereFace's variant: concatenated features, per-fold mean subtraction -------------------------------------
@@ -304,14 +306,14 @@ def test_sphereface_kfold_matches_a_float64_numpy_transcription_of_evaluation_m(
     assert not np.allclose(plain.thresholds.numpy(), thresholds)
 
 
-def test_sphereface_protocol_takes_image_and_mirror_embeddings_and_skips_missing_images():
+def test_sphereface_protocol_takes_concatenated_features_and_skips_missing_images():
     features, left, right, issame, fold = planted_sphereface_problem(5)
     features[7] = np.nan  # image 7 was not embedded: its pairs are left out, and the means stay finite
+    concat = features.reshape(len(features), -1)  # (N, 2D) = [f(image), f(mirror)], what views="concat" gives
     pairs = PairList([str(i) for i in range(len(features))], left, right, issame, fold)
-    metrics = pair_verification_metrics(torch.tensor(features), pairs, protocol="sphereface")
+    metrics = pair_verification_metrics(torch.tensor(concat), pairs, protocol="sphereface")
     keep = (left != 7) & (right != 7)
     assert metrics["num_pairs"] == keep.sum() < len(left)
-    concat = features.reshape(len(features), -1)  # [f(image), f(mirror)]
     accuracies, thresholds, _ = numpy_sphereface_evaluation(concat, left[keep], right[keep], issame[keep], fold[keep])
     assert metrics["acc"] == pytest.approx(accuracies.mean())
     assert metrics["threshold"] == pytest.approx(thresholds.mean())
