@@ -175,14 +175,17 @@ TAR_FARS = (1e-3, 1e-4)  # TAR@FAR points reported beside the 10-fold accuracy
 
 
 def tar_at_far(scores: torch.Tensor, issame: torch.Tensor, far: float) -> float:
-    """Largest true accept rate whose false accept rate is at most ``far``; NaN below the set's resolution.
+    """Largest true accept rate whose empirical false accept rate is at most ``far``.
 
     Convention: k = floor(FAR · N_impostor) false accepts are allowed; the threshold is the (k+1)-th largest
     impostor score and a genuine pair is accepted when its score is strictly greater (so at most k impostors are
     accepted, ties included; k = N_impostor accepts everything). This equals the best TPR over the ROC points with
-    FPR <= FAR (torchmetrics ``BinarySensitivityAtSpecificity``). When FAR · N_impostor < 1 no false accept is
-    allowed and the FAR cannot be told apart from 0: the result is NaN (e.g. FAR=1e-4 with LFW's 3,000 impostor
-    pairs; the ROC curve's points at FAR=0 show the TAR at zero false accepts).
+    FPR <= FAR (torchmetrics ``BinarySensitivityAtSpecificity``).
+
+    Resolution: the smallest non-zero FAR a set can measure is 1 / N_impostor. Below it (FAR · N_impostor < 1,
+    e.g. FAR=1e-4 with LFW's 3,000 impostor pairs) k = 0 and the result is the TAR at zero false accepts
+    (genuine > the largest impostor score) — a valid upper bound on the FAR, but not comparable with TAR@FAR on
+    sets large enough to resolve that FAR.
     """
     if not 0 <= far <= 1:
         raise ConfigError(f"FAR must be in [0, 1], got {far}")
@@ -190,8 +193,6 @@ def tar_at_far(scores: torch.Tensor, issame: torch.Tensor, far: float) -> float:
     impostors = scores[~issame].sort(descending=True).values
     # Exact decimal FAR (1e-3 is not exact in binary): floor(0.001 * 3000) must be 3, not 2.
     allowed = math.floor(Fraction(repr(float(far))) * len(impostors))
-    if allowed == 0:
-        return math.nan
     threshold = impostors[allowed] if allowed < len(impostors) else -math.inf
     return float((scores[issame] > threshold).double().mean())
 
@@ -215,7 +216,8 @@ def roc_metrics(
     ROC, AUC and EER via torchmetrics: a pair is accepted when its score >= threshold, one ROC point per distinct
     score (plus (0, 0)); AUC = trapezoidal area under it (= P(genuine > impostor) + P(tie) / 2); EER = (FAR + FRR)
     / 2 at the ROC point where |FAR - FRR| is smallest (the first, i.e. strictest, on ties). TAR@FAR as
-    :func:`tar_at_far` (NaN below resolution). The curve has FAR on a logarithmic x axis.
+    :func:`tar_at_far` (the TAR at zero false accepts below the set's resolution). The curve has FAR on a
+    logarithmic x axis (its FAR=0 points cannot be drawn there).
     """
     scores, issame = scores.double().cpu(), issame.bool().cpu()
     if issame.all() or not issame.any():

@@ -1,4 +1,3 @@
-import math
 
 import numpy as np
 import pytest
@@ -132,9 +131,10 @@ def test_tar_at_far_on_planted_scores(far, expected):
     assert tar_at_far(scores, issame, far) == pytest.approx(expected)
 
 
-def test_tar_at_far_below_resolution_is_nan_and_decimal_fars_are_exact():
+def test_tar_at_far_below_resolution_allows_no_false_accept_and_decimal_fars_are_exact():
     scores, issame = planted()
-    assert math.isnan(tar_at_far(scores, issame, 0.05))  # 0.05 * 10 = 0.5 < 1 false accept
+    # 0.05 * 10 = 0.5 < 1 false accept: accept only genuine > the largest impostor (0.85) -> 0.9 alone.
+    assert tar_at_far(scores, issame, 0.05) == pytest.approx(1 / 5)
     # 0.001 * 3000 is 3 false accepts (binary 0.001 is slightly above or below; the count must not become 2).
     impostors = torch.linspace(-1, 0.5, 3000, dtype=torch.float64)
     genuine = torch.tensor([0.4995, 0.4993, 0.4990], dtype=torch.float64)  # around the 3rd-5th largest impostors
@@ -143,7 +143,7 @@ def test_tar_at_far_below_resolution_is_nan_and_decimal_fars_are_exact():
     fourth = float(impostors.sort(descending=True).values[3])  # threshold for k = 3
     expected = float((genuine > fourth).double().mean())
     assert tar_at_far(scores3, issame3, 1e-3) == pytest.approx(expected)
-    assert math.isnan(tar_at_far(scores3, issame3, 1e-4))  # 0.3 false accepts: below resolution
+    assert expected == 1.0 and tar_at_far(scores3, issame3, 1e-4) == 0.0  # 0.3 < 1: none above the top impostor 0.5
 
 
 def test_roc_metrics_on_planted_scores_by_hand():
@@ -154,7 +154,7 @@ def test_roc_metrics_on_planted_scores_by_hand():
     # Accept score >= t. At t = 0.6: FAR = 3/10, FRR = 2/5 (|diff| 0.1, the smallest) -> EER = 0.35.
     assert metrics["eer"] == pytest.approx(0.35)
     assert metrics["tar@far=1e-1"] == pytest.approx(0.2)
-    assert math.isnan(metrics["tar@far=5e-2"])
+    assert metrics["tar@far=5e-2"] == pytest.approx(0.2)  # below resolution: zero false accepts
     roc = metrics["roc"]
     assert isinstance(roc, Curve) and roc.log_x
     # One point per distinct score, descending thresholds, starting at (0, 0).
@@ -176,7 +176,7 @@ def numpy_roc_reference(scores: np.ndarray, issame: np.ndarray, far_points):
     tar = {}
     for point in far_points:
         allowed = far * len(impostor) <= np.floor(point * len(impostor) + 1e-9)  # counts, exact for these sizes
-        tar[point] = (1 - frr[allowed]).max() if np.floor(point * len(impostor) + 1e-9) >= 1 else np.nan
+        tar[point] = (1 - frr[allowed]).max()
     return auc, eer, tar
 
 
@@ -187,14 +187,14 @@ def test_roc_metrics_match_a_numpy_brute_force(seed):
     impostor = np.clip(rng.normal(0.0, 0.2, 700), -1, 1)
     scores = np.round(np.concatenate([genuine, impostor]), 2)  # rounding makes many cross-class ties
     issame = np.r_[np.ones(300, bool), np.zeros(700, bool)]
-    far_points = (1e-3, 1e-2, 0.05, 0.3)
+    far_points = (1e-4, 1e-3, 1e-2, 0.05, 0.3)  # 1e-4 * 700 < 1: below resolution
     metrics = roc_metrics(torch.tensor(scores), torch.tensor(issame), far_points)
     auc, eer, tar = numpy_roc_reference(scores, issame, far_points)
     assert metrics["auc"] == pytest.approx(auc, abs=1e-6)
     assert metrics["eer"] == pytest.approx(eer, abs=1e-6)
     for point in far_points:
         got = metrics[f"tar@far={far_name(point)}"]
-        assert got == pytest.approx(tar[point]) if not np.isnan(tar[point]) else math.isnan(got)
+        assert got == pytest.approx(tar[point])
 
 
 def test_roc_keeps_cosines_apart_that_differ_in_the_last_bit_and_exceed_one():
@@ -226,7 +226,11 @@ def test_pair_metrics_report_roc_keys_and_curve():
         metrics
     )
     assert metrics["auc"] == pytest.approx(expected["auc"]) and metrics["eer"] == pytest.approx(expected["eer"])
-    assert math.isnan(metrics["tar@far=1e-3"])  # 10 impostor pairs: FAR 1e-3 is below resolution
+    # 10 impostor pairs: FAR 1e-3 is below resolution -> the TAR at zero false accepts.
+    impostor_top = scores[~torch.as_tensor(pairs.issame)].max()
+    assert metrics["tar@far=1e-3"] == pytest.approx(
+        float((scores[torch.as_tensor(pairs.issame)] > impostor_top).double().mean())
+    )
     np.testing.assert_allclose(metrics["roc"].x, expected["roc"].x)
 
 
