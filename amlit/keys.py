@@ -8,8 +8,3 @@ TRAIN_TARGET_ANGLE = "train/target_angle_deg"  # mean angle between features and
 
 def eval_key(stage: str, eval_set: str, metric: str) -> str:
     return f"{stage}/{eval_set}/{metric}"
-
-
-def far_name(far: float) -> str:
-    """A FAR as it appears in metric keys: 1e-4 -> ``"1e-4"`` (e.g. ``tar@far=1e-4``, ``vr@far=1e-3``)."""
-    return f"{far:.0e}".replace("e-0", "e-")

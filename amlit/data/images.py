@@ -39,18 +39,6 @@ def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def decode_image(encoded: bytes | np.ndarray, where: str) -> np.ndarray:
-    """Decode an in-memory image file (JPEG, PNG, ...) to (H, W, 3) uint8 RGB; gray images become 3-channel.
-
-    ``where`` names the image in the error raised when the bytes are not a decodable image.
-    """
-    buffer = np.frombuffer(encoded, dtype=np.uint8) if isinstance(encoded, bytes | bytearray) else encoded
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None  # BGR, gray replicated to 3 channels
-    if image is None:
-        raise BadDataError(f"cannot decode {where}: its bytes are not a complete JPEG/PNG/BMP image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 class ImageFiles(Dataset):
     """``(image uint8 (H, W, 3), target int64)`` for a list of files under ``root``.
 

@@ -26,15 +26,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from amlit.data.images import decode_image
 from amlit.data.pairs import PairList
+from amlit.data.recordio_source import decode_face
 from amlit.errors import BadDataError, MissingDataError
 from amlit.eval.evalset import EvalSet
 from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verification_metrics
 
-INSIGHTFACE_SIZE = (112, 112)
-SPHEREFACE_SIZE = (112, 96)
-INSIGHTFACE_X_SHIFT = 8  # px: the 112x112 template is SphereFace's 112x96 one with x + 8 (data_facts §2.2)
 NUM_FOLDS = 10
 
 _FORMAT = "a pickle of (list of encoded images, list of bools)"
@@ -181,23 +178,10 @@ def read_verification_bin(path: str | Path, num_folds: int = NUM_FOLDS) -> Verif
     return VerificationBin(path, encoded, pairs)
 
 
-def fit_to_size(image: np.ndarray, size: tuple[int, int], where: str) -> np.ndarray:
-    """(H, W, 3) -> ``size``: kept when it matches; a 112x112 insightface crop is center-cropped to 112x96 (8 px off
-    each side, which maps its template onto SphereFace's exactly); anything else is an error naming ``where``."""
-    height, width = image.shape[:2]
-    if (height, width) == tuple(size):
-        return image
-    if (height, width) == INSIGHTFACE_SIZE and tuple(size) == SPHEREFACE_SIZE:
-        return np.ascontiguousarray(image[:, INSIGHTFACE_X_SHIFT : INSIGHTFACE_X_SHIFT + SPHEREFACE_SIZE[1]])
-    raise BadDataError(
-        f"{where} is {height}x{width} (HxW) but the data is configured for {size[0]}x{size[1]}: .bin images are "
-        f"used as they are, or 112x112 center-cropped to 112x96; set data.image_size to 112x112 or 112x96 (or "
-        "to the size of this file's images)"
-    )
-
-
 class EncodedImages(Dataset):
-    """``(uint8 image (H, W, 3) RGB, index)`` decoded from in-memory image files and fitted by :func:`fit_to_size`.
+    """``(uint8 image (H, W, 3) RGB, index)`` decoded from in-memory image files by ``decode_face``: an image of
+    ``size`` is kept, a 112x112 insightface crop is center-cropped to 112x96 (8 px off each side, which maps its
+    template onto SphereFace's exactly), anything else is an error.
 
     The files sit in one uint8 buffer with offsets: DataLoader workers share it instead of copying (on fork) or
     pickling (on spawn) thousands of small ``bytes`` objects.
@@ -213,9 +197,9 @@ class EncodedImages(Dataset):
         return len(self.offsets) - 1
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        where = f"image {index} of {self.source}"
-        image = decode_image(self.buffer[self.offsets[index] : self.offsets[index + 1]], where)
-        return torch.from_numpy(fit_to_size(image, self.size, where)), index
+        encoded = self.buffer[self.offsets[index] : self.offsets[index + 1]]
+        image = decode_face(encoded, self.size, f"image {index} of {self.source}")
+        return torch.from_numpy(image), index
 
 
 def bin_eval_set(path: str | Path, image_size: tuple[int, int], protocol: PairProtocol = "amsoftmax") -> EvalSet:

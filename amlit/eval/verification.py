@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Literal
 
 import torch
@@ -28,7 +27,7 @@ from amlit.data.pairs import PairList
 from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
 from amlit.eval.evalset import Views
-from amlit.keys import far_name
+from amlit.eval.megaface import far_count, far_key
 
 SPHEREFACE_THRESHOLDS = torch.arange(-10_000, 10_001, dtype=torch.float64) / 10_000
 
@@ -187,12 +186,9 @@ def tar_at_far(scores: torch.Tensor, issame: torch.Tensor, far: float) -> float:
     (genuine > the largest impostor score) — a valid upper bound on the FAR, but not comparable with TAR@FAR on
     sets large enough to resolve that FAR.
     """
-    if not 0 <= far <= 1:
-        raise ConfigError(f"FAR must be in [0, 1], got {far}")
     scores, issame = scores.double().cpu(), issame.bool().cpu()
     impostors = scores[~issame].sort(descending=True).values
-    # Exact decimal FAR (1e-3 is not exact in binary): floor(0.001 * 3000) must be 3, not 2.
-    allowed = math.floor(Fraction(repr(float(far))) * len(impostors))
+    allowed = far_count(far, len(impostors))  # FAR read as a decimal: floor(0.001 * 3000) is 3, not 2
     threshold = impostors[allowed] if allowed < len(impostors) else -math.inf
     return float((scores[issame] > threshold).double().mean())
 
@@ -229,7 +225,7 @@ def roc_metrics(
         "eer": float(binary_eer(unit, target)),
     }
     for point in far_points:
-        metrics[f"tar@far={far_name(point)}"] = tar_at_far(scores, issame, point)
+        metrics[far_key(point)] = tar_at_far(scores, issame, point)
     metrics["roc"] = Curve(
         far.double().numpy(), tar.double().numpy(), "false accept rate", "true accept rate", log_x=True
     )
