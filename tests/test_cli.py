@@ -62,6 +62,7 @@ def test_every_shipped_config_fits_and_tests_one_step(config, tiny_tree, tmp_pat
     cli = run_cli(["test", *args])  # all test images (tiny), as users run it: the results file has the config
     metrics = cli.trainer.callback_metrics
     assert metrics["test/lfw/num_pairs"] > 0
+    assert 0 <= metrics["test/lfw/auc"] <= 1 and "test/lfw/roc" not in metrics  # scalars logged, the ROC curve not
     assert "test/blufr/vr@far=1e-3_mean_minus_std" in metrics
     assert {"test/megaface/rank1", "test/megaface/tar@far=1e-6"} <= set(metrics)  # every column of Table 1
     (writer,) = [c for c in cli.trainer.callbacks if isinstance(c, ResultsWriter)]

@@ -33,6 +33,13 @@ class PairList:
     def num_folds(self) -> int:
         return int(self.fold.max()) + 1 if len(self) else 0
 
+    def select(self, keep: np.ndarray) -> PairList:
+        """The pairs where ``keep`` (P,) bool is true, in order, over the same ``images``."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != self.issame.shape:
+            raise ValueError(f"selection mask has shape {keep.shape}, expected ({len(self)},)")
+        return PairList(self.images, self.left[keep], self.right[keep], self.issame[keep], self.fold[keep])
+
 
 def lfw_image_path(name: str, number: int, extension: str = ".jpg") -> str:
     return f"{name}/{name}_{number:04d}{extension}"

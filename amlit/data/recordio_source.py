@@ -46,14 +46,14 @@ def decode_face(encoded: bytes, size: tuple[int, int], where: str) -> np.ndarray
     """
     image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)  # BGR; gray -> 3 channels
     if image is None:
-        raise BadDataError(f"{where}: cannot decode the image ({len(encoded)} bytes): the record is damaged")
+        raise BadDataError(f"{where}: cannot decode the image ({len(encoded)} bytes): the stored image is damaged")
     height, width = image.shape[:2]
     if (height, width) == STORED_SIZE and tuple(size) == (112, 96):
         image = image[:, CROP_X : width - CROP_X]  # (112, 112, 3) -> (112, 96, 3)
     elif (height, width) != tuple(size):
         raise BadDataError(
             f"{where}: image is {height}x{width} (HxW); expected insightface's 112x112 (served as 112x112 or cropped "
-            f"to 112x96) or {size[0]}x{size[1]}: this .rec holds differently aligned faces"
+            f"to 112x96) or {size[0]}x{size[1]}: this file holds differently aligned faces"
         )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 

@@ -1,18 +1,33 @@
-"""Pair verification: the LFW 10-fold protocol on cosine scores.
+"""Pair verification: the LFW 10-fold protocol on cosine scores, and ROC / AUC / EER / TAR@FAR.
 
 Protocol as in SphereFace's ``evaluation.m`` (followed by AM-Softmax): for each fold k, the threshold is chosen on
 the other 9 folds over the grid ``-1:1e-4:1``; accuracy(t) = (#matched with score > t + #mismatched with score < t)
 / #pairs; where several grid points reach the best training accuracy their mean is taken; the accuracy of fold k
 at that threshold is reported. The result is the mean over folds, with the sample standard deviation (ddof=1).
+
+Two ways of turning a face into the feature that is compared (``protocol=``):
+
+- ``"amsoftmax"`` (default; AM-Softmax deploy net): L2-normalize(f(image) + f(mirror)); one cosine per pair.
+- ``"sphereface"`` (SphereFace ``evaluation.m``): the concatenation [f(image), f(mirror)] (2D, un-normalized);
+  per held-out fold k, the mean of the left and right features of the pairs of the other folds is subtracted from
+  every feature, then features are L2-normalized and compared by cosine; threshold rule as above.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from torchmetrics.functional.classification import binary_auroc, binary_eer, binary_roc
 
 from amlit.data.pairs import PairList
+from amlit.errors import ConfigError
+from amlit.eval.curves import Curve
+from amlit.eval.evalset import Views
+from amlit.eval.megaface import far_count, far_key
 
 SPHEREFACE_THRESHOLDS = torch.arange(-10_000, 10_001, dtype=torch.float64) / 10_000
 
@@ -50,6 +65,27 @@ class KFoldResult:
         return float(self.accuracies.std(correction=1)) if len(self.accuracies) > 1 else 0.0
 
 
+def _kfold(
+    scores_for_fold: Callable[[int], torch.Tensor],
+    issame: torch.Tensor,
+    fold: torch.Tensor,
+    thresholds: torch.Tensor,
+) -> KFoldResult:
+    """K-fold accuracy where the scores may depend on the held-out fold: ``scores_for_fold(k)`` -> (P,)."""
+    issame, fold, thresholds = issame.bool().cpu(), fold.cpu(), thresholds.double().cpu()
+    accuracies, chosen = [], []
+    for k in fold.unique(sorted=True).tolist():
+        test = fold == k
+        if test.all():
+            raise ValueError("k-fold accuracy needs at least two folds")
+        scores = scores_for_fold(k).double().cpu()
+        threshold = best_threshold(scores[~test], issame[~test], thresholds)
+        correct = torch.where(issame[test], scores[test] > threshold, scores[test] < threshold)
+        accuracies.append(correct.double().mean())
+        chosen.append(threshold)
+    return KFoldResult(torch.stack(accuracies), torch.tensor(chosen, dtype=torch.float64))
+
+
 def kfold_accuracy(
     scores: torch.Tensor,
     issame: torch.Tensor,
@@ -57,18 +93,7 @@ def kfold_accuracy(
     thresholds: torch.Tensor = SPHEREFACE_THRESHOLDS,
 ) -> KFoldResult:
     """K-fold verification accuracy: threshold from the other folds, accuracy on the held-out one."""
-    scores, issame, fold = scores.double().cpu(), issame.bool().cpu(), fold.cpu()
-    thresholds = thresholds.double().cpu()
-    accuracies, chosen = [], []
-    for k in fold.unique(sorted=True).tolist():
-        test = fold == k
-        if test.all():
-            raise ValueError("k-fold accuracy needs at least two folds")
-        threshold = best_threshold(scores[~test], issame[~test], thresholds)
-        correct = torch.where(issame[test], scores[test] > threshold, scores[test] < threshold)
-        accuracies.append(correct.double().mean())
-        chosen.append(threshold)
-    return KFoldResult(torch.stack(accuracies), torch.tensor(chosen, dtype=torch.float64))
+    return _kfold(lambda _: scores, issame, fold, thresholds)
 
 
 def pair_scores(features: torch.Tensor, pairs: PairList) -> torch.Tensor:
@@ -78,22 +103,189 @@ def pair_scores(features: torch.Tensor, pairs: PairList) -> torch.Tensor:
     return (features[left].double() * features[right].double()).sum(dim=1)
 
 
-def pair_verification_metrics(features: torch.Tensor, pairs: PairList) -> dict[str, float]:
-    """10-fold metrics on ``pairs`` for embeddings ``features`` (N, D), NaN rows for images not embedded.
+def sphereface_scorer(features: torch.Tensor, pairs: PairList) -> Callable[[int], torch.Tensor]:
+    """SphereFace's per-fold centered cosines (``evaluation.m``): returns ``held_out -> scores (P,) float64``.
+
+    ``features`` (N, 2D) are the concatenations [f(image), f(mirror)], un-normalized, rows in ``pairs.images``
+    order; only images named by ``pairs`` are read (others may be NaN). For held-out fold k, μ = mean of the left
+    and the right features of the pairs outside fold k (an image counts once per pair side it is on, as MATLAB's
+    ``mean([featureLs(:, valFold), featureRs(:, valFold)], 2)``); a pair's score is the cosine of x_l - μ and x_r - μ.
+
+    Computed without materializing the centered features: with d = x_l·x_r, p = x·μ and n = |x|² (float64, d and n
+    once for all folds), (x_l - μ)·(x_r - μ) = d - p_l - p_r + μ·μ and |x - μ|² = n - 2p + μ·μ, so each fold costs
+    two matrix-vector products.
+    """
+    device = features.device
+    left = torch.as_tensor(pairs.left, device=device)
+    right = torch.as_tensor(pairs.right, device=device)
+    fold = torch.as_tensor(pairs.fold, device=device)
+    used, position = torch.unique(torch.cat([left, right]), return_inverse=True)
+    x = features[used].double()  # (U, 2D): the images the pairs name
+    left, right = position[: len(left)], position[len(left) :]
+    pair_dot = (x[left] * x[right]).sum(dim=1)  # (P,)
+    squared_norm = (x * x).sum(dim=1)  # (U,)
+
+    def scores(held_out: int) -> torch.Tensor:
+        train = fold != held_out
+        sides = torch.bincount(left[train], minlength=len(x)) + torch.bincount(right[train], minlength=len(x))
+        mean = sides.double() @ x / sides.sum()  # (2D,)
+        projection = x @ mean  # (U,)
+        mean_square = mean @ mean
+        centered_dot = pair_dot - projection[left] - projection[right] + mean_square
+        centered_norm = (squared_norm - 2 * projection + mean_square).sqrt()  # (U,)
+        return centered_dot / (centered_norm[left] * centered_norm[right])
+
+    return scores
+
+
+def sphereface_fold_scores(features: torch.Tensor, pairs: PairList, held_out: int) -> torch.Tensor:
+    """Scores (P,) of all pairs under the centering of held-out fold ``held_out``; see :func:`sphereface_scorer`."""
+    return sphereface_scorer(features, pairs)(held_out)
+
+
+def sphereface_kfold_accuracy(
+    features: torch.Tensor, pairs: PairList, thresholds: torch.Tensor = SPHEREFACE_THRESHOLDS
+) -> KFoldResult:
+    """SphereFace's LFW 10-fold accuracy: per held-out fold, the scores of :func:`sphereface_scorer` with that
+    fold's centering, then the usual threshold rule (mean of the best grid thresholds on the other folds).
+
+    ``features`` (N, 2D): [f(image), f(mirror)] per image, un-normalized; every image of ``pairs`` must have a
+    finite row (leave pairs with missing images out first, e.g. with ``pairs.select``).
+    """
+    return _kfold(
+        sphereface_scorer(features, pairs), torch.as_tensor(pairs.issame), torch.as_tensor(pairs.fold), thresholds
+    )
+
+
+def _out_of_fold_scores(scorer: Callable[[int], torch.Tensor], fold: torch.Tensor) -> torch.Tensor:
+    """Each pair's score under its own held-out fold's scoring. -> (P,) float64 on the CPU."""
+    scores = torch.empty(len(fold), dtype=torch.float64)
+    for k in fold.unique().tolist():
+        scores[fold == k] = scorer(k).double().cpu()[fold == k]
+    return scores
+
+
+def sphereface_pair_scores(features: torch.Tensor, pairs: PairList) -> torch.Tensor:
+    """One score per pair for ROC metrics: its cosine under the centering of its own held-out fold. -> (P,)."""
+    return _out_of_fold_scores(sphereface_scorer(features, pairs), torch.as_tensor(pairs.fold))
+
+
+TAR_FARS = (1e-3, 1e-4)  # TAR@FAR points reported beside the 10-fold accuracy
+
+
+def tar_at_far(scores: torch.Tensor, issame: torch.Tensor, far: float) -> float:
+    """Largest true accept rate whose empirical false accept rate is at most ``far``.
+
+    Convention: k = floor(FAR · N_impostor) false accepts are allowed; the threshold is the (k+1)-th largest
+    impostor score and a genuine pair is accepted when its score is strictly greater (so at most k impostors are
+    accepted, ties included; k = N_impostor accepts everything). This equals the best TPR over the ROC points with
+    FPR <= FAR (torchmetrics ``BinarySensitivityAtSpecificity``).
+
+    Resolution: the smallest non-zero FAR a set can measure is 1 / N_impostor. Below it (FAR · N_impostor < 1,
+    e.g. FAR=1e-4 with LFW's 3,000 impostor pairs) k = 0 and the result is the TAR at zero false accepts
+    (genuine > the largest impostor score) — a valid upper bound on the FAR, but not comparable with TAR@FAR on
+    sets large enough to resolve that FAR.
+    """
+    scores, issame = scores.double().cpu(), issame.bool().cpu()
+    impostors = scores[~issame].sort(descending=True).values
+    allowed = far_count(far, len(impostors))  # FAR read as a decimal: floor(0.001 * 3000) is 3, not 2
+    threshold = impostors[allowed] if allowed < len(impostors) else -math.inf
+    return float((scores[issame] > threshold).double().mean())
+
+
+def _order_preserving_unit_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Dense ranks of ``scores`` scaled to [0, 1] (P,) float64: same order, same ties.
+
+    torchmetrics applies a sigmoid to predictions outside [0, 1] (a cosine can be 1 + 1 ulp), and (cos + 1) / 2
+    merges cosines that differ near 1 in the last bit; ranks keep the ROC of the cosines exactly. The resulting
+    torchmetrics thresholds are ranks, never cosines, and are not reported.
+    """
+    unique, rank = torch.unique(scores, return_inverse=True)
+    return rank.double() / max(len(unique) - 1, 1)
+
+
+def roc_metrics(
+    scores: torch.Tensor, issame: torch.Tensor, far_points: Sequence[float] = TAR_FARS
+) -> dict[str, float | Curve]:
+    """ROC measures of pair scores (P,) with labels (P,): ``auc``, ``eer``, ``tar@far=<FAR>`` and the ``roc`` curve.
+
+    ROC, AUC and EER via torchmetrics: a pair is accepted when its score >= threshold, one ROC point per distinct
+    score (plus (0, 0)); AUC = trapezoidal area under it (= P(genuine > impostor) + P(tie) / 2); EER = (FAR + FRR)
+    / 2 at the ROC point where |FAR - FRR| is smallest (the first, i.e. strictest, on ties). TAR@FAR as
+    :func:`tar_at_far` (the TAR at zero false accepts below the set's resolution). The curve has FAR on a
+    logarithmic x axis (its FAR=0 points cannot be drawn there).
+    """
+    scores, issame = scores.double().cpu(), issame.bool().cpu()
+    if issame.all() or not issame.any():
+        raise ValueError("ROC metrics need both genuine and impostor pairs")
+    unit, target = _order_preserving_unit_scores(scores), issame.long()
+    far, tar, _ = binary_roc(unit, target)
+    metrics: dict[str, float | Curve] = {
+        "auc": float(binary_auroc(unit, target)),
+        "eer": float(binary_eer(unit, target)),
+    }
+    for point in far_points:
+        metrics[far_key(point)] = tar_at_far(scores, issame, point)
+    metrics["roc"] = Curve(
+        far.double().numpy(), tar.double().numpy(), "false accept rate", "true accept rate", log_x=True
+    )
+    return metrics
+
+
+PairProtocol = Literal["amsoftmax", "sphereface"]
+
+
+def _amsoftmax_protocol(features: torch.Tensor, pairs: PairList) -> tuple[KFoldResult, torch.Tensor]:
+    if features.ndim != 2:
+        raise ConfigError(
+            f"protocol 'amsoftmax' compares L2-normalized flip-sum features (N, D), got shape {tuple(features.shape)}"
+        )
+    scores = pair_scores(features, pairs).cpu()
+    return kfold_accuracy(scores, torch.as_tensor(pairs.issame), torch.as_tensor(pairs.fold)), scores
+
+
+def _sphereface_protocol(features: torch.Tensor, pairs: PairList) -> tuple[KFoldResult, torch.Tensor]:
+    if features.ndim != 2 or features.shape[1] % 2:
+        raise ConfigError(
+            "protocol 'sphereface' needs the un-normalized concatenation [f(image), f(mirror)] per image, shape "
+            f"(N, 2D) (EvalSet views='concat'), got {tuple(features.shape)}"
+        )
+    scorer = sphereface_scorer(features, pairs)
+    issame, fold = torch.as_tensor(pairs.issame), torch.as_tensor(pairs.fold)
+    return _kfold(scorer, issame, fold, SPHEREFACE_THRESHOLDS), _out_of_fold_scores(scorer, fold)
+
+
+PAIR_PROTOCOLS: dict[str, Callable[[torch.Tensor, PairList], tuple[KFoldResult, torch.Tensor]]] = {
+    "amsoftmax": _amsoftmax_protocol,
+    "sphereface": _sphereface_protocol,
+}
+PROTOCOL_VIEWS: dict[str, Views] = {"amsoftmax": "sum", "sphereface": "concat"}  # the features each one takes
+
+
+def pair_verification_metrics(
+    features: torch.Tensor, pairs: PairList, protocol: PairProtocol = "amsoftmax"
+) -> dict[str, float | Curve]:
+    """10-fold accuracy and ROC measures on ``pairs`` for the embeddings of ``pairs.images``.
+
+    ``features`` (rows in ``pairs.images`` order, NaN rows for images not embedded), as ``PROTOCOL_VIEWS`` says:
+    protocol ``"amsoftmax"`` (N, D) L2-normalized flip-sum features (EvalSet ``views="sum"``); protocol
+    ``"sphereface"`` (N, 2D) un-normalized concatenations [f(image), f(mirror)] (``views="concat"``).
 
     Pairs with a missing image are left out (``num_pairs`` says how many were scored); a fold with no scored
-    pair is left out too. Returns ``acc`` (mean fold accuracy), ``acc_std``, ``threshold`` (mean chosen cosine).
+    pair is left out too. Returns ``acc`` (mean fold accuracy), ``acc_std``, ``threshold`` (mean chosen cosine),
+    ``num_pairs``, and when both classes are present the :func:`roc_metrics`: ``auc``, ``eer``,
+    ``tar@far=1e-3``, ``tar@far=1e-4`` (floats) and ``roc`` (a :class:`Curve`). For the sphereface protocol the
+    ROC uses each pair's score under its own held-out fold's centering.
     """
-    scores = pair_scores(features, pairs).cpu()
-    valid = torch.isfinite(scores)
-    issame = torch.as_tensor(pairs.issame)[valid]
-    fold = torch.as_tensor(pairs.fold)[valid]
-    if fold.unique().numel() < 2:
-        return {"num_pairs": float(valid.sum())}
-    result = kfold_accuracy(scores[valid], issame, fold)
-    return {
-        "acc": result.mean,
-        "acc_std": result.std,
-        "threshold": float(result.thresholds.mean()),
-        "num_pairs": float(valid.sum()),
-    }
+    if protocol not in PAIR_PROTOCOLS:
+        raise ConfigError(f"unknown pair protocol {protocol!r}; choose one of {', '.join(PAIR_PROTOCOLS)}")
+    embedded = torch.isfinite(features.reshape(len(features), -1)).all(dim=1).cpu().numpy()  # (N,)
+    scored = pairs.select(embedded[pairs.left] & embedded[pairs.right])
+    metrics: dict[str, float | Curve] = {"num_pairs": float(len(scored))}
+    if len(set(scored.fold.tolist())) < 2:
+        return metrics
+    result, scores = PAIR_PROTOCOLS[protocol](features, scored)
+    metrics.update(acc=result.mean, acc_std=result.std, threshold=float(result.thresholds.mean()))
+    if scored.issame.any() and not scored.issame.all():
+        metrics.update(roc_metrics(scores, torch.as_tensor(scored.issame)))
+    return metrics

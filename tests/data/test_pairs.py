@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from amlit.data.pairs import parse_lfw_pairs, read_lfw_pairs, sample_fold_pairs, write_lfw_pairs
+from amlit.data.pairs import PairList, parse_lfw_pairs, read_lfw_pairs, sample_fold_pairs, write_lfw_pairs
 from amlit.errors import BadDataError, MissingDataError
 
 
@@ -63,3 +63,25 @@ def test_malformed_pairs_name_file_and_line(tmp_path, body, match):
 def test_missing_pairs_file(tmp_path):
     with pytest.raises(MissingDataError, match=r"nope.txt does not exist"):
         read_lfw_pairs(tmp_path / "nope.txt")
+
+
+def test_select_keeps_the_chosen_pairs_in_order_over_the_same_images():
+    pairs = four_pairs()
+    keep = np.array([True, False, True, True])
+    chosen = pairs.select(keep)
+    assert chosen.images == pairs.images
+    assert chosen.left.tolist() == pairs.left[[0, 2, 3]].tolist()
+    assert chosen.right.tolist() == pairs.right[[0, 2, 3]].tolist()
+    assert chosen.issame.tolist() == [True, False, False] and chosen.fold.tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="shape"):
+        pairs.select(np.array([True]))
+
+
+def four_pairs() -> PairList:
+    return PairList(
+        images=["a", "b", "c"],
+        left=np.array([0, 0, 1, 2]),
+        right=np.array([1, 2, 2, 0]),
+        issame=np.array([True, True, False, False]),
+        fold=np.array([0, 0, 1, 1]),
+    )
