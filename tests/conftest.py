@@ -36,3 +36,23 @@ def tiny_tree(tmp_path_factory) -> Path:
     tree = generate(tmp_path_factory.mktemp("synthetic"), TINY_SPEC)
     blufr_config_for(tree)
     return tree
+
+
+def write_verification_bin(lfw: Path, path: Path):
+    """A verification .bin in insightface's format (pickle of (encoded images, issame)) from the tiny LFW pairs,
+    with the 112x96 crops padded to 112x112 by 8 px each side (the template offset between the two)."""
+    import pickle
+
+    import cv2
+
+    from amlit.data.pairs import read_lfw_pairs
+
+    pairs = read_lfw_pairs(lfw / "pairs.txt")
+    bins = []
+    for left, right in zip(pairs.left, pairs.right, strict=True):
+        for index in (left, right):
+            image = cv2.imread(str(lfw / pairs.images[index]))
+            padded = cv2.copyMakeBorder(image, 0, 0, 8, 8, cv2.BORDER_CONSTANT, value=0)
+            bins.append(cv2.imencode(".png", padded)[1].tobytes())
+    path.write_bytes(pickle.dumps((bins, [bool(s) for s in pairs.issame]), protocol=pickle.HIGHEST_PROTOCOL))
+    return path, pairs

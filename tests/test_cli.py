@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, TINY_SPEC
+from conftest import REPO, TINY_SPEC, write_verification_bin
 
 from amlit.callbacks import ResultsWriter
 from amlit.cli import find_user_error, run_cli
@@ -153,3 +153,18 @@ def test_every_table1_head_overlay_composes_with_a_run_config_and_trains(overlay
         setting = cli.model.head.dropout.p if name == "dropout" else getattr(cli.model.head, name)
         assert setting == value, name
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+def test_sphereface_protocol_and_a_verification_bin_run_through_amlit_test(tiny_tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bin_path, _ = write_verification_bin(tiny_tree / "lfw", tmp_path / "agedb_30.bin")
+    args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    extra = [f"--data.verification_bins=[{bin_path}]", "--data.megaface_distractors=0", "--data.blufr=false"]
+    metrics = {}
+    for protocol in ("amsoftmax", "sphereface"):
+        cli = run_cli(["test", *args, *extra, f"--data.pair_protocol={protocol}"])
+        metrics[protocol] = {k: v.item() for k, v in cli.trainer.callback_metrics.items()}
+    for protocol in metrics:  # the .bin holds the same pairs as pairs.txt: the same scores, the same accuracy
+        assert metrics[protocol]["test/agedb_30/acc"] == pytest.approx(metrics[protocol]["test/lfw/acc"])
+        assert 0 <= metrics[protocol]["test/lfw/auc"] <= 1
+    assert metrics["amsoftmax"]["test/lfw/threshold"] != metrics["sphereface"]["test/lfw/threshold"]

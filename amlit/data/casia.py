@@ -28,11 +28,12 @@ from amlit.data.overlap import assign_labels, read_id_list, remove_identities
 from amlit.data.pairs import PairList, fold_pairs_to_list, read_lfw_pairs, sample_fold_pairs
 from amlit.data.sampling import EpochShardSampler, ResumableLoader
 from amlit.data.sources import TrainingImages
+from amlit.data.verification_bin import bin_eval_set
 from amlit.errors import ConfigError, MissingDataError
 from amlit.eval.blufr import BlufrConfig, evaluate_blufr, read_blufr_config
 from amlit.eval.evalset import EvalSet
 from amlit.eval.megaface_set import MegaFaceImages, megaface_images
-from amlit.eval.verification import pair_verification_metrics
+from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verification_metrics
 
 
 def _lfw_path(file_name: str) -> str:
@@ -81,6 +82,11 @@ class CasiaDataModule(L.LightningDataModule):
         megaface_distractor_list: optional devkit list (JSON with ``path``) of distractor images to use, relative
             to ``megaface_distractors`` (e.g. the 1M list); all images of the tree otherwise.
         megaface_identities: optional file of probe identities to keep (``facescrub_set1_names_80.txt``).
+        verification_bins: insightface verification ``.bin`` files (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``)
+            added to ``test``, each named after its file (read without executing the pickle).
+        pair_protocol: how the LFW pairs and the ``.bin`` sets are scored: ``"amsoftmax"`` (flip-sum feature, the
+            paper's) or ``"sphereface"`` (SphereFace's evaluation.m: concatenated features, training-fold mean
+            subtracted).
         exclude_id_lists: files of identity ids to remove (one 7-digit id per line); the paper removes 59
             (17 overlapping LFW + 42 overlapping MegaFace/FaceScrub) -> 10,516 classes.
         val_identities: training identities held out to build verification pairs for ``val`` during fit
@@ -103,6 +109,8 @@ class CasiaDataModule(L.LightningDataModule):
         megaface_distractors: str | Path | None = None,
         megaface_distractor_list: str | Path | None = None,
         megaface_identities: str | Path | None = None,
+        verification_bins: Sequence[str | Path] = (),
+        pair_protocol: PairProtocol = "amsoftmax",
         exclude_id_lists: Sequence[str | Path] = (),
         val_identities: int = 0,
         val_pairs_per_fold: int = 100,
@@ -128,6 +136,7 @@ class CasiaDataModule(L.LightningDataModule):
                 *([(Path(lfw_root), "data.lfw_root", "aligned LFW tree <Name>/<Name>_0001.jpg")] if lfw_root else []),
                 *([(Path(lfw_pairs), "data.lfw_pairs", "LFW pairs.txt")] if lfw_pairs else []),
                 *([(Path(blufr_config), "data.blufr_config", "blufr_lfw_config.mat")] if blufr_config else []),
+                *[(Path(p), "data.verification_bins", "insightface verification .bin") for p in verification_bins],
                 *[
                     (Path(path), f"data.{setting}", what)
                     for path, setting, what in (
@@ -215,6 +224,15 @@ class CasiaDataModule(L.LightningDataModule):
                     f"not under {self.lfw_root}, e.g. {', '.join(missing[:3])}: BLUFR needs all LFW images aligned"
                 )
 
+        self.pair_protocol = pair_protocol
+        self.verification_bins = [Path(p) for p in verification_bins]
+        names = ["lfw"] * (self.lfw is not None) + [p.stem for p in self.verification_bins]
+        if len(set(names)) != len(names):
+            raise ConfigError(
+                f"test sets need distinct names, got {names} (LFW pairs.txt is 'lfw', a .bin is named after its "
+                "file): rename a .bin file, e.g. lfw.bin -> lfw_bin.bin, or drop one of them"
+            )
+        self._bin_sets: list[EvalSet] | None = None  # read on first use, then kept (the files are ~50 MB each)
         self.megaface: MegaFaceImages | None = None
         if megaface_probes is not None:
             self.megaface = megaface_images(
@@ -226,11 +244,13 @@ class CasiaDataModule(L.LightningDataModule):
         return dict(self._manifest)
 
     # ---- datasets -------------------------------------------------------------------------------------------
-    def _pair_set(self, name: str, dataset, pairs: PairList) -> EvalSet:
-        return EvalSet(name, dataset, len(pairs.images), partial(pair_verification_metrics, pairs=pairs))
+    def _pair_set(self, name: str, dataset, pairs: PairList, protocol: PairProtocol = "amsoftmax") -> EvalSet:
+        evaluate = partial(pair_verification_metrics, pairs=pairs, protocol=protocol)
+        return EvalSet(name, dataset, len(pairs.images), evaluate, views=PROTOCOL_VIEWS[protocol])
 
     def eval_sets(self, stage: str) -> list[EvalSet]:
-        """Evaluation sets of a stage: ``"val"`` (held-out training identities) or ``"test"`` (LFW, BLUFR)."""
+        """Evaluation sets of a stage: ``"val"`` (held-out training identities) or ``"test"`` (LFW, the .bin sets,
+        BLUFR, MegaFace: whichever are configured)."""
         if stage == "val":
             if self.val_pairs is None:
                 return []
@@ -238,11 +258,14 @@ class CasiaDataModule(L.LightningDataModule):
             dataset = self.train.eval_dataset(images, range(len(images)), self.image_size)
             return [self._pair_set("heldout", dataset, self.val_pairs)]
         if stage == "test":
-            if self.lfw is None:
-                raise ConfigError("no test set configured: set data.lfw_root and data.lfw_pairs")
-            images = self.lfw.images
-            dataset = ImageFiles(self.lfw_root, images, range(len(images)), self.image_size)
-            sets = [self._pair_set("lfw", dataset, self.lfw)]
+            sets = []
+            if self.lfw is not None:
+                images = self.lfw.images
+                dataset = ImageFiles(self.lfw_root, images, range(len(images)), self.image_size)
+                sets.append(self._pair_set("lfw", dataset, self.lfw, self.pair_protocol))
+            if self._bin_sets is None:
+                self._bin_sets = [bin_eval_set(p, self.image_size, self.pair_protocol) for p in self.verification_bins]
+            sets += self._bin_sets
             if self.blufr is not None:
                 images = self._blufr_images
                 dataset = ImageFiles(self.lfw_root, images, range(len(images)), self.image_size)
@@ -252,6 +275,11 @@ class CasiaDataModule(L.LightningDataModule):
                 images = self.megaface.files
                 dataset = ImageFiles(Path("/"), images, range(len(images)), self.image_size)
                 sets.append(EvalSet("megaface", dataset, len(images), self.megaface.evaluate))
+            if not sets:
+                raise ConfigError(
+                    "no test set configured: set data.lfw_root and data.lfw_pairs, data.verification_bins, or "
+                    "data.megaface_probes and data.megaface_distractors"
+                )
             return sets
         raise ValueError(f"unknown evaluation stage {stage!r}")
 

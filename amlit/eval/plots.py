@@ -27,7 +27,8 @@ def plot_curves(curves: Mapping[str, Curve], output_dir: str | Path) -> list[Pat
     for (stage, name), members in sorted(groups.items()):
         figure, axes = plt.subplots(figsize=(5.5, 4.5), dpi=120)
         for eval_set, curve in members:
-            axes.plot(curve.x, curve.y, label=eval_set, drawstyle="steps-post" if not curve.log_x else "default")
+            x, y = (curve.x[curve.x > 0], curve.y[curve.x > 0]) if curve.log_x else (curve.x, curve.y)  # log axis
+            axes.plot(x, y, label=eval_set, drawstyle="steps-post")
         first = members[0][1]
         if first.log_x:
             axes.set_xscale("log")

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import write_verification_bin
 
 from amlit.data import CasiaDataModule, ImageFolder
 from amlit.data.images import ImageFiles
@@ -180,3 +181,26 @@ def test_megaface_eval_set_lists_probes_then_distractors_and_scores_them(tiny_tr
     assert 0 < result["rank1"] < 1  # neither trivial outcome
     with pytest.raises(ConfigError, match=r"set both data\.megaface_probes and data\.megaface_distractors"):
         CasiaDataModule(ImageFolder(casia), megaface_probes=lfw)
+
+
+def test_verification_bins_are_test_sets_named_after_their_files(tiny_tree, tmp_path):
+    lfw = tiny_tree / "lfw"
+    bin_path, pairs = write_verification_bin(lfw, tmp_path / "cfp_fp.bin")
+    dm = CasiaDataModule(ImageFolder(tiny_tree / "casia"), verification_bins=[bin_path])  # no LFW tree needed
+    (cfp,) = dm.eval_sets("test")
+    assert cfp.name == "cfp_fp" and cfp.num_images == 2 * len(pairs) and cfp.views == "sum"
+    image, index = cfp.dataset[1]
+    expected = cv2.cvtColor(cv2.imread(str(lfw / pairs.images[pairs.right[0]])), cv2.COLOR_BGR2RGB)
+    assert index == 1 and np.array_equal(image.numpy(), expected)  # 112x112 -> 112x96 undoes the padding exactly
+    with pytest.raises(ConfigError, match="test sets need distinct names"):
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), lfw, lfw / "pairs.txt", verification_bins=[
+            shutil.copy(bin_path, tmp_path / "lfw.bin")
+        ])  # fmt: skip
+    sphereface = CasiaDataModule(
+        ImageFolder(tiny_tree / "casia"),
+        lfw,
+        lfw / "pairs.txt",
+        verification_bins=[bin_path],
+        pair_protocol="sphereface",
+    )
+    assert [s.views for s in sphereface.eval_sets("test")] == ["concat", "concat"]
