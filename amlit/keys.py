@@ -1,9 +1,16 @@
 """Metric keys, stated once. Evaluation keys are ``<stage>/<eval set>/<metric>`` (e.g. ``test/lfw/acc``)."""
 
+import numpy as np
+
 TRAIN_LOSS = "train/loss"
 TRAIN_ACC = "train/acc"  # arg-max of the cosines without margin
 TRAIN_NONFINITE_SKIPS = "train/nonfinite_skips"  # optimizer steps skipped by NonFiniteGuard
 TRAIN_TARGET_ANGLE = "train/target_angle_deg"  # mean angle between features and their class weight
+
+
+def far_name(far: float) -> str:
+    """How a FAR appears in metric keys, every digit kept: 1e-4 -> ``1e-4``, 0.0137 -> ``1.37e-2``."""
+    return np.format_float_scientific(far, trim="-", exp_digits=1)
 
 
 def eval_key(stage: str, eval_set: str, metric: str) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from amlit import keys
 from amlit.errors import BadDataError, MissingDataError
 
 SQRT_EPS = math.sqrt(np.finfo(np.float64).eps)  # MATLAB sqrt(eps) = 1.4901e-08
@@ -370,15 +371,11 @@ def blufr_trial(features: torch.Tensor, config: BlufrConfig, trial: int, chunk: 
     probe = torch.as_tensor(config.probe_index[trial])
     to = features.device
     rates = blufr_verification(features[test.to(to)], labels[test], VR_FARS, chunk=chunk)
-    result = {f"vr@far={_far_name(far)}": float(rate) for far, rate in zip(VR_FARS, rates, strict=True)}
-    result[f"dir@far={_far_name(DIR_FAR)},rank={DIR_RANK}"] = open_set_identification(
+    result = {f"vr@far={keys.far_name(far)}": float(rate) for far, rate in zip(VR_FARS, rates, strict=True)}
+    result[f"dir@far={keys.far_name(DIR_FAR)},rank={DIR_RANK}"] = open_set_identification(
         features[gallery.to(to)], labels[gallery], features[probe.to(to)], labels[probe], DIR_FAR, DIR_RANK
     )
     return result
-
-
-def _far_name(far: float) -> str:
-    return f"{far:.0e}".replace("e-0", "e-")  # 1e-4 -> "1e-4"
 
 
 def summarize_trials(trials: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from amlit import keys
 from amlit.errors import BadDataError, ConfigError
 from amlit.eval.curves import Curve
 
@@ -62,7 +63,7 @@ class DistractorScan:
 
 def far_key(far: float) -> str:
     """Metric key of a FAR without losing digits: 1e-6 -> ``tar@far=1e-6``, 0.0137 -> ``tar@far=1.37e-2``."""
-    return f"tar@far={np.format_float_scientific(far, trim='-', exp_digits=1)}"
+    return f"tar@far={keys.far_name(far)}"
 
 
 def default_device() -> torch.device:
