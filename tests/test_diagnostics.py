@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from amlit import keys
 from amlit.backbones import SphereFace
-from amlit.data import CasiaDataModule
+from amlit.data import CasiaDataModule, ImageFolder
 from amlit.diagnostics import margin_diagnostics
 from amlit.heads import AMSoftmax
 from amlit.module import FaceVerificationModule
@@ -77,7 +77,7 @@ def test_random_batch_matches_the_brute_force():
 
 def test_training_logs_the_diagnostics_every_n_steps(tiny_tree, tmp_path):
     torch.manual_seed(0)
-    dm = CasiaDataModule(tiny_tree / "casia", batch_size=8, num_workers=0)
+    dm = CasiaDataModule(ImageFolder(tiny_tree / "casia"), batch_size=8, num_workers=0)
     backbone = SphereFace(width_multiplier=0.125, embedding_dim=16)
     module = FaceVerificationModule(backbone=backbone, head=AMSoftmax, num_classes=dm.num_classes)
     weights_before_step = {}
