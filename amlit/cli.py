@@ -23,6 +23,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from amlit.errors import UserInputError
+from amlit.loggers import SaveConfigToLoggers
 from amlit.module import FaceVerificationModule
 
 # Flipping and normalizing on the device is deliberate (DESIGN: batches stay uint8 until they are on the device).
@@ -47,6 +48,7 @@ def run_cli(args: list[str] | None = None) -> AmlitCLI:
     return AmlitCLI(
         FaceVerificationModule,
         subclass_mode_data=True,
+        save_config_callback=SaveConfigToLoggers,  # config.yaml + config and data manifest to the loggers
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the module owns the paper's SGD + step schedule
         args=args,

@@ -102,9 +102,10 @@ def test_every_swept_command_parses_with_the_cli_and_writes_only_into_its_trial(
         full = yaml.safe_load(printed.getvalue())
         for key, value in parameters.items():
             assert _dotted(full, key) == value, key
+        loggers = full["trainer"]["logger"]  # one logger or a list (wandb + CSV)
         outputs = [
             full["trainer"]["default_root_dir"],
-            full["trainer"]["logger"]["init_args"]["save_dir"],
+            *[logger["init_args"]["save_dir"] for logger in (loggers if isinstance(loggers, list) else [loggers])],
             *[
                 c.get("init_args", {}).get("dirpath") or c.get("init_args", {}).get("output")
                 for c in full["trainer"]["callbacks"]

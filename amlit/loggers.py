@@ -1,0 +1,204 @@
+"""Experiment tracking: a wandb logger that never blocks or crashes for lack of an API key or a network, and the
+callback that puts the resolved config and the dataset manifest into every logger.
+
+wandb 0.31 without help (reference/ecosystem.md §3): no key and no TTY -> ``UsageError`` after ~9 s; a key but no
+network -> blocks ~100 s (``init_timeout`` 90 s), then ``CommError``. So the mode is chosen *before*
+``wandb.init``: online only when the user asked for it or credentials are configured, offline otherwise; an online
+start that fails within a short ``init_timeout`` falls back to offline, so the training run goes on either way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from amlit.errors import ConfigError
+
+WandbMode = Literal["online", "offline", "disabled"]
+MODES: tuple[str, ...] = ("online", "offline", "disabled")
+# wandb's own spellings (``WANDB_MODE=dryrun``, ``run``) mapped to its three modes.
+MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+
+
+def has_wandb_credentials() -> bool:
+    """Whether wandb would find credentials without prompting: ``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE``,
+    or a netrc entry for the configured server (``wandb login`` writes one; ``NETRC`` / ``WANDB_BASE_URL``
+    respected). Reads files only, never the network."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    try:
+        # wandb's own lookup (same netrc path and host matching as wandb.init); internal API, so guarded.
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib.wbauth import read_netrc_auth
+
+        settings = wandb_setup.singleton().settings
+        return bool(settings.api_key) or read_netrc_auth(host=settings.base_url) is not None
+    except Exception:  # an unreadable netrc or a changed wandb internal: behave as "no key" (offline)
+        return False
+
+
+def _normalized_mode(value: str, source: str) -> WandbMode:
+    mode = MODE_ALIASES.get(value.strip().lower(), value.strip().lower())
+    if mode not in MODES:
+        raise ConfigError(f"{source}={value!r} is not a wandb mode: expected one of {', '.join(MODES)}")
+    return mode  # type: ignore[return-value]
+
+
+def resolve_mode(mode: str | None = None) -> tuple[WandbMode, str]:
+    """Pick the wandb mode before ``wandb.init``; returns ``(mode, why)``.
+
+    Order: an explicit ``mode`` argument; then ``WANDB_MODE`` (``dryrun`` = offline); then ``WANDB_DISABLED=true``;
+    then online when credentials are configured (``has_wandb_credentials``); otherwise offline.
+    """
+    if mode is not None:
+        return _normalized_mode(mode, "mode"), "set in the logger's mode"
+    if env_mode := os.environ.get("WANDB_MODE"):
+        return _normalized_mode(env_mode, "WANDB_MODE"), "set by WANDB_MODE"
+    if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("true", "1", "yes"):
+        return "disabled", "set by WANDB_DISABLED"
+    if has_wandb_credentials():
+        return "online", "credentials found"
+    return "offline", "no wandb API key configured (WANDB_API_KEY or `wandb login`)"
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's ``WandbLogger`` that picks its mode itself and never blocks a run (see ``resolve_mode``).
+
+    Only rank 0 creates a wandb run (Lightning's ``rank_zero_experiment``); other ranks log nothing.
+    Offline runs go to ``<save_dir>/wandb/offline-run-*`` and are uploaded later with ``wandb sync``.
+
+    Args:
+        project: wandb project.
+        save_dir: folder of the ``wandb/`` run files (created if missing).
+        name: display name of the run.
+        version: run id, to resume a run (``id`` in wandb).
+        mode: ``online``, ``offline`` or ``disabled``; ``None`` picks one: ``WANDB_MODE`` if set, else online when
+            an API key is configured, else offline.
+        offline: same as ``mode: offline`` (Lightning's spelling).
+        init_timeout: seconds an online ``wandb.init`` may take before the run falls back to offline
+            (wandb's default is 90 s; a failed start also spends ~10 s shutting down its service).
+        entity: wandb team or user.
+        group: groups runs, e.g. those of a sweep or of the Table 1 rows.
+        tags: run tags.
+        notes: run description.
+        job_type: wandb job type.
+        log_model: upload checkpoints as artifacts (``True``, ``"all"``) when online.
+        prefix: prefix of every metric key.
+        **kwargs: further ``wandb.init`` arguments.
+    """
+
+    def __init__(
+        self,
+        project: str = "amlit",
+        save_dir: str | Path = ".",
+        name: str | None = None,
+        version: str | None = None,
+        mode: WandbMode | None = None,
+        offline: bool = False,
+        init_timeout: float = 20.0,
+        entity: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        notes: str | None = None,
+        job_type: str | None = None,
+        log_model: Literal["all"] | bool = False,
+        prefix: str = "",
+        **kwargs: Any,
+    ) -> None:
+        self.mode, why = resolve_mode("offline" if offline and mode is None else mode)
+        self.init_timeout = float(init_timeout)
+        optional = {"entity": entity, "group": group, "tags": tags, "notes": notes, "job_type": job_type}
+        super().__init__(
+            name=name,
+            save_dir=os.fspath(save_dir),
+            version=version,
+            project=project,
+            log_model=log_model,
+            prefix=prefix,
+            mode=self.mode,  # passed to wandb.init; Lightning's own `offline` would rewrite os.environ
+            **{key: value for key, value in optional.items() if value is not None},
+            **kwargs,
+        )
+        if self._wandb_init.get("anonymous") is None:  # wandb 0.31 warns that the setting has no effect
+            self._wandb_init.pop("anonymous", None)
+        if self.mode == "offline":
+            rank_zero_info(
+                f"wandb: logging offline ({why}) to {Path(self._save_dir) / 'wandb'}; upload later with "
+                f"`wandb sync {Path(self._save_dir) / 'wandb' / 'offline-run-*'}`"
+            )
+        elif self.mode == "disabled":
+            rank_zero_info(f"wandb: disabled ({why})")
+
+    def _init_settings(self) -> Any:
+        import wandb
+
+        return wandb.Settings(init_timeout=self.init_timeout)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        import wandb
+
+        Path(self._save_dir).mkdir(parents=True, exist_ok=True)  # wandb falls back to /tmp when it is missing
+        self._wandb_init.setdefault("settings", self._init_settings())
+        try:
+            return super().experiment
+        except (wandb.errors.Error, TimeoutError) as error:
+            if self._wandb_init.get("mode") != "online":
+                raise
+            rank_zero_warn(
+                f"wandb: online start failed ({type(error).__name__}: {str(error).splitlines()[0]}); logging "
+                f"offline to {Path(self._save_dir) / 'wandb'} instead (upload later with `wandb sync`)"
+            )
+            self.mode = self._wandb_init["mode"] = "offline"
+            self._wandb_init["settings"] = self._init_settings()
+            return super().experiment
+
+    def log_run_files(self, files: Mapping[str, Path]) -> None:
+        """Copy files into the run (``files/<name>``): copies, because wandb's ``save`` would symlink a file that
+        the next run overwrites (LightingCLI's ``config.yaml``)."""
+        if self.mode == "disabled" or not files:
+            return
+        run_dir = Path(self.experiment.dir)
+        for name, source in files.items():
+            shutil.copyfile(source, run_dir / name)
+            self.experiment.save(str(run_dir / name), base_path=str(run_dir), policy="now")
+
+
+class SaveConfigToLoggers(SaveConfigCallback):
+    """LightningCLI's config saver (``config.yaml`` in the log dir) that also hands every logger, on rank 0:
+
+    - the resolved config as hyperparameters (``model.head.init_args.margin`` ...: the module's own
+      ``save_hyperparameters`` leaves out the injected backbone and head);
+    - the dataset manifest under ``data_manifest`` (``datamodule.manifest()``: classes, removed identities, ...);
+    - ``config.yaml`` itself as a file of the wandb run.
+    """
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        datamodule = trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "manifest"):
+            config["data_manifest"] = datamodule.manifest()
+        config_file = Path(trainer.log_dir or ".") / self.config_filename
+        for logger in trainer.loggers:
+            log_run_config(logger, config, config_file if self.save_to_log_dir else None)
+
+
+def log_run_config(logger: Logger, config: dict[str, Any], config_file: Path | None) -> None:
+    """Send one run's config (and its ``config.yaml``, if written) to a logger."""
+    logger.log_hyperparams(config)
+    if isinstance(logger, WandbLogger) and config_file is not None and config_file.is_file():
+        logger.log_run_files({config_file.name: config_file})
