@@ -78,9 +78,10 @@ class ResultsWriter(Callback):
         self.plots = plots
 
     def on_test_end(self, trainer, pl_module) -> None:
+        # trainer.log_dir broadcasts from rank 0, so every rank reads it before rank 0 goes on alone.
+        output_dir = self.output_dir or Path(trainer.log_dir or trainer.default_root_dir)
         if trainer.global_rank != 0:
             return
-        output_dir = self.output_dir or Path(trainer.log_dir or trainer.default_root_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         results = pl_module.eval_results
         metrics = {key: float(value) for key, value in results.items() if not isinstance(value, Curve)}

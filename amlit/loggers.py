@@ -187,12 +187,17 @@ class SaveConfigToLoggers(SaveConfigCallback):
     - ``config.yaml`` itself as a file of the wandb run.
     """
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # trainer.log_dir broadcasts from rank 0: read it on every rank here, never on rank 0 alone (a DDP hang).
+        self._log_dir = trainer.log_dir
+        super().setup(trainer, pl_module, stage)
+
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         datamodule = trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "manifest"):
             config["data_manifest"] = datamodule.manifest()
-        config_file = Path(trainer.log_dir or ".") / self.config_filename
+        config_file = Path(self._log_dir or ".") / self.config_filename
         for logger in trainer.loggers:
             log_run_config(logger, config, config_file if self.save_to_log_dir else None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -182,7 +183,9 @@ def test_sigterm_saves_last_checkpoint_that_resumes(tiny_tree, tmp_path, data_ro
 
 def run_subprocess(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    result = subprocess.run([sys.executable, "-m", "amlit", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    result = subprocess.run(  # a timeout: a DDP deadlock fails the test instead of hanging CI
+        [sys.executable, "-m", "amlit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     return output
@@ -202,7 +205,8 @@ def test_two_process_cpu_ddp_trains_and_tests_like_one_process(tiny_tree, tmp_pa
         run_dir = tmp_path / name
         run_dir.mkdir()
         args = [*demo_args(tiny_tree, run_dir, data_root, "--trainer.max_steps=4"), *extra]
-        args += ["--config", str(callbacks_config(run_dir))]
+        results = {"class_path": "amlit.callbacks.ResultsWriter"}  # into trainer.log_dir: a broadcast under DDP
+        args += ["--config", str(callbacks_config(run_dir, results))]
         args = [a for a in args if a != "--trainer.devices=1"]
         run_subprocess(["fit", *args], run_dir)
         runs[name] = (run_dir, args)
@@ -219,3 +223,6 @@ def test_two_process_cpu_ddp_trains_and_tests_like_one_process(tiny_tree, tmp_pa
     assert single["test/lfw/num_pairs"] > 0 and single.keys() == distributed.keys()
     for key, value in single.items():
         assert distributed[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    written = {name: next(runs[name][0].rglob("results.json")) for name in runs}  # one file, from rank 0
+    documents = {name: json.loads(path.read_text()) for name, path in written.items()}
+    assert documents["ddp"]["test/lfw/acc"] == pytest.approx(documents["single"]["test/lfw/acc"], rel=1e-5)
