@@ -168,3 +168,18 @@ def test_sphereface_protocol_and_a_verification_bin_run_through_amlit_test(tiny_
         assert metrics[protocol]["test/agedb_30/acc"] == pytest.approx(metrics[protocol]["test/lfw/acc"])
         assert 0 <= metrics[protocol]["test/lfw/auc"] <= 1
     assert metrics["amsoftmax"]["test/lfw/threshold"] != metrics["sphereface"]["test/lfw/threshold"]
+
+
+def test_bf16_mixed_precision_trains_with_a_float32_head(tiny_tree, tmp_path, monkeypatch):
+    """CPU autocast in bf16 (the paper config's precision): the backbone runs in bf16, the head's loss stays fp32."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    cli = run_cli(["fit", *args, "--trainer.precision=bf16-mixed", "--trainer.fast_dev_run=2"])
+    loss = cli.trainer.callback_metrics["train/loss"]
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    images = torch.randint(0, 256, (2, 112, 96, 3), dtype=torch.uint8)
+    x, _ = cli.model.on_after_batch_transfer((images, torch.tensor([0, 1])), 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        embeddings = cli.model(x)
+        out = cli.model.head(embeddings, torch.tensor([0, 1]))
+    assert embeddings.dtype == torch.bfloat16 and out.loss.dtype == out.cosine.dtype == torch.float32
