@@ -32,7 +32,8 @@ def _images_below(root: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class MegaFaceImages:
-    """Absolute image paths: the probes first (``num_probes``, with ``labels``), then the distractors."""
+    """Absolute image paths (the probe and distractor trees share no root): the probes first (``num_probes``, with
+    ``labels``), then the distractors."""
 
     files: list[str]
     num_probes: int
@@ -68,5 +69,6 @@ def megaface_images(
             )
     else:
         distractor_files = _images_below(distractors)
+    probes, distractors = probes.resolve(), distractors.resolve()  # absolute: the two trees share no root
     files = [str(probes / f) for f in probe_files] + [str(distractors / f) for f in distractor_files]
     return MegaFaceImages(files=files, num_probes=len(probe_files), labels=labels)

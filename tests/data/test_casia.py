@@ -155,7 +155,7 @@ def test_manifest_reports_what_was_removed(tiny_tree, tmp_path):
     assert manifest["exclude_id_lists"] == [str(exclude)]
 
 
-def test_megaface_eval_set_lists_probes_then_distractors_and_scores_them(tiny_tree, tmp_path):
+def test_megaface_eval_set_lists_probes_then_distractors_and_scores_them(tiny_tree, tmp_path, monkeypatch):
     from amlit.eval.megaface import evaluate_megaface
 
     lfw, casia = tiny_tree / "lfw", tiny_tree / "casia"
@@ -179,6 +179,11 @@ def test_megaface_eval_set_lists_probes_then_distractors_and_scores_them(tiny_tr
     result = megaface.evaluate(features)
     assert result["rank1"] == expected["rank1"] and result["tar@far=1e-6"] == expected["tar@far=1e-6"]
     assert 0 < result["rank1"] < 1  # neither trivial outcome
+    # Relative tree paths (as in the configs) work too: every listed file is absolute and opens.
+    monkeypatch.chdir(tiny_tree)
+    relative = CasiaDataModule(ImageFolder(casia), megaface_probes="lfw", megaface_distractors="casia")
+    (megaface,) = relative.eval_sets("test")
+    assert megaface.dataset.files[0].startswith("/") and megaface.dataset[0][0].shape == (112, 96, 3)
     with pytest.raises(ConfigError, match=r"set both data\.megaface_probes and data\.megaface_distractors"):
         CasiaDataModule(ImageFolder(casia), megaface_probes=lfw)
 
