@@ -76,16 +76,17 @@ def test_margin_lowers_only_the_target_logit():
     torch.testing.assert_close(conditional, 30.0 * torch.tensor([[0.55, 0.2, -0.1], [0.1, 0.3, 0.2]]))
 
 
-def test_head_math_stays_float32_under_bf16_autocast():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])  # bf16-mixed and 16-mixed autocast
+def test_head_math_stays_float32_under_half_precision_autocast(dtype):
     torch.manual_seed(2)
     head = AMSoftmax(embedding_dim=8, num_classes=4)
     features, labels = torch.randn(4, 8), torch.randint(0, 4, (4,))
     reference = head(features, labels)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = head(features.bfloat16(), labels)
+    with torch.autocast("cpu", dtype=dtype):
+        out = head(features.to(dtype), labels)
     assert out.cosine.dtype == torch.float32
     assert out.loss.dtype == torch.float32
-    # The only bf16 rounding is of the inputs; the loss stays close to the fp32 one.
+    # The only half-precision rounding is of the inputs; the loss stays close to the fp32 one.
     assert out.loss.item() == pytest.approx(reference.loss.item(), rel=2e-2)
 
 
