@@ -226,3 +226,16 @@ def test_two_process_cpu_ddp_trains_and_tests_like_one_process(tiny_tree, tmp_pa
     written = {name: next(runs[name][0].rglob("results.json")) for name in runs}  # one file, from rank 0
     documents = {name: json.loads(path.read_text()) for name, path in written.items()}
     assert documents["ddp"]["test/lfw/acc"] == pytest.approx(documents["single"]["test/lfw/acc"], rel=1e-5)
+
+    # the 1-process checkpoint resumed on 2 processes continues like it resumed on 1 (the head is not sharded)
+    resumed = {}
+    for name, extra in (("single", []), ("ddp", ddp)):
+        run_dir = tmp_path / f"resume-{name}"
+        run_dir.mkdir()
+        args = [*demo_args(tiny_tree, run_dir, data_root, "--trainer.max_steps=6"), *extra]
+        args = [a for a in args if a != "--trainer.devices=1"] + ["--config", str(callbacks_config(run_dir))]
+        run_subprocess(["fit", *args, f"--ckpt_path={single_ckpt}"], run_dir)
+        resumed[name] = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert resumed["single"]["global_step"] == resumed["ddp"]["global_step"] == 6
+    for name, value in resumed["single"]["state_dict"].items():
+        torch.testing.assert_close(resumed["ddp"]["state_dict"][name], value, rtol=1e-4, atol=1e-5)
