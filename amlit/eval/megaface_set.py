@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from amlit.data.align import scan_images
 from amlit.data.images import IMAGE_EXTENSIONS
 from amlit.errors import BadDataError
 from amlit.eval.curves import Curve
@@ -18,16 +18,11 @@ from amlit.eval.megaface_tool import select_identities
 
 
 def _images_below(root: Path) -> list[str]:
-    """Every image file below ``root`` (any depth), as sorted paths relative to it."""
-    found = [
-        os.path.relpath(os.path.join(folder, name), root)
-        for folder, _, names in os.walk(root)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    ]
+    """Every image file below ``root`` (any depth), as sorted paths relative to it; none is an error."""
+    found = scan_images(root)
     if not found:
         raise BadDataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) below {root}")
-    return sorted(found)
+    return found
 
 
 @dataclass(frozen=True)
