@@ -154,8 +154,9 @@ class FaceVerificationModule(L.LightningModule):
         return datamodule.eval_sets(stage)
 
     def _start_eval(self, stage: str) -> None:
-        self._eval_views = [s.views for s in self._eval_sets(stage)]
-        self._collectors = [EmbeddingCollector(s.num_images).to(self.device) for s in self._eval_sets(stage)]
+        eval_sets = self._eval_sets(stage)
+        self._eval_views = [s.views for s in eval_sets]
+        self._collectors = [EmbeddingCollector(s.num_images).to(self.device) for s in eval_sets]
         self.eval_results = {key: v for key, v in self.eval_results.items() if not key.startswith(f"{stage}/")}
 
     def _eval_step(self, batch, dataloader_idx: int) -> None:

@@ -4,7 +4,7 @@ Writes a synthetic faces_webface_112x112-like .rec (real 112x112 JPEGs at qualit
 times ``RecordIO.image_table()`` warm (page cache) and cold (the file's pages dropped with posix_fadvise), and the
 Dataset's per-image read, and extrapolates to the real file's 490,623 images (10,572 classes).
 
-    PYTHONPATH=. /work/main/.venv/bin/python scripts/bench_recordio.py --images 50000
+    PYTHONPATH=. .venv/bin/python scripts/bench_recordio.py --images 50000
 """
 
 from __future__ import annotations

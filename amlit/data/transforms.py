@@ -68,10 +68,13 @@ class TrainAugment:
         jpeg_quality: tuple[int, int] = (40, 95),
         seed: int | None = None,
     ) -> None:
-        for name, value in [("affine_p", affine_p), ("brightness_contrast_p", brightness_contrast_p)] + [
-            ("grayscale_p", grayscale_p),
-            ("jpeg_p", jpeg_p),
-        ]:
+        probabilities = {
+            "affine_p": affine_p,
+            "brightness_contrast_p": brightness_contrast_p,
+            "grayscale_p": grayscale_p,
+            "jpeg_p": jpeg_p,
+        }
+        for name, value in probabilities.items():
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"augment.{name}={value} is not a probability: set a value in [0, 1]")
         if not 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100:
