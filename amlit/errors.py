@@ -5,6 +5,12 @@ They subclass the matching built-in exception, so callers can still catch ``File
 """
 
 
+def listed(items, limit: int = 5) -> str:
+    """``"a, b, c and 4 more"``: the first ``limit`` items of a list for a message, and how many are left out."""
+    items = [str(item) for item in items]
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 class UserInputError(Exception):
     """Base class: the message alone tells the user what is wrong and what to do."""
 

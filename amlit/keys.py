@@ -18,5 +18,10 @@ def far_name(far: float) -> str:
     return np.format_float_scientific(far, trim="-", exp_digits=1)
 
 
+def far_key(far: float) -> str:
+    """Metric key of a TAR at a FAR without losing digits: 1e-6 -> ``tar@far=1e-6``, 0.0137 -> ``tar@far=1.37e-2``."""
+    return f"tar@far={far_name(far)}"
+
+
 def eval_key(stage: str, eval_set: str, metric: str) -> str:
     return f"{stage}/{eval_set}/{metric}"

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amlit.data.pairs import PairList, read_lfw_pairs
 from amlit.eval.blufr import evaluate_blufr, read_blufr_config
 from amlit.eval.megaface import evaluate_megaface
+from amlit.eval.pairs import PairList, read_lfw_pairs
 from amlit.eval.verification import pair_verification_metrics
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -45,7 +45,7 @@ def write_verification_bin(lfw: Path, path: Path):
 
     import cv2
 
-    from amlit.data.pairs import read_lfw_pairs
+    from amlit.eval.pairs import read_lfw_pairs
 
     pairs = read_lfw_pairs(lfw / "pairs.txt")
     bins = []

@@ -1,6 +1,6 @@
 """Five-point face alignment: raw images + landmark file -> aligned crops (SphereFace 112x96 / insightface 112x112).
 
-Pipeline of SphereFace (wy1iu/sphereface ``preprocess/code/face_align_demo.m``, data_facts §2.2): MTCNN gives five
+Pipeline of SphereFace (wy1iu/sphereface ``preprocess/code/face_align_demo.m``): MTCNN gives five
 landmarks per image (left eye, right eye, nose tip, left and right mouth corner, *image* left/right); a
 non-reflective similarity transform maps them onto a fixed template by least squares (MATLAB ``cp2tform``);
 the image is warped into the template's frame (bilinear, outside = black). Images without landmarks (faces MTCNN
@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from amlit.data.images import IMAGE_EXTENSIONS
+from amlit.data.images import decode_image, scan_images, write_image_atomically
+from amlit.data.landmarks import LandmarkFormat, read_landmarks
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 
 
@@ -60,14 +61,6 @@ TEMPLATES: dict[str, AlignTemplate] = {
     "insightface_112x112": AlignTemplate(tuple((x + 8.0, y) for x, y in _SPHEREFACE_POINTS), (112, 112)),
 }
 
-LandmarkFormat = Literal["auto", "lfw", "casia", "lst"]
-# Fields per line of each format; ``lst`` lines with 3 (no bbox) or 7 (bbox only) fields carry no landmarks.
-_FIELD_COUNTS = {"lfw": (11,), "casia": (12,), "lst": (3, 7, 17)}
-_FORMAT_HELP = (
-    "lfw: 'path x1 y1 ... x5 y5' (clcarwin lfw_landmark.txt); casia: 'path<TAB>classid<TAB>x1<TAB>y1 ... y5' "
-    "(clcarwin casia_landmark.txt); lst: 'aligned<TAB>path<TAB>label<TAB>bx1 by1 bx2 by2<TAB>x1..x5<TAB>y1..y5' "
-    "(insightface .lst)"
-)
 REPORT_NAME = "align_report.csv"
 INFO_NAME = "alignment.json"
 
@@ -122,172 +115,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, template: AlignTemplate
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Landmark files
-
-
-def _split(line: str) -> list[str]:
-    # The formats are TAB separated; plain spaces are accepted where no TAB occurs (paths have no spaces then).
-    return line.split("\t") if "\t" in line else line.split()
-
-
-def _detect_format(path: Path, number: int, fields: list[str]) -> str:
-    for name, counts in _FIELD_COUNTS.items():
-        if len(fields) in counts and (name != "lst" or fields[0] in ("0", "1")):
-            return name
-    raise BadDataError(
-        f"{path}:{number}: cannot tell the landmark format from a line with {len(fields)} fields; "
-        f"expected one of: {_FORMAT_HELP}; or pass landmark_format"
-    )
-
-
-def _parse_line(fields: list[str], fmt: str) -> tuple[str, list[str] | None, str]:
-    """(image path, 10 coordinate strings in x1 y1 ... x5 y5 order or None, what the coordinates should be)."""
-    if fmt == "lfw":
-        return fields[0], fields[1:11], "10 numbers x1 y1 ... x5 y5"
-    if fmt == "casia":
-        return fields[0], fields[2:12], "an integer class id then 10 numbers x1 y1 ... x5 y5"
-    # insightface .lst: aligned, path, label, [4 bbox ints, [5 x's, 5 y's]]
-    if len(fields) < 17:
-        return fields[1], None, ""
-    interleaved = [fields[7 + k // 2] if k % 2 == 0 else fields[12 + k // 2] for k in range(10)]  # x1 y1 ... x5 y5
-    return fields[1], interleaved, "4 bbox numbers, then 5 x's and 5 y's"
-
-
-def read_landmarks(path: str | Path, landmark_format: LandmarkFormat = "auto") -> pd.DataFrame:
-    """Read a five-point landmark file into a table with columns ``path`` (str, as written in the file) and
-    ``landmarks`` ((5, 2) float64 array of x, y per point in the order left eye, right eye, nose, left and right
-    mouth corner).
-
-    Formats (data_facts §2.2): ``lfw`` = ``path x1 y1 ... x5 y5`` (clcarwin ``lfw_landmark.txt``), ``casia`` =
-    ``path<TAB>classid<TAB>x1<TAB>y1 ... y5`` (clcarwin ``casia_landmark.txt``), ``lst`` = insightface
-    ``aligned<TAB>path<TAB>label[<TAB>bbox x4[<TAB>5 x's<TAB>5 y's]]`` (lines without landmarks are left out).
-    ``auto`` picks the format from the field count of the first line. Blank lines are ignored; any other line
-    that does not fit raises ``BadDataError`` naming ``file:line``, as does an image listed twice.
-    """
-    path = Path(path)
-    if landmark_format != "auto" and landmark_format not in _FIELD_COUNTS:
-        raise ConfigError(f"unknown landmark format {landmark_format!r}: choose auto, {', '.join(_FIELD_COUNTS)}")
-    if not path.is_file():
-        raise MissingDataError(
-            f"landmark file {path} does not exist: expected a text file, one image per line ({_FORMAT_HELP})"
-        )
-    fmt = None if landmark_format == "auto" else landmark_format
-    paths: list[str] = []
-    coordinates: list[list[float]] = []
-    first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            fields = _split(line.rstrip("\r\n"))
-            if not fields or fields == [""]:
-                continue
-            fmt = fmt or _detect_format(path, number, fields)
-            if len(fields) not in _FIELD_COUNTS[fmt]:
-                expected = " or ".join(str(n) for n in _FIELD_COUNTS[fmt])
-                raise BadDataError(
-                    f"{path}:{number}: expected {expected} fields for the {fmt!r} landmark format, got {len(fields)}: "
-                    f"{line.strip()[:120]!r}"
-                )
-            image, values, what = _parse_line(fields, fmt)
-            if values is None:
-                continue
-            try:
-                if fmt == "casia":
-                    int(fields[1])
-                if fmt == "lst":
-                    [float(v) for v in fields[3:7]]
-                numbers = [float(v) for v in values]
-            except ValueError:
-                raise BadDataError(
-                    f"{path}:{number}: expected {what} after the path, got {line.strip()[:120]!r}"
-                ) from None
-            if not np.all(np.isfinite(numbers)):
-                raise BadDataError(f"{path}:{number}: landmark coordinates must be finite, got {line.strip()[:120]!r}")
-            if image in first_line:
-                raise BadDataError(f"{path}:{number}: {image} already has landmarks on line {first_line[image]}")
-            first_line[image] = number
-            paths.append(image)
-            coordinates.append(numbers)
-    points = np.asarray(coordinates, dtype=np.float64).reshape(-1, 5, 2)  # (N, 5, 2)
-    return pd.DataFrame({"path": paths, "landmarks": list(points)})
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Images
-
-
-def _jpeg_is_complete(data: bytes) -> bool:
-    """Whether a JPEG stream reaches its end-of-image marker after the first scan starts.
-
-    libjpeg (OpenCV) decodes a truncated JPEG with only a warning and fills the missing rows with gray, so a
-    cut-off download would silently become a training image. Walk the marker segments up to the first
-    start-of-scan (each carries its length), then look for EOI (FF D9) in the rest: inside scan data FF is only
-    followed by 00 (stuffing) or a restart/scan marker, so the only FF D9 there is the real end. Bytes after EOI
-    are allowed (some writers pad).
-    """
-    position = 2  # after SOI (FF D8)
-    while position + 4 <= len(data):
-        if data[position] != 0xFF:
-            return False
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker == 0xD9:
-            return False  # EOI before any scan
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length field
-            position += 2
-            continue
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        if marker == 0xDA:  # start of scan: entropy-coded data follows the header
-            return data.find(b"\xff\xd9", position + 2 + length) >= 0
-        position += 2 + length
-    return False
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode an encoded image to (H, W, 3) uint8 BGR; gray images become 3-channel.
-
-    EXIF orientation is ignored: landmarks refer to the stored pixel grid (what MATLAB's ``imread`` returns).
-    Raises ``ValueError`` with the reason for undecodable data and truncated JPEGs.
-    """
-    if data[:2] == b"\xff\xd8" and not _jpeg_is_complete(data):
-        raise ValueError("truncated JPEG (no end-of-image marker after the image data)")
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if len(buffer) else None
-    if image is None:
-        raise ValueError("not a decodable image")
-    return image
-
-
-def write_image_atomically(path: Path, image: np.ndarray, jpeg_quality: int) -> None:
-    """Encode ``image`` (BGR) as JPEG and move it into place in one rename, so that an interrupted run never
-    leaves a partial file under the final name (a later run would take it for done). The temporary name does
-    not end in an image extension, so tree scans ignore leftovers."""
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-    if not ok:
-        raise RuntimeError(f"JPEG encoding failed for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(encoded.tobytes())
-    os.replace(temporary, path)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Whole trees
-
-
-def scan_images(root: Path) -> list[str]:
-    """Relative POSIX paths of all image files under ``root`` (any depth), sorted; hidden entries skipped."""
-    found = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        relative = Path(folder).relative_to(root)
-        found += [
-            (relative / name).as_posix()
-            for name in files
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-        ]
-    return sorted(found)
 
 
 def _relative_to_root(image: str, root: Path, landmarks: Path) -> str:

@@ -23,16 +23,15 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from amlit.data.images import ImageFiles
+from amlit.data.megaface import MegaFaceImages, megaface_images
 from amlit.data.overlap import assign_labels, read_id_list, remove_identities
-from amlit.data.pairs import PairList, fold_pairs_to_list, read_lfw_pairs, sample_fold_pairs
 from amlit.data.sampling import EpochShardSampler, ResumableLoader
-from amlit.data.sources import TrainingImages
+from amlit.data.sources import ImageFiles, TrainingImages
 from amlit.data.verification_bin import bin_eval_set
 from amlit.errors import ConfigError, MissingDataError
 from amlit.eval.blufr import BlufrConfig, evaluate_blufr, read_blufr_config
 from amlit.eval.evalset import EvalSet
-from amlit.eval.megaface_set import MegaFaceImages, megaface_images
+from amlit.eval.pairs import PairList, fold_pairs_to_list, read_lfw_pairs, sample_fold_pairs
 from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verification_metrics
 
 

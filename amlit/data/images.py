@@ -1,25 +1,27 @@
-"""Image files -> uint8 HWC RGB arrays, and the Dataset that serves them to a DataLoader.
+"""Image bytes, in one place: decoding to uint8 arrays, integrity checks, atomic writes and walking image trees.
 
-Batches stay uint8 (B, H, W, 3) on the CPU: flipping and normalization happen on the device
-(``FaceVerificationModule.on_after_batch_transfer``), so the worker processes only decode.
+Everything that turns a file (or an encoded buffer) into pixels, or pixels into a file, goes through here, so every
+path of amlit (training trees, alignment, packing, RecordIO, verification ``.bin`` sets) accepts and refuses the
+same inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import os
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
-import torch
-from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import Dataset
+import pandas as pd
 
 from amlit.errors import BadDataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 BadDataPolicy = Literal["skip", "fail"]  # what a data source does with a damaged image
+STORED_SIZE = (112, 112)  # insightface crops (H, W)
+CROP_X = 8  # 112x112 -> 112x96: the insightface template is SphereFace's + 8 px in x
 
 
 def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
@@ -39,48 +41,136 @@ def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-class ImageFiles(Dataset):
-    """``(image uint8 (H, W, 3), target int64)`` for a list of files under ``root``.
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode an encoded image to (H, W, 3) uint8 BGR; gray images become 3-channel.
 
-    ``targets`` are class labels for training and image indices for evaluation (so that embeddings gathered
-    from several processes can be put back in order). With ``on_bad="skip"`` an image that fails to decode is
-    replaced by the next one in the list (a training batch keeps its size) and a warning names it; evaluation sets
-    use ``"fail"``, since a replaced image would change the protocol. ``transform`` (uint8 (H, W, 3) -> uint8
-    (H, W, 3), e.g. ``amlit.data.transforms.TrainAugment``) runs on each decoded image in the worker.
+    EXIF orientation is ignored: landmarks refer to the stored pixel grid (what MATLAB's ``imread`` returns).
+    Raises ``ValueError`` with the reason for undecodable data and truncated JPEGs.
     """
+    if data[:2] == b"\xff\xd8" and not _jpeg_is_complete(data):
+        raise ValueError("truncated JPEG (no end-of-image marker after the image data)")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if len(buffer) else None
+    if image is None:
+        raise ValueError("not a decodable image")
+    return image
 
-    def __init__(
-        self,
-        root: Path,
-        files: Sequence[str],
-        targets: Sequence[int],
-        size: tuple[int, int],
-        on_bad: BadDataPolicy = "fail",
-        transform: Callable[[np.ndarray], np.ndarray] | None = None,
-    ) -> None:
-        if len(files) != len(targets):
-            raise ValueError(f"{len(files)} files but {len(targets)} targets")
-        self.root = Path(root)
-        self.files = list(files)
-        self.targets = np.asarray(targets, dtype=np.int64)
-        self.size = (int(size[0]), int(size[1]))
-        self.on_bad = on_bad
-        self.transform = transform
 
-    def __len__(self) -> int:
-        return len(self.files)
+def _jpeg_is_complete(data: bytes) -> bool:
+    """Whether a JPEG stream reaches its end-of-image marker after the first scan starts.
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        for attempt in range(len(self.files)):
-            current = (index + attempt) % len(self.files)
-            try:
-                image = read_image(self.root / self.files[current], self.size)
-            except BadDataError as error:
-                if self.on_bad == "fail":
-                    raise
-                rank_zero_warn(f"skipping an unreadable training image: {error}")
-                continue
-            if self.transform is not None:
-                image = self.transform(image)
-            return torch.from_numpy(image), int(self.targets[current])
-        raise BadDataError(f"no image under {self.root} could be decoded")
+    libjpeg (OpenCV) decodes a truncated JPEG with only a warning and fills the missing rows with gray, so a
+    cut-off download would silently become a training image. Walk the marker segments up to the first
+    start-of-scan (each carries its length), then look for EOI (FF D9) in the rest: inside scan data FF is only
+    followed by 00 (stuffing) or a restart/scan marker, so the only FF D9 there is the real end. Bytes after EOI
+    are allowed (some writers pad).
+    """
+    position = 2  # after SOI (FF D8)
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return False
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xD9:
+            return False  # EOI before any scan
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length field
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data follows the header
+            return data.find(b"\xff\xd9", position + 2 + length) >= 0
+        position += 2 + length
+    return False
+
+
+def decode_face(encoded: bytes, size: tuple[int, int], where: str) -> np.ndarray:
+    """Decode a stored face to (H, W, 3) uint8 RGB at ``size``: 112x112 is kept, or center-cropped to 112x96.
+
+    An image already stored at ``size`` is kept as is; anything else raises ``BadDataError`` naming ``where``.
+    """
+    image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)  # BGR; gray -> 3 channels
+    if image is None:
+        raise BadDataError(f"{where}: cannot decode the image ({len(encoded)} bytes): the stored image is damaged")
+    height, width = image.shape[:2]
+    if (height, width) == STORED_SIZE and tuple(size) == (112, 96):
+        image = image[:, CROP_X : width - CROP_X]  # (112, 112, 3) -> (112, 96, 3)
+    elif (height, width) != tuple(size):
+        raise BadDataError(
+            f"{where}: image is {height}x{width} (HxW); expected insightface's 112x112 (served as 112x112 or cropped "
+            f"to 112x96) or {size[0]}x{size[1]}: this file holds differently aligned faces"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def looks_complete(path: str) -> bool:
+    """Cheap integrity check without decoding: a JPEG ends with EOI (FF D9), a PNG with its IEND chunk.
+
+    Catches the common damage (truncated downloads/copies, empty files) in two small reads per file.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+            file.seek(0, os.SEEK_END)
+            size = file.tell()
+            file.seek(max(0, size - 12))
+            tail = file.read()
+    except OSError:
+        return False
+    if head.startswith(b"\xff\xd8"):
+        return tail.rstrip(b"\x00\r\n").endswith(b"\xff\xd9")
+    if head.startswith(b"\x89PNG"):
+        return tail.endswith(b"IEND\xaeB`\x82")
+    return size > 0  # other formats (bmp): decoding will tell
+
+
+def write_json_atomically(path: Path, content: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_image_atomically(path: Path, image: np.ndarray, jpeg_quality: int) -> None:
+    """Encode ``image`` (BGR) as JPEG and move it into place in one rename, so that an interrupted run never
+    leaves a partial file under the final name (a later run would take it for done). The temporary name does
+    not end in an image extension, so tree scans ignore leftovers."""
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(encoded.tobytes())
+    os.replace(temporary, path)
+
+
+def scan_images(root: Path) -> list[str]:
+    """Relative POSIX paths of all image files under ``root`` (any depth), sorted; hidden entries skipped."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        relative = Path(folder).relative_to(root)
+        found += [
+            (relative / name).as_posix()
+            for name in files
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+        ]
+    return sorted(found)
+
+
+def scan_identity_tree(root: Path, check_files: bool = True) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Scan ``<root>/<identity>/<image>``: (table of identity/name, empty identity folders, damaged files)."""
+    rows, empty, damaged = [], [], []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        images = sorted(f.name for f in os.scandir(entry.path) if f.name.lower().endswith(IMAGE_EXTENSIONS))
+        if not images:
+            empty.append(entry.path)
+        for image in images:
+            name = f"{entry.name}/{image}"
+            if check_files and not looks_complete(os.path.join(root, name)):
+                damaged.append(name)
+            else:
+                rows.append((entry.name, name))
+    return pd.DataFrame(rows, columns=["identity", "name"]), empty, damaged

@@ -8,24 +8,15 @@ user passes: one 7-digit CASIA id per line, ``#`` starts a comment.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from amlit.errors import BadDataError, MissingDataError
+from amlit.errors import BadDataError
+from amlit.listfiles import read_entries
 
 _ID_PATTERN = re.compile(r"^\d{7}$")
-
-
-def _entries(path: Path, missing_message: str) -> Iterator[tuple[int, str]]:
-    """(line number, text without ``#`` comment) for each non-blank line of a UTF-8 list file."""
-    if not path.is_file():
-        raise MissingDataError(missing_message)
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        entry = line.split("#", 1)[0].strip()
-        if entry:
-            yield number, entry
 
 
 def read_id_list(path: str | Path) -> list[str]:
@@ -36,7 +27,7 @@ def read_id_list(path: str | Path) -> list[str]:
         "per line (e.g. casia_remove_59_ids.txt)"
     )
     ids: list[str] = []
-    for number, entry in _entries(path, missing):
+    for number, entry in read_entries(path, missing):
         if not _ID_PATTERN.match(entry):
             raise BadDataError(f"{path}:{number}: expected a 7-digit identity id such as 0000045, got {entry!r}")
         ids.append(entry)
@@ -69,7 +60,7 @@ def read_id_name_list(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     missing = f"identity name list {path} does not exist: expected lines '<7-digit id> <Name>'"
     rows = []
-    for number, entry in _entries(path, missing):
+    for number, entry in read_entries(path, missing):
         fields = entry.split()
         if len(fields) != 2 or not _ID_PATTERN.match(fields[0]):
             raise BadDataError(f"{path}:{number}: expected '<7-digit id> <Name>', got {entry!r}")
@@ -97,7 +88,7 @@ def read_names(path: str | Path) -> list[str]:
     """Identity names from a list file: the first field of each line (``lfw-names.txt`` has ``<name>\\t<count>``)."""
     path = Path(path)
     missing = f"name list {path} does not exist: expected one identity name per line (first field)"
-    return [entry.split()[0] for _, entry in _entries(path, missing)]
+    return [entry.split()[0] for _, entry in read_entries(path, missing)]
 
 
 def find_overlaps(id_names: Path, names: list[str], output: Path | None = None) -> pd.DataFrame:

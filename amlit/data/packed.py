@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from amlit.data.images import BadDataPolicy, read_image
+from amlit.data.images import BadDataPolicy, read_image, write_json_atomically
 from amlit.data.sources import ImageFolder, TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 
@@ -66,12 +66,6 @@ def source_checksum(root: Path, names: Sequence[str]) -> str:
         stat = os.stat(root / name)
         digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
-
-
-def _write_json_atomically(path: Path, content: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
 
 
 # ---- decoding (runs in worker processes) ---------------------------------------------------------------------
@@ -237,7 +231,7 @@ def pack(
         "source_root": str(root.resolve()),
         "shards": [finished[k] for k in sorted(finished)],
     }
-    _write_json_atomically(output / MANIFEST, manifest)
+    write_json_atomically(output / MANIFEST, manifest)
     todo = [k for k in range(plan.num_shards) if k not in finished]
     if finished:
         print(f"{output}: resuming, {len(finished)} of {plan.num_shards} shards already packed")
@@ -248,7 +242,7 @@ def pack(
             for shard in todo:
                 manifest["shards"].append(_write_shard(output, plan, shard, decoded, on_bad, root, progress))
                 manifest["shards"].sort(key=lambda entry: entry["shard"])
-                _write_json_atomically(output / MANIFEST, manifest)
+                write_json_atomically(output / MANIFEST, manifest)
     finally:
         decoded.close()  # stops the worker pool now, also when a damaged image stops the packing
 
@@ -266,7 +260,7 @@ def pack(
         identities=dict(sorted(identities.items())),
         skipped=skipped,
     )
-    _write_json_atomically(output / MANIFEST, manifest)
+    write_json_atomically(output / MANIFEST, manifest)
     print(
         f"{output}: {manifest['num_images']} images of {len(identities)} identities in {plan.num_shards} shards"
         + (f"; skipped {len(skipped)} (listed in {MANIFEST})" if skipped else "")

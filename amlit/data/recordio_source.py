@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from amlit.data.images import BadDataPolicy
+from amlit.data.images import STORED_SIZE, BadDataPolicy, decode_face
 from amlit.data.overlap import read_id_list
 from amlit.data.recordio import (
     RecIndex,
@@ -31,31 +31,10 @@ from amlit.data.recordio import (
     rec_paths,
     unpack_payload,
 )
-from amlit.data.sources import TrainingImages, _listed
-from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.data.sources import TrainingImages
+from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
 
-STORED_SIZE = (112, 112)  # insightface crops (H, W)
-CROP_X = 8  # 112x112 -> 112x96: the insightface template is SphereFace's + 8 px in x
 SUPPORTED_SIZES = ((112, 96), (112, 112))
-
-
-def decode_face(encoded: bytes, size: tuple[int, int], where: str) -> np.ndarray:
-    """Decode a stored face to (H, W, 3) uint8 RGB at ``size``: 112x112 is kept, or center-cropped to 112x96.
-
-    An image already stored at ``size`` is kept as is; anything else raises ``BadDataError`` naming ``where``.
-    """
-    image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)  # BGR; gray -> 3 channels
-    if image is None:
-        raise BadDataError(f"{where}: cannot decode the image ({len(encoded)} bytes): the stored image is damaged")
-    height, width = image.shape[:2]
-    if (height, width) == STORED_SIZE and tuple(size) == (112, 96):
-        image = image[:, CROP_X : width - CROP_X]  # (112, 112, 3) -> (112, 96, 3)
-    elif (height, width) != tuple(size):
-        raise BadDataError(
-            f"{where}: image is {height}x{width} (HxW); expected insightface's 112x112 (served as 112x112 or cropped "
-            f"to 112x96) or {size[0]}x{size[1]}: this file holds differently aligned faces"
-        )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_class_identities(path: str | Path, num_classes: int) -> list[str]:
@@ -203,11 +182,11 @@ class RecordIO(TrainingImages):
         index = self.index()
         if index.problems and self.on_bad == "fail":
             raise BadDataError(
-                f"{len(index.problems)} damaged record(s): {_listed(index.problems, 3)}. Fix the files or set "
+                f"{len(index.problems)} damaged record(s): {listed(index.problems, 3)}. Fix the files or set "
                 "data.train.on_bad=skip"
             )
         if index.problems:
-            rank_zero_warn(f"{self.rec_path}: skipping {len(index.problems)} record(s): {_listed(index.problems)}")
+            rank_zero_warn(f"{self.rec_path}: skipping {len(index.problems)} record(s): {listed(index.problems)}")
         if index.images.empty:
             raise BadDataError(f"{self.rec_path} has no usable image records")
         if self.property_path.is_file():

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
-from amlit.data.images import IMAGE_EXTENSIONS, BadDataPolicy, ImageFiles
+from amlit.data.images import BadDataPolicy, read_image, scan_identity_tree
 from amlit.data.transforms import TrainAugment
-from amlit.errors import BadDataError, MissingDataError
+from amlit.errors import BadDataError, MissingDataError, listed
 
 
 class TrainingImages(ABC):
@@ -55,47 +57,51 @@ class TrainingImages(ABC):
         return True
 
 
-def _looks_complete(path: str) -> bool:
-    """Cheap integrity check without decoding: a JPEG ends with EOI (FF D9), a PNG with its IEND chunk.
+class ImageFiles(Dataset):
+    """``(image uint8 (H, W, 3), target int64)`` for a list of files under ``root``.
 
-    Catches the common damage (truncated downloads/copies, empty files) in two small reads per file.
+    ``targets`` are class labels for training and image indices for evaluation (so that embeddings gathered
+    from several processes can be put back in order). With ``on_bad="skip"`` an image that fails to decode is
+    replaced by the next one in the list (a training batch keeps its size) and a warning names it; evaluation sets
+    use ``"fail"``, since a replaced image would change the protocol. ``transform`` (uint8 (H, W, 3) -> uint8
+    (H, W, 3), e.g. ``amlit.data.transforms.TrainAugment``) runs on each decoded image in the worker.
     """
-    try:
-        with open(path, "rb") as file:
-            head = file.read(8)
-            file.seek(0, os.SEEK_END)
-            size = file.tell()
-            file.seek(max(0, size - 12))
-            tail = file.read()
-    except OSError:
-        return False
-    if head.startswith(b"\xff\xd8"):
-        return tail.rstrip(b"\x00\r\n").endswith(b"\xff\xd9")
-    if head.startswith(b"\x89PNG"):
-        return tail.endswith(b"IEND\xaeB`\x82")
-    return size > 0  # other formats (bmp): decoding will tell
 
+    def __init__(
+        self,
+        root: Path,
+        files: Sequence[str],
+        targets: Sequence[int],
+        size: tuple[int, int],
+        on_bad: BadDataPolicy = "fail",
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        if len(files) != len(targets):
+            raise ValueError(f"{len(files)} files but {len(targets)} targets")
+        self.root = Path(root)
+        self.files = list(files)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.size = (int(size[0]), int(size[1]))
+        self.on_bad = on_bad
+        self.transform = transform
 
-def scan_identity_tree(root: Path, check_files: bool = True) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Scan ``<root>/<identity>/<image>``: (table of identity/name, empty identity folders, damaged files)."""
-    rows, empty, damaged = [], [], []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        images = sorted(f.name for f in os.scandir(entry.path) if f.name.lower().endswith(IMAGE_EXTENSIONS))
-        if not images:
-            empty.append(entry.path)
-        for image in images:
-            name = f"{entry.name}/{image}"
-            if check_files and not _looks_complete(os.path.join(root, name)):
-                damaged.append(name)
-            else:
-                rows.append((entry.name, name))
-    return pd.DataFrame(rows, columns=["identity", "name"]), empty, damaged
+    def __len__(self) -> int:
+        return len(self.files)
 
-
-def _listed(items: Sequence[str], limit: int = 5) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for attempt in range(len(self.files)):
+            current = (index + attempt) % len(self.files)
+            try:
+                image = read_image(self.root / self.files[current], self.size)
+            except BadDataError as error:
+                if self.on_bad == "fail":
+                    raise
+                rank_zero_warn(f"skipping an unreadable training image: {error}")
+                continue
+            if self.transform is not None:
+                image = self.transform(image)
+            return torch.from_numpy(image), int(self.targets[current])
+        raise BadDataError(f"no image under {self.root} could be decoded")
 
 
 class ImageFolder(TrainingImages):
@@ -140,9 +146,9 @@ class ImageFolder(TrainingImages):
                 "of aligned faces (e.g. CASIA-WebFace aligned to 112x96); set data.train.root to it"
             )
         table, empty, damaged = scan_identity_tree(self.root, self.check_files)
-        problems = [f"{len(empty)} empty identity folder(s): {_listed(empty)}"] if empty else []
+        problems = [f"{len(empty)} empty identity folder(s): {listed(empty)}"] if empty else []
         if damaged:
-            problems.append(f"{len(damaged)} damaged image file(s) (truncated or empty): {_listed(damaged)}")
+            problems.append(f"{len(damaged)} damaged image file(s) (truncated or empty): {listed(damaged)}")
         if problems and self.on_bad == "fail":
             raise BadDataError(
                 f"{self.root}: " + "; ".join(problems) + ". Fix or remove them, or set data.train.on_bad=skip"

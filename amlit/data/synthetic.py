@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from amlit.data.pairs import lfw_image_path, sample_fold_pairs, write_lfw_pairs
+from amlit.eval.pairs import lfw_image_path, sample_fold_pairs, write_lfw_pairs
 
 # SphereFace 112x96 alignment template (x, y): left eye, right eye, nose tip, left and right mouth corner.
 TEMPLATE_112X96 = np.array(

@@ -1,6 +1,6 @@
 """insightface verification ``.bin`` files (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``), read without running them.
 
-Format (data_facts §2.3; insightface ``lfw2pack.py``, ``build_eval_pack.py``, ``eval/verification.py load_bin``):
+Format (insightface ``lfw2pack.py``, ``build_eval_pack.py``, ``eval/verification.py load_bin``):
 a pickle of ``(bins, issame_list)``; ``bins`` holds ``2·P`` encoded image files (bytes, or uint8 numpy buffers from
 ``cv2.imencode``), ``issame_list`` ``P`` bools; pair ``i`` is ``(bins[2i], bins[2i+1])``. Images are aligned
 112x112 crops (the SphereFace 112x96 template shifted by +8 px in x). insightface scores them in 10 folds of
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from amlit.data.pairs import PairList
-from amlit.data.recordio_source import decode_face
+from amlit.data.images import decode_face
 from amlit.errors import BadDataError, MissingDataError
 from amlit.eval.evalset import EvalSet
+from amlit.eval.pairs import PairList
 from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verification_metrics
 
 NUM_FOLDS = 10

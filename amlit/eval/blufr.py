@@ -137,7 +137,7 @@ def write_blufr_config(path: str | Path, config: BlufrConfig) -> None:
 def sample_blufr_protocol(
     image_list: Sequence[str], labels: Sequence[int], num_trials: int = 10, seed: int = 0
 ) -> BlufrConfig:
-    """A BLUFR-style protocol for another image set, with LFW's BLUFR proportions (data_facts §4.1): per trial,
+    """A BLUFR-style protocol for another image set, with LFW's BLUFR proportions (blufr_lfw_config.mat): per trial,
     26% of the subjects (1,500 of 5,749) are set aside for training; all images of the others are the test set;
     23.5% of the test subjects with >= 2 images (1,000 of 4,249) get one gallery image each, their other images
     are genuine probes and the test subjects outside the gallery are impostor probes. Used for the demo data."""

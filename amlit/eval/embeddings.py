@@ -1,5 +1,5 @@
-"""The embeddings file (DESIGN "Interfaces"): one ``.npz`` with ``names`` (image paths relative to the data root,
-str) and ``features`` (N, D) float32, flip-summed and L2-normalized; written by ``amlit predict``."""
+"""The embeddings file, amlit's interface to other tools: one ``.npz`` with ``names`` (image paths relative to the
+data root, str) and ``features`` (N, D) float32, flip-summed and L2-normalized; written by ``amlit predict``."""
 
 from __future__ import annotations
 

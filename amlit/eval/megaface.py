@@ -1,6 +1,6 @@
 """MegaFace challenge 1 (Kemelmacher-Shlizerman et al., CVPR 2016, arXiv:1512.00596) scored by amlit on the device.
 
-Protocol (data_facts §5; the devkit's ``run_experiment.py`` with the identity JB model = L2 distance on
+Protocol (the devkit's ``run_experiment.py`` with the identity JB model = L2 distance on
 L2-normalized features, which ranks exactly like the cosine score s used here, since ||a - b||² = 2 - 2 s):
 
 - Identification. For each probe identity with images I, each gallery image g in I is added in turn to the
@@ -32,10 +32,14 @@ Scores are computed in the features' dtype (float32 normally: the matmul is the 
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -43,8 +47,10 @@ import torch
 from tqdm.auto import tqdm
 
 from amlit import keys
-from amlit.errors import BadDataError, ConfigError
+from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.curves import Curve
+from amlit.eval.far import far_count
+from amlit.listfiles import read_entries
 
 MEGAFACE_FAR = 1e-6  # the verification point reported for challenge 1
 MAX_RANK = 10  # CMC ranks kept (running top-10 of distractor scores per probe)
@@ -61,20 +67,8 @@ class DistractorScan:
     num_impostors: int  # P * N
 
 
-def far_key(far: float) -> str:
-    """Metric key of a FAR without losing digits: 1e-6 -> ``tar@far=1e-6``, 0.0137 -> ``tar@far=1.37e-2``."""
-    return f"tar@far={keys.far_name(far)}"
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def far_count(far: float, num_impostors: int) -> int:
-    """``floor(far * num_impostors)`` with ``far`` read as the decimal it prints as (1e-6 * 3.53e9 = 3530 exactly)."""
-    if not 0 <= far <= 1:
-        raise ConfigError(f"FAR must be in [0, 1], got {far}")
-    return math.floor(Fraction(repr(float(far))) * num_impostors)
 
 
 def histogram_bins(scores: torch.Tensor, roc_bins: int) -> torch.Tensor:
@@ -169,7 +163,7 @@ def _operating_thresholds(top_impostors: torch.Tensor, count: int) -> torch.Tens
     return padded
 
 
-def tar_at_far(
+def interpolated_tar(
     genuine: torch.Tensor,
     top_impostors: torch.Tensor,
     num_impostors: int,
@@ -230,10 +224,9 @@ def evaluate_megaface(
     """MegaFace challenge 1 on L2-normalized features: probes (P, D) with identity labels (P,), distractors (N, D)
     (any N, e.g. the devkit's 10 .. 1,000,000; kept where they are and streamed to ``device`` in chunks).
 
-    Returns ``rank1`` (identification rate at rank 1), ``tar@far=<far>`` (:func:`far_key`, e.g. ``tar@far=1e-6``),
-    ``cmc``
-    (Curve, ranks 1..max_rank), ``roc`` (Curve, log FAR), and the counts ``num_probes``, ``num_distractors``,
-    ``num_identification_trials``, ``num_genuine_pairs``.
+    Returns ``rank1`` (identification rate at rank 1), ``tar@far=<far>`` (``amlit.keys.far_key``, e.g.
+    ``tar@far=1e-6``), ``cmc`` (Curve, ranks 1..max_rank), ``roc`` (Curve, log FAR), and the counts
+    ``num_probes``, ``num_distractors``, ``num_identification_trials``, ``num_genuine_pairs``.
     """
     if probe_features.ndim != 2 or distractor_features.ndim != 2:
         raise BadDataError(
@@ -270,7 +263,7 @@ def evaluate_megaface(
     genuine = genuine_scores(probe_scores, labels)
     return {
         "rank1": float(cmc[0]),
-        far_key(far): tar_at_far(genuine, scan.top_impostors, num_impostors, far, interpolation),
+        keys.far_key(far): interpolated_tar(genuine, scan.top_impostors, num_impostors, far, interpolation),
         "cmc": Curve(np.arange(1, max_rank + 1, dtype=np.float64), cmc, x_label="rank", y_label="identification rate"),
         "roc": roc_curve(genuine, scan),
         "num_probes": float(len(probes)),
@@ -278,3 +271,140 @@ def evaluate_megaface(
         "num_identification_trials": float(_same_identity(labels).sum()),
         "num_genuine_pairs": float(len(genuine)),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Devkit files: feature files, JSON image lists, probe identities
+#
+# Feature file (devkit ``scripts/matio.py``; insightface ``gen_megaface.py write_bin``): an OpenCV Mat in binary,
+# little-endian: int32 rows (= D), int32 cols (= 1), int32 stride (= 4 bytes), int32 type (= 5, CV_32F), then D
+# float32 -> 16 + 4 D bytes. The feature of list entry ``P`` lives at ``<root>/P<ending>`` (e.g.
+# ``Adam_Brody/Adam_Brody_420.png_amlit.bin``). Lists are JSON objects with a ``"path"`` array
+# (``templatelists/facescrub_features_list.json``, ``megaface_features_list.json_<size>_<set>``).
+
+HEADER = struct.Struct("<4i")  # rows, cols, stride, type
+CV_32F = 5
+_IO_THREADS = 8  # reading a million small files is latency-bound, not CPU-bound
+
+
+def read_feature_file(path: str | Path) -> np.ndarray:
+    """One devkit feature file -> (D,) float32."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MissingDataError(
+            f"feature file not found: {path}; expected <root>/<list path><ending> for every list entry "
+            "(check --*_root and --ending)"
+        ) from None
+    if len(data) < HEADER.size:
+        raise BadDataError(f"{path} has {len(data)} bytes; a devkit feature file starts with a 16-byte header")
+    rows, cols, stride, kind = HEADER.unpack_from(data)
+    if rows < 1 or cols != 1 or stride != 4 or kind != CV_32F:
+        raise BadDataError(
+            f"{path}: header (rows, cols, stride, type) = ({rows}, {cols}, {stride}, {kind}); expected (D, 1, 4, 5), "
+            "a float32 column vector written by the MegaFace devkit's matio / insightface gen_megaface.py"
+        )
+    if len(data) != HEADER.size + 4 * rows:
+        raise BadDataError(
+            f"{path} has {len(data)} bytes; its header says {rows} float32 values, so expected {HEADER.size + 4 * rows}"
+        )
+    return np.frombuffer(data, dtype="<f4", offset=HEADER.size).astype(np.float32)
+
+
+def write_feature_file(path: str | Path, feature: np.ndarray) -> None:
+    """Write one (D,) feature as a devkit feature file (parent folders created)."""
+    values = np.asarray(feature, dtype="<f4").reshape(-1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(HEADER.pack(len(values), 1, 4, CV_32F) + values.tobytes())
+
+
+def read_image_list(path: str | Path) -> list[str]:
+    """The ``"path"`` array of a devkit JSON list."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(
+            f"MegaFace list not found: {path}; expected a devkit templatelists/*.json* file with a 'path' array"
+        )
+    try:
+        paths = json.loads(path.read_text())["path"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise BadDataError(f"{path} is not a devkit list (JSON object with a 'path' array of image paths)") from error
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise BadDataError(f"{path}: 'path' must be an array of image path strings")
+    return paths
+
+
+def feature_path(root: str | Path, image: str, ending: str) -> Path:
+    """``<root>/<image><ending>``, the devkit's naming (the ending is appended to the full image file name)."""
+    return Path(root) / f"{image}{ending}"
+
+
+def read_features(
+    images: Sequence[str], root: str | Path, ending: str, progress: bool = True, description: str = "features"
+) -> np.ndarray:
+    """Features of ``images`` (list paths) from a devkit feature tree -> (N, D) float32, in list order."""
+    paths = [feature_path(root, image, ending) for image in images]
+    with ThreadPoolExecutor(_IO_THREADS) as pool:
+        reads = pool.map(read_feature_file, paths)
+        features = list(tqdm(reads, total=len(paths), desc=description, disable=not progress))
+    if not features:
+        raise BadDataError(f"no features to read under {root}: the list is empty")
+    dims = {len(f) for f in features}
+    if len(dims) != 1:
+        raise BadDataError(f"feature files under {root} have different dimensions {sorted(dims)}; expected one")
+    return np.stack(features)
+
+
+def write_features(
+    images: Sequence[str], features: np.ndarray, root: str | Path, ending: str, progress: bool = True
+) -> None:
+    """Write a devkit feature tree: one file ``<root>/<image><ending>`` per row of ``features`` (N, D)."""
+    if len(images) != len(features):
+        raise BadDataError(f"got {len(images)} image names for {len(features)} features; expected one each")
+    with ThreadPoolExecutor(_IO_THREADS) as pool:
+        paths = [feature_path(root, image, ending) for image in images]
+        jobs = pool.map(write_feature_file, paths, features)
+        for _ in tqdm(jobs, total=len(images), desc="writing feature files", disable=not progress):
+            pass
+
+
+def identity_of(image: str) -> str:
+    """FaceScrub identity of a probe path ``<Name>/<Name>_<n>.png`` (folder; else the file name before ``_<n>``)."""
+    parts = image.replace("\\", "/").split("/")
+    if len(parts) > 1:
+        return parts[-2]
+    stem = parts[-1].rsplit("_", 1)
+    if len(stem) != 2:
+        raise BadDataError(f"cannot tell the identity of probe image {image!r}; expected <Name>/<Name>_<n>.png")
+    return stem[0]
+
+
+def identity_labels(images: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """(labels (N,) int64, identity names) with label i = ``names[i]``; names sorted."""
+    identities = [identity_of(image) for image in images]
+    names = sorted(set(identities))
+    index = {name: label for label, name in enumerate(names)}
+    return np.array([index[identity] for identity in identities], dtype=np.int64), names
+
+
+def read_identity_names(path: str | Path) -> list[str]:
+    """One identity per line (``#`` comments allowed), e.g. ``facescrub_set1_names_80.txt``."""
+    path = Path(path)
+    missing = f"identity list not found: {path}; expected one FaceScrub name per line (facescrub_set1_names_80.txt)"
+    return [entry for _, entry in read_entries(path, missing)]
+
+
+def select_identities(names: list[str], identities_file: str | Path) -> np.ndarray:
+    """Row mask of the probes whose identity is listed; every listed identity must have a probe."""
+    wanted = read_identity_names(identities_file)
+    present = {identity_of(name) for name in names}
+    missing = [name for name in wanted if name not in present]
+    if missing:
+        raise BadDataError(
+            f"{len(missing)} identities of {identities_file} have no probe image (e.g. {', '.join(missing[:5])}); "
+            "embed the full FaceScrub probe set"
+        )
+    wanted_set = set(wanted)
+    return np.array([identity_of(name) in wanted_set for name in names], dtype=bool)

@@ -23,11 +23,12 @@ from typing import Literal
 import torch
 from torchmetrics.functional.classification import binary_auroc, binary_eer, binary_roc
 
-from amlit.data.pairs import PairList
+from amlit import keys
 from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
 from amlit.eval.evalset import Views
-from amlit.eval.megaface import far_count, far_key
+from amlit.eval.far import far_count
+from amlit.eval.pairs import PairList
 
 SPHEREFACE_THRESHOLDS = torch.arange(-10_000, 10_001, dtype=torch.float64) / 10_000
 
@@ -225,7 +226,7 @@ def roc_metrics(
         "eer": float(binary_eer(unit, target)),
     }
     for point in far_points:
-        metrics[far_key(point)] = tar_at_far(scores, issame, point)
+        metrics[keys.far_key(point)] = tar_at_far(scores, issame, point)
     metrics["roc"] = Curve(
         far.double().numpy(), tar.double().numpy(), "false accept rate", "true accept rate", log_x=True
     )

@@ -4,7 +4,7 @@ Nothing in wandb validates a sweep without a server, and the ``sweeps`` package 
 restated here: allowed top-level keys, methods, ``metric``, the parameter forms and their distributions, grid only
 over discrete parameters, ``min < max``, Hyperband fields of ``early_terminate``, and command macros (whole list items,
 known names). Two rules are amlit's own: parameters are flat dotted CLI keys (``model.head.margin``; nested
-``parameters:`` blocks do not run in the local engine) and the metric is never a test-set key (DESIGN: no test-set
+``parameters:`` blocks do not run in the local engine) and the metric is never a test-set key (no test-set
 model selection).
 """
 

@@ -21,7 +21,7 @@ def expected_parameter_count(units, widths=(64, 128, 256, 512), size=(112, 96), 
 def test_sphereface20_parameter_count_and_fc5_size():
     model = SphereFace(depth=20)
     count = sum(p.numel() for p in model.parameters())
-    assert count == expected_parameter_count((1, 2, 4, 1)) == 22_666_944  # ~22.67 M as in data_facts §6
+    assert count == expected_parameter_count((1, 2, 4, 1)) == 22_666_944  # ~22.67 M: the prototxt's layer shapes
     assert model.fc5.in_features == 512 * 7 * 6 == 21_504
     assert SphereFace(depth=20, input_size=(112, 112)).fc5.in_features == 512 * 7 * 7
     conv_layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

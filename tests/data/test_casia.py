@@ -7,7 +7,7 @@ import torch
 from conftest import write_verification_bin
 
 from amlit.data import CasiaDataModule, ImageFolder
-from amlit.data.images import ImageFiles
+from amlit.data.sources import ImageFiles
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 
 

@@ -1,7 +1,7 @@
 import hashlib
 
-from amlit.data.pairs import read_lfw_pairs
 from amlit.data.synthetic import SyntheticSpec, generate
+from amlit.eval.pairs import read_lfw_pairs
 
 
 def _digest(folder):

@@ -12,18 +12,21 @@ import torch
 from amlit.cli import run_tool
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.embeddings import read_embeddings
-from amlit.eval.megaface import evaluate_megaface, far_count, far_key, tar_at_far
-from amlit.eval.megaface_files import (
+from amlit.eval.far import far_count
+from amlit.eval.megaface import (
+    evaluate_megaface,
     identity_labels,
     identity_of,
+    interpolated_tar,
     read_feature_file,
     read_features,
     read_identity_names,
     read_image_list,
+    select_identities,
     write_feature_file,
     write_features,
 )
-from amlit.eval.megaface_tool import select_identities
+from amlit.keys import far_key
 
 # ---------------------------------------------------------------- a planted set, answers worked out by hand
 
@@ -199,7 +202,7 @@ def test_chunked_equals_unchunked(interpolation):
 
 def test_tar_at_far_needs_enough_top_scores():
     with pytest.raises(ValueError, match="largest impostor scores"):
-        tar_at_far(torch.tensor([0.5]), torch.tensor([0.9]), num_impostors=100, far=0.05)
+        interpolated_tar(torch.tensor([0.5]), torch.tensor([0.9]), num_impostors=100, far=0.05)
 
 
 # ---------------------------------------------------------------- devkit feature files and lists

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from amlit.cli import run_tool
-from amlit.data.pairs import read_lfw_pairs
 from amlit.errors import BadDataError, MissingDataError
 from amlit.eval.blufr import evaluate_blufr, read_blufr_config
+from amlit.eval.pairs import read_lfw_pairs
 from amlit.eval.verification import pair_verification_metrics
 
 

@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from amlit.data.pairs import PairList
 from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
-from amlit.eval.megaface import far_key
+from amlit.eval.pairs import PairList
 from amlit.eval.verification import (
     PROTOCOL_VIEWS,
     SPHEREFACE_THRESHOLDS,
@@ -19,6 +18,7 @@ from amlit.eval.verification import (
     tar_at_far,
     threshold_accuracy,
 )
+from amlit.keys import far_key
 
 
 def naive_accuracy(scores, issame, t):

@@ -1,6 +1,6 @@
 """Verification pairs: the LFW ``pairs.txt`` format (View 2), and pairs drawn from held-out identities.
 
-``pairs.txt`` (data_facts §3): a header ``<folds><TAB><n>``, then per fold ``n`` matched lines
+``pairs.txt`` (LFW README, "View 2"): a header ``<folds><TAB><n>``, then per fold ``n`` matched lines
 ``Name<TAB>i<TAB>j`` followed by ``n`` mismatched lines ``Name1<TAB>i<TAB>Name2<TAB>j``; image numbers are 1-based
 and name the file ``Name/Name_<%04d>.jpg``. The real file has 10 folds of 300 + 300 pairs.
 """

@@ -1,4 +1,5 @@
-"""MegaFace challenge 1 inside ``amlit test``: the probe and distractor images to embed, and their scoring."""
+"""MegaFace challenge 1 inside ``amlit test``: the probe and distractor images to embed (scored by
+``amlit.eval.megaface``)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amlit.data.align import scan_images
-from amlit.data.images import IMAGE_EXTENSIONS
+from amlit.data.images import IMAGE_EXTENSIONS, scan_images
 from amlit.errors import BadDataError
 from amlit.eval.curves import Curve
-from amlit.eval.megaface import evaluate_megaface
-from amlit.eval.megaface_files import identity_labels, read_image_list
-from amlit.eval.megaface_tool import select_identities
+from amlit.eval.megaface import evaluate_megaface, identity_labels, read_image_list, select_identities
 
 
 def _images_below(root: Path) -> list[str]:

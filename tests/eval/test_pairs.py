@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from amlit.data.pairs import PairList, parse_lfw_pairs, read_lfw_pairs, sample_fold_pairs, write_lfw_pairs
 from amlit.errors import BadDataError, MissingDataError
+from amlit.eval.pairs import PairList, parse_lfw_pairs, read_lfw_pairs, sample_fold_pairs, write_lfw_pairs
 
 
 def test_real_lfw_pairs_parse_into_ten_folds_of_300_plus_300(shared_data):
@@ -15,7 +15,7 @@ def test_real_lfw_pairs_parse_into_ten_folds_of_300_plus_300(shared_data):
         assert pairs.issame[in_fold].sum() == 300
         # Within a fold the 300 matched pairs come first, as in the file.
         assert pairs.issame[in_fold][:300].all() and not pairs.issame[in_fold][300:].any()
-    assert len(pairs.images) == 7701  # distinct images (data_facts §3)
+    assert len(pairs.images) == 7701  # distinct images of the real pairs.txt
     assert {p.split("/")[0] for p in pairs.images}.__len__() == 4281  # distinct people
     first = pairs.images[pairs.left[0]], pairs.images[pairs.right[0]]
     assert first == ("Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg")

@@ -1,0 +1,25 @@
+"""Plain-text list files (identity ids, names, image lists): one entry per line, ``#`` starts a comment.
+
+Neutral ground for ``amlit.data`` and ``amlit.eval``, which both read such lists (exclusion lists, FaceScrub names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from amlit.errors import MissingDataError
+
+
+def read_entries(path: str | Path, missing_message: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text without its ``#`` comment, stripped) for each non-blank line of a UTF-8 file.
+
+    Raises ``MissingDataError(missing_message)`` when ``path`` is not a file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(missing_message)
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            yield number, entry
