@@ -99,11 +99,25 @@ class ResultsWriter(Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "log_image") and written:
                 logger.log_image(key="test/plots", images=[str(p) for p in written], caption=[p.stem for p in written])
-        width = max(map(len, metrics), default=0)
-        table = "\n".join(f"  {key:<{width}}  {value:.6g}" for key, value in metrics.items())
         rank_zero_info(
-            f"test results:\n{table}\nwrote results.json, results.csv and {len(written)} plot(s) to {output_dir}"
+            f"{_results_table('test', metrics)}\nwrote results.json, results.csv and {len(written)} plot(s) to "
+            f"{output_dir}"
         )
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        """``amlit validate`` prints its metrics as ``test`` does (during ``fit`` the loggers and the progress bar
+        have them)."""
+        if trainer.state.fn != TrainerFn.VALIDATING or trainer.sanity_checking:
+            return
+        metrics = {
+            k: float(v) for k, v in pl_module.eval_results.items() if k.startswith("val/") and not isinstance(v, Curve)
+        }
+        rank_zero_info(_results_table("validation", metrics))
+
+
+def _results_table(stage: str, metrics: dict[str, float]) -> str:
+    width = max(map(len, metrics), default=0)
+    return f"{stage} results:\n" + "\n".join(f"  {key:<{width}}  {value:.6g}" for key, value in metrics.items())
 
 
 def _saved_config(trainer) -> dict | None:

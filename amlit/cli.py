@@ -22,6 +22,7 @@ from jsonargparse import CLI
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from amlit.compat import silence_lightning_adverts, worker_error_message
 from amlit.errors import UserInputError
 from amlit.loggers import SaveConfigToLoggers
 from amlit.module import FaceVerificationModule
@@ -34,6 +35,8 @@ warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_t
 class AmlitCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        # One setting for the crop size: the backbone is built for the data's (H, W).
+        parser.link_arguments("data.init_args.image_size", "model.backbone.init_args.input_size", apply_on="parse")
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -101,10 +104,27 @@ def find_user_error(error: BaseException | None) -> UserInputError | None:
     return None
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """One line per warning, without the source line Python prints under it by default."""
+    return f"amlit: warning: {message}\n" if category is UserWarning else f"{category.__name__}: {message}\n"
+
+
+def configure_console() -> None:
+    """How the command line talks: warnings as one line each, no framework adverts, and progress bars that refresh
+    rarely when the output is a log file rather than a terminal (each refresh is a new line there)."""
+    warnings.formatwarning = _format_warning
+    silence_lightning_adverts()
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MINITERS", "100")  # Lightning's bars: refresh every 100 batches
+        os.environ.setdefault("TQDM_MININTERVAL", "30")  # other bars: at most every 30 s
+
+
 def main() -> None:
-    """Entry point of the ``amlit`` console script: user errors print one message and exit with status 2; a run
-    stopped by SIGTERM (after its checkpoint) exits with 143, the shell's code for it, so schedulers see it."""
+    """Entry point of the ``amlit`` console script: user errors (also those raised in DataLoader workers) print one
+    message and exit with status 2; a run stopped by SIGTERM (after its checkpoint) exits with 143, the shell's code
+    for it, so schedulers see it."""
     args = sys.argv[1:]
+    configure_console()
     try:
         if args and args[0] in tool_commands():
             run_tool(args)
@@ -116,7 +136,7 @@ def main() -> None:
         user_error = find_user_error(error)
         if user_error is None:
             raise
-        print(f"amlit: error: {user_error}", file=sys.stderr)
+        print(f"amlit: error: {worker_error_message(user_error)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -84,10 +84,10 @@ def main() -> None:
         start = time.perf_counter()
         pack(root, scratch / "packed", workers=2)
         folder = ImageFolder(root)
-        table = folder.image_table()
+        table = folder.image_table((112, 96))
         print(f"pack: {len(table)} images in {time.perf_counter() - start:.1f} s with 2 workers (fork server included)")
         packed = PackedShards(scratch / "packed")
-        packed.image_table()
+        packed.image_table((112, 96))
         names, labels, size = table["name"], np.zeros(len(table), np.int64), (112, 96)
         augment = TrainAugment(affine_p=1.0, brightness_contrast_p=0.5, grayscale_p=0.2, jpeg_p=0.5, seed=0)
         paths = {

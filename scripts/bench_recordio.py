@@ -69,14 +69,14 @@ def main() -> None:
             if label == "cold":
                 drop_cache(folder / "train.rec")
             start = time.perf_counter()
-            table = RecordIO(folder).image_table()
+            table = RecordIO(folder).image_table((112, 96))
             seconds = time.perf_counter() - start
             print(
                 f"image_table ({label} cache): {seconds:.2f} s for {len(table):,} images "
                 f"-> ~{seconds * scale:.1f} s for {REAL_IMAGES:,}"
             )
         source = RecordIO(folder)
-        source.image_table()
+        source.image_table((112, 96))
         dataset = source.dataset(table["name"], np.zeros(len(table), int), (112, 96))
         order = np.random.default_rng(1).permutation(len(dataset))[: args.decode]
         start = time.perf_counter()

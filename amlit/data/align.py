@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from amlit.data.images import decode_image, scan_images, write_image_atomically
+from amlit.data.images import accepted_extensions, decode_image, read_image_size, scan_images, write_image_atomically
 from amlit.data.landmarks import LandmarkFormat, read_landmarks
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 
@@ -115,6 +115,63 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, template: AlignTemplate
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Plausibility of landmarks
+# Limits of the checks below, set on the 13,233 faces of the public lfw_landmark.txt (MTCNN on the 250x250 LFW
+# originals), which all pass: normalized fit residual <= 0.35, in-plane angle within +-28 degrees, eye distance /
+# eye-to-mouth distance 0.25 .. 1.52, nose at 0.02 .. 1.15 of the way from the eyes to the mouth.
+MAX_FIT_RESIDUAL = 0.5  # RMS distance to the template after the best similarity fit, in template eye distances
+MAX_ANGLE_DEGREES = 90.0  # in-plane rotation of the face: beyond this it is upside down
+EYE_TO_MOUTH_RATIO = (0.2, 2.5)  # eye distance / eye-to-mouth distance (the 112x96 template: 0.87)
+NOSE_POSITION = (-0.5, 1.5)  # the nose's position along the eyes-to-mouth axis (0 = between the eyes, 1 = mouth)
+
+
+def outside_image(points: np.ndarray, image_size: tuple[int, int]) -> str | None:
+    """Why ``points`` (5, 2; x, y, 0-based pixel centres) cannot belong to an image of ``image_size`` (H, W), or None.
+
+    A point may lie at most half a pixel beyond the outer pixel centres. Landmarks made for a larger copy of the
+    image (``lfw_landmark.txt`` is for the 250x250 originals) typically fall outside a smaller one.
+    """
+    height, width = image_size
+    x, y = points[:, 0], points[:, 1]
+    if x.min() >= -0.5 and y.min() >= -0.5 and x.max() <= width - 0.5 and y.max() <= height - 0.5:
+        return None
+    return (
+        f"landmarks outside the {height}x{width} (HxW) image (x {x.min():.1f}..{x.max():.1f}, y {y.min():.1f}.."
+        f"{y.max():.1f}): the landmark file is for images of another size"
+    )
+
+
+def implausible_face(points: np.ndarray, template: np.ndarray) -> str | None:
+    """Why five points ``points`` (5, 2) cannot be a face's left eye, right eye, nose, left and right mouth corner
+    (image left/right), or None: fitted to ``template`` (5, 2) by a similarity, they must land near it (a swapped
+    left/right or shuffled order cannot be fitted without a mirror), the face must not be upside down, the eyes
+    must be above the nose above the mouth, and the eye distance must be in proportion to the eye-to-mouth one."""
+    points = np.asarray(points, dtype=np.float64)
+    eye_distance = float(np.linalg.norm(points[1] - points[0]))
+    eyes, mouth = (points[0] + points[1]) / 2, (points[3] + points[4]) / 2
+    axis = mouth - eyes  # (2,) eyes -> mouth
+    axis_length = float(np.linalg.norm(axis))
+    if eye_distance == 0 or axis_length == 0:
+        return "degenerate landmarks (the eyes, or the eyes and the mouth, coincide)"
+    matrix = similarity_transform(points, template)
+    fitted = points @ matrix[:, :2].T + matrix[:, 2]
+    template_eyes = float(np.linalg.norm(template[1] - template[0]))
+    residual = float(np.sqrt(((fitted - template) ** 2).sum(axis=1).mean())) / template_eyes
+    angle = float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))  # rotation that uprights the face
+    ratio = eye_distance / axis_length
+    nose = float((points[2] - eyes) @ axis) / axis_length**2
+    if residual > MAX_FIT_RESIDUAL:
+        return f"the five points do not fit the face template (residual {residual:.2f} eye distances): wrong order?"
+    if abs(angle) > MAX_ANGLE_DEGREES:
+        return f"the face would be rotated by {angle:.0f} degrees (upside down): wrong point order or y axis?"
+    if not EYE_TO_MOUTH_RATIO[0] <= ratio <= EYE_TO_MOUTH_RATIO[1]:
+        return f"eye distance / eye-to-mouth distance is {ratio:.2f}, outside {EYE_TO_MOUTH_RATIO}"
+    if not NOSE_POSITION[0] <= nose <= NOSE_POSITION[1]:
+        return f"the nose is not between the eyes and the mouth (at {nose:.2f} of the way)"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Whole trees
 
 
@@ -140,19 +197,26 @@ class _Job:
     target: str  # absolute output path
     relative: str  # input path relative to raw_root (for reports)
     landmarks: np.ndarray  # (5, 2)
+    size_known: bool  # whether the landmarks were checked against the image size when planning
 
 
-def _align_one(job: _Job, template: AlignTemplate, jpeg_quality: int) -> tuple[str, str]:
-    """Align one file; returns (relative path, '' on success or the reason it is bad)."""
+def _align_one(job: _Job, template: AlignTemplate, jpeg_quality: int) -> tuple[str, str, str]:
+    """Align one file; returns (relative path, report status or '' on success, reason)."""
     try:
         image = decode_image(Path(job.source).read_bytes())
-    except (OSError, ValueError) as error:
-        return job.relative, str(error)
+    except OSError as error:
+        return job.relative, "bad_image", f"cannot be read ({error.strerror})"
+    except BadDataError as error:
+        return job.relative, "bad_image", str(error)
+    if not job.size_known and (problem := outside_image(job.landmarks, image.shape[:2])):
+        return job.relative, "landmarks_outside_image", problem
     write_image_atomically(Path(job.target), align_face(image, job.landmarks, template), jpeg_quality)
-    return job.relative, ""
+    return job.relative, "", ""
 
 
-def _run_jobs(jobs: list[_Job], template: AlignTemplate, jpeg_quality: int, workers: int) -> Iterator[tuple[str, str]]:
+def _run_jobs(
+    jobs: list[_Job], template: AlignTemplate, jpeg_quality: int, workers: int
+) -> Iterator[tuple[str, str, str]]:
     """Results of ``_align_one`` for every job, in completion order.
 
     Worker *threads*, not processes: decoding, warping, encoding and file I/O all run in OpenCV/OS code that
@@ -188,38 +252,97 @@ def _check_alignment_info(output: Path, info: dict) -> None:
     info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
-def _plan(table: pd.DataFrame, raw_root: Path, landmarks: Path, output: Path) -> tuple[list[_Job], list[tuple], int]:
-    """Match landmark rows to the images on disk: (jobs still to do, report rows (path, status, reason) of the
-    files that will not be aligned, number already aligned by an earlier run)."""
+def _image_sizes(paths: list[Path], workers: int) -> list[tuple[int, int] | None]:
+    """Header sizes of many files (I/O bound: threads)."""
+    if workers <= 1 or len(paths) < 64:
+        return [read_image_size(path) for path in paths]
+    with ThreadPool(workers) as pool:
+        return pool.map(read_image_size, paths, chunksize=256)
+
+
+def _plan(
+    table: pd.DataFrame, raw_root: Path, landmarks: Path, output: Path, template: AlignTemplate, workers: int
+) -> tuple[list[_Job], list[tuple], int]:
+    """Match landmark rows to the images on disk and check them before anything is written: (jobs still to do,
+    report rows (path, status, reason) of the files that will not be aligned, number already aligned earlier).
+
+    Every landmark set is checked for a plausible face (``implausible_face``) and against its image's size read
+    from the file header (``outside_image``; formats whose header does not say are checked after decoding). When
+    most images fail these checks the landmark file does not belong to these images: refuse, naming the cause.
+    """
     table = table.assign(path=[_relative_to_root(p, raw_root, landmarks) for p in table["path"]])
-    images = scan_images(raw_root)
-    on_disk = set(images)
-    has_image = table["path"].isin(on_disk)
-    if len(images) and len(table) and not has_image.any():
+    listing = scan_images(raw_root)
+    has_image = table["path"].isin(set(listing.images))
+    other_file = table["path"].isin(set(listing.other_files))
+    if len(table) and not has_image.any():
+        found = listing.images[:1] or listing.other_files[:1]
         raise BadDataError(
-            f"none of the {len(table)} paths in {landmarks} names an image under {raw_root} (e.g. {table['path'][0]!r} "
-            f"vs {images[0]!r}): the paths must be relative to raw_root"
+            f"none of the {len(table)} paths in {landmarks} names an image under {raw_root} (e.g. "
+            f"{table['path'][0]!r}; found there: {found[0] if found else 'nothing'!r}): the paths must be relative "
+            f"to raw_root and name image files ({accepted_extensions()})"
         )
     report = [
-        (p, "missing_image", "listed in the landmark file but not under raw_root") for p in table["path"][~has_image]
+        (p, "missing_image", "listed in the landmark file but not under raw_root")
+        for p in table["path"][~has_image & ~other_file]
     ]
-    listed = set(table["path"])
-    report += [(p, "no_landmarks", "no landmarks (e.g. no face detected)") for p in images if p not in listed]
-
+    report += [
+        (p, "unsupported_format", f"not an image extension (accepted: {accepted_extensions()})")
+        for p in table["path"][other_file]
+    ]
+    listed_paths = set(table["path"])
+    report += [
+        (p, "no_landmarks", "no landmarks (e.g. no face detected)") for p in listing.images if p not in listed_paths
+    ]
     table = table[has_image].reset_index(drop=True)
+
+    template_points = template.array()
+    sizes = _image_sizes([raw_root / p for p in table["path"]], workers)
+    problems = []  # (status, reason) per row, "" where fine
+    for points, size in zip(table["landmarks"], sizes, strict=True):
+        if reason := implausible_face(points, template_points):
+            problems.append(("implausible_landmarks", reason))
+        elif size is not None and (reason := outside_image(points, size)):
+            problems.append(("landmarks_outside_image", reason))
+        else:
+            problems.append(("", ""))
+    failing = [(path, status, reason) for path, (status, reason) in zip(table["path"], problems, strict=True) if status]
+    if len(failing) and 2 * len(failing) > len(table):
+        by_status = pd.Series([status for _, status, _ in failing]).value_counts()
+        raise BadDataError(
+            f"{len(failing)} of the {len(table)} images listed in {landmarks} fail the landmark checks ("
+            + ", ".join(f"{count} {status.replace('_', ' ')}" for status, count in by_status.items())
+            + f"), e.g. {raw_root / failing[0][0]}: {failing[0][2]}. The landmark file does not belong to these "
+            "images (another image size or version of the set?); nothing was aligned"
+        )
+    report += failing
+    keep = np.array([not status for status, _ in problems], dtype=bool)
+    size_known = np.array([size is not None for size in sizes], dtype=bool)[keep]
+    table = table[keep].reset_index(drop=True)
+
     table["output"] = [_output_name(p) for p in table["path"]]
     clash = table["output"].duplicated(keep="first")
     report += [
         (p, "name_clash", f"another image is also written as {o}")
         for p, o in zip(table["path"][clash], table["output"][clash], strict=True)
     ]
-    table = table[~clash]
     done = np.array([(output / o).is_file() for o in table["output"]], dtype=bool)
+    todo = ~clash.to_numpy() & ~done
     jobs = [
-        _Job(str(raw_root / row.path), str(output / row.output), row.path, row.landmarks)
-        for row in table[~done].itertuples()
+        _Job(str(raw_root / row.path), str(output / row.output), row.path, row.landmarks, bool(known))
+        for row, known in zip(table[todo].itertuples(), size_known[todo], strict=True)
     ]
-    return jobs, report, int(done.sum())
+    return jobs, report, int((done & ~clash.to_numpy()).sum())
+
+
+REPORT_STATUSES = (
+    "no_landmarks",
+    "missing_image",
+    "unsupported_format",
+    "bad_image",
+    "implausible_landmarks",
+    "landmarks_outside_image",
+    "name_clash",
+)
 
 
 def align_tree(
@@ -233,6 +356,11 @@ def align_tree(
     on_bad: Literal["skip", "fail"] = "skip",
 ) -> dict[str, int]:
     """Align every image of ``raw_root`` that has landmarks into ``output`` (same relative paths, as .jpg).
+
+    Before anything is written, every landmark set is checked: it must be a plausible face (eyes above nose above
+    mouth, left/right in order, in proportion) and lie inside its image (the size is read from the file header).
+    Failing files are left out and listed; when most files fail, the landmark file does not belong to these images
+    and nothing is aligned (e.g. ``lfw_landmark.txt``, made for the 250x250 LFW originals, given 150x150 copies).
 
     Resumable: images whose output exists are skipped (outputs are written to a temporary name and renamed,
     so an existing file is always complete). Images without landmarks are skipped, as SphereFace drops faces
@@ -248,10 +376,12 @@ def align_tree(
             (insightface: aligned, path, label, bbox, 5 x's, 5 y's), or ``auto`` (from the field count).
         workers: worker threads (default: all CPU cores; 0 or 1 = no pool).
         jpeg_quality: JPEG quality of the written crops (1-100; insightface packs with 95).
-        on_bad: ``skip`` undecodable/truncated images (listed in the report) or ``fail`` on the first one.
+        on_bad: ``skip`` files that cannot be aligned (listed in the report) or ``fail`` on the first one.
 
     Returns:
-        Counts: ``aligned``, ``already_done``, ``no_landmarks``, ``missing_image``, ``bad_image``, ``name_clash``.
+        Counts: ``aligned``, ``already_done`` and one per report status (``no_landmarks``, ``missing_image``,
+        ``unsupported_format``, ``bad_image``, ``implausible_landmarks``, ``landmarks_outside_image``,
+        ``name_clash``).
     """
     raw_root, landmarks, output = Path(raw_root), Path(landmarks), Path(output)
     align_template = get_template(template)
@@ -265,35 +395,42 @@ def align_tree(
         raise ConfigError(f"output {output} must not be raw_root {raw_root} or inside it: choose a separate folder")
     workers = (os.cpu_count() or 1) if workers is None else workers
 
-    jobs, report, already_done = _plan(read_landmarks(landmarks, landmark_format), raw_root, landmarks, output)
+    table = read_landmarks(landmarks, landmark_format)
+    jobs, report, already_done = _plan(table, raw_root, landmarks, output, align_template, workers)
+    if on_bad == "fail" and (bad := [row for row in report if row[1] in _DAMAGE]):
+        path, status, reason = bad[0]
+        raise BadDataError(f"cannot align {raw_root / path}: {reason}; fix or remove the file, or pass --on_bad=skip")
     _check_alignment_info(output, {"template": template, **_template_info(align_template), "landmarks": str(landmarks)})
 
     aligned = 0
     # closing(): on an on_bad="fail" stop the generator exits its Pool block at once, ending the workers.
     with closing(_run_jobs(jobs, align_template, jpeg_quality, workers)) as results:
-        for relative, problem in tqdm(results, total=len(jobs), desc="aligning", unit="img"):
-            if not problem:
+        for relative, status, reason in tqdm(results, total=len(jobs), desc="aligning", unit="img"):
+            if not status:
                 aligned += 1
             elif on_bad == "fail":
                 raise BadDataError(
-                    f"cannot align {raw_root / relative}: {problem}; fix or remove the file, or pass --on_bad=skip"
+                    f"cannot align {raw_root / relative}: {reason}; fix or remove the file, or pass --on_bad=skip"
                 )
             else:
-                report.append((relative, "bad_image", problem))
+                report.append((relative, status, reason))
 
     report_frame = pd.DataFrame(report, columns=["path", "status", "reason"]).sort_values(["status", "path"])
     report_frame.to_csv(output / REPORT_NAME, index=False)
     counts = {"aligned": aligned, "already_done": already_done}
-    counts |= {
-        status: int((report_frame["status"] == status).sum())
-        for status in ("no_landmarks", "missing_image", "bad_image", "name_clash")
-    }
+    counts |= {status: int((report_frame["status"] == status).sum()) for status in REPORT_STATUSES}
     print(
         f"{output}: "
-        + ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items())
+        + ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items() if value or key == "aligned")
         + f"; skipped files are listed in {output / REPORT_NAME}"
     )
+    if not aligned and not already_done:
+        raise BadDataError(f"no image of {raw_root} could be aligned; the reasons are in {output / REPORT_NAME}")
     return counts
+
+
+# Report statuses that are damage (on_bad decides) rather than a file simply not taking part.
+_DAMAGE = ("bad_image", "implausible_landmarks", "landmarks_outside_image", "unsupported_format")
 
 
 def _template_info(template: AlignTemplate) -> dict:

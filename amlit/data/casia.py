@@ -28,10 +28,10 @@ from amlit.data.overlap import assign_labels, read_id_list, remove_identities
 from amlit.data.sampling import EpochShardSampler, ResumableLoader
 from amlit.data.sources import ImageFiles, TrainingImages
 from amlit.data.verification_bin import bin_eval_set
-from amlit.errors import ConfigError, MissingDataError
+from amlit.errors import ConfigError, MissingDataError, listed
 from amlit.eval.blufr import BlufrConfig, evaluate_blufr, read_blufr_config
 from amlit.eval.evalset import EvalSet
-from amlit.eval.pairs import PairList, fold_pairs_to_list, read_lfw_pairs, sample_fold_pairs
+from amlit.eval.pairs import PairList, fold_pairs_to_list, lines_naming, read_lfw_pairs, sample_fold_pairs
 from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verification_metrics
 
 
@@ -162,15 +162,19 @@ class CasiaDataModule(L.LightningDataModule):
                 "set data.train.identity_list (the train.lst the .rec was built from, or one CASIA id per class) "
                 "so the right identities are removed"
             )
-        table = train.image_table()
-        identities = table["identity"].nunique()
+        table = train.image_table(self.image_size)
+        identities, images = table["identity"].nunique(), len(table)
         excluded = [i for path in exclude_id_lists for i in read_id_list(path)]
         table, removed, absent = remove_identities(table, excluded)
-        report = f"{train.describe()}: {identities} identities, {len(table)} images"
+        report = f"{train.describe()}: {identities} identities, {images} images"
         if exclude_id_lists:
-            report += f"; removed {len(removed)} listed identities ({', '.join(map(str, exclude_id_lists))})"
+            report += (
+                f"; removed {len(removed)} listed identities ({images - len(table)} images; lists: "
+                f"{', '.join(map(str, exclude_id_lists))}) -> {table['identity'].nunique()} identities, "
+                f"{len(table)} images"
+            )
             if absent:
-                report += f"; {len(absent)} listed ids are not in the data: {', '.join(absent[:10])}"
+                report += f"; {len(absent)} listed ids are not in the data: {listed(absent, 10)}"
 
         self.val_pairs: PairList | None = None
         if val_identities > 0:
@@ -208,9 +212,11 @@ class CasiaDataModule(L.LightningDataModule):
             self.lfw = read_lfw_pairs(lfw_pairs)
             missing = [p for p in self.lfw.images if not (self.lfw_root / p).is_file()]
             if missing:
+                first_line, first_image = lines_naming(lfw_pairs, set(missing))[0]
                 raise MissingDataError(
-                    f"{len(missing)} of the {len(self.lfw.images)} images named by {lfw_pairs} are not under "
-                    f"{self.lfw_root}, e.g. {', '.join(missing[:3])}"
+                    f"{lfw_pairs}:{first_line}: names {first_image}, which is not under data.lfw_root={self.lfw_root} "
+                    f"({len(missing)} of the {len(self.lfw.images)} images the pairs name are missing, e.g. "
+                    f"{listed(missing, 3)}): point data.lfw_root at the aligned LFW tree <Name>/<Name>_0001.jpg"
                 )
         self.blufr: BlufrConfig | None = None
         if blufr_config is not None:

@@ -7,10 +7,15 @@ same inputs.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -18,42 +23,210 @@ import pandas as pd
 
 from amlit.errors import BadDataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# Extensions accepted as image files (lower-cased); the README's "What amlit accepts" lists them. OpenCV decodes
+# every one of them (GIF since OpenCV 4.7; Pillow is the fallback for builds without it).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm", ".tif", ".tiff", ".webp")
+FORMAT_NAMES = {
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "gif": "GIF",
+    "bmp": "BMP",
+    "pnm": "PGM/PPM/PBM",
+    "tiff": "TIFF",
+    "webp": "WebP",
+}
 BadDataPolicy = Literal["skip", "fail"]  # what a data source does with a damaged image
-STORED_SIZE = (112, 112)  # insightface crops (H, W)
+IdentityFolders = Literal["auto", "casia", "any"]  # which folders of a tree are identities (scan_identity_tree)
+CASIA_ID = re.compile(r"^\d{7}$")  # CASIA-WebFace identity folders are 7-digit ids
+INSIGHTFACE_SIZE = (112, 112)  # insightface crops (H, W)
 CROP_X = 8  # 112x112 -> 112x96: the insightface template is SphereFace's + 8 px in x
+_HEAD_BYTES = 65536  # read at indexing: the whole file for aligned crops, the headers for larger images
 
 
-def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode an aligned face crop to (H, W, 3) uint8 RGB; gray images become 3-channel.
+def accepted_extensions() -> str:
+    return " ".join(IMAGE_EXTENSIONS)
 
-    Raises ``ValueError`` naming the file when it cannot be decoded or is not ``size`` = (H, W): the data must
-    be aligned to the network's input size beforehand (resizing here would silently change the alignment).
+
+# ---- what a file is -------------------------------------------------------------------------------------------
+def image_format(head: bytes) -> str | None:
+    """The image format of a file from its first bytes (magic numbers), or None when it is not an image we read.
+
+    The content decides, not the extension: a PNG named ``.jpg`` is a PNG (OpenCV decodes by content too), a text
+    file named ``.jpg`` is not an image.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, gray is replicated to 3 channels
-    if image is None:
-        raise BadDataError(f"cannot decode image {path}: the file is missing, truncated or not an image")
-    if image.shape[:2] != tuple(size):
-        raise BadDataError(
-            f"image {path} is {image.shape[0]}x{image.shape[1]} (HxW) but the data is configured for "
-            f"{size[0]}x{size[1]}: align the faces to that size first, or set data.image_size"
-        )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"BM") and head[6:10] == b"\x00\x00\x00\x00":  # reserved fields, zero in practice
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if (
+        len(head) >= 3
+        and head[:1] == b"P"
+        and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6")
+        and head[2:3].isspace()
+    ):
+        return "pnm"
+    return None
 
 
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    """(H, W) from the first start-of-frame segment (SOF0-15 but DHT C4, JPG C8, DAC CC)."""
+    position = 2
+    while position + 9 <= len(head):
+        if head[position] != 0xFF:
+            return None
+        marker = head[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:
+            position += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", head[position + 5 : position + 9])
+            return height, width
+        position += 2 + int.from_bytes(head[position + 2 : position + 4], "big")
+    return None
+
+
+def _pnm_size(head: bytes) -> tuple[int, int] | None:
+    tokens = re.sub(rb"#[^\n]*", b" ", head[2:256]).split()  # comments may sit between the numbers
+    try:
+        return int(tokens[1]), int(tokens[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def header_size(head: bytes, fmt: str) -> tuple[int, int] | None:
+    """(H, W) read from the header bytes of a ``fmt`` file without decoding; None where the header does not say
+    (TIFF, truncated headers): then only decoding tells."""
+    try:
+        if fmt == "jpeg":
+            return _jpeg_size(head)
+        if fmt == "png" and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return height, width
+        if fmt == "gif":
+            width, height = struct.unpack("<HH", head[6:10])
+            return height, width
+        if fmt == "bmp":
+            if int.from_bytes(head[14:18], "little") == 12:  # BITMAPCOREHEADER
+                width, height = struct.unpack("<HH", head[18:22])
+            else:
+                width, height = struct.unpack("<ii", head[18:26])  # negative height = stored top-down
+            return abs(height), width
+        if fmt == "pnm":
+            return _pnm_size(head)
+        if fmt == "webp":
+            chunk = head[12:16]
+            if chunk == b"VP8 ":
+                width, height = struct.unpack("<HH", head[26:30])
+                return height & 0x3FFF, width & 0x3FFF
+            if chunk == b"VP8L":
+                bits = int.from_bytes(head[21:25], "little")
+                return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+            if chunk == b"VP8X":
+                return int.from_bytes(head[27:30], "little") + 1, int.from_bytes(head[24:27], "little") + 1
+    except struct.error:
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What indexing learns about one file without decoding it."""
+
+    problem: str | None  # why it is not a usable image (None: looks fine)
+    size: tuple[int, int] | None = None  # (H, W) from the header, when the header says
+
+
+def check_image_file(path: str | Path) -> FileCheck:
+    """Cheap integrity check at indexing: the magic bytes name an image format, and a JPEG ends with its EOI marker
+    (FF D9), a PNG with its IEND chunk, a GIF with its trailer; plus the (H, W) the header declares.
+
+    Catches files that are not images (a text or HTML file named ``.jpg``), empty files and truncated downloads in
+    two small reads per file, before training starts. Decoding (``decode_image``) checks JPEGs fully again.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(_HEAD_BYTES)
+            file.seek(0, os.SEEK_END)
+            size = file.tell()
+            if size > len(head):
+                file.seek(size - 16)
+                tail = file.read()
+            else:
+                tail = head[-16:]
+    except OSError as error:
+        return FileCheck(f"cannot be read ({error.strerror})")
+    if size == 0:
+        return FileCheck("empty file")
+    fmt = image_format(head)
+    if fmt is None:
+        return FileCheck(f"not an image: its first bytes are not those of a {', '.join(FORMAT_NAMES.values())} file")
+    if fmt == "jpeg" and not tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        return FileCheck("truncated JPEG (no end-of-image marker)")
+    if fmt == "png" and not tail.endswith(b"IEND\xaeB`\x82"):
+        return FileCheck("truncated PNG (no IEND chunk at the end)")
+    if fmt == "gif" and not tail.rstrip(b"\x00").endswith(b";"):
+        return FileCheck("truncated GIF (no trailer at the end)")
+    return FileCheck(None, header_size(head, fmt))
+
+
+def read_image_size(path: str | Path) -> tuple[int, int] | None:
+    """(H, W) of an image file from its header (a few KB read), or None when the header does not say (TIFF) or the
+    file is not an image we read."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4096)
+            fmt = image_format(head)
+            if fmt is None:
+                return None
+            size = header_size(head, fmt)
+            if size is None and fmt == "jpeg" and len(head) == 4096:  # a large EXIF block before the frame header
+                size = header_size(head + file.read(_HEAD_BYTES), fmt)
+            return size
+    except OSError:
+        return None
+
+
+# ---- decoding -------------------------------------------------------------------------------------------------
 def decode_image(data: bytes) -> np.ndarray:
-    """Decode an encoded image to (H, W, 3) uint8 BGR; gray images become 3-channel.
+    """Decode an encoded image to (H, W, 3) uint8 BGR; gray (and palette) images become 3-channel, alpha is dropped.
 
-    EXIF orientation is ignored: landmarks refer to the stored pixel grid (what MATLAB's ``imread`` returns).
-    Raises ``ValueError`` with the reason for undecodable data and truncated JPEGs.
+    Every format of ``IMAGE_EXTENSIONS`` is read by OpenCV (GIF: the first frame, through Pillow where OpenCV was
+    built without GIF). EXIF orientation is ignored: landmarks refer to the stored pixel grid (what MATLAB's
+    ``imread`` returns). Raises ``BadDataError`` with the reason (no path: callers add it) for data that is not an
+    image, truncated JPEGs and undecodable data.
     """
-    if data[:2] == b"\xff\xd8" and not _jpeg_is_complete(data):
-        raise ValueError("truncated JPEG (no end-of-image marker after the image data)")
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if len(buffer) else None
+    fmt = image_format(data[:32])
+    if fmt is None:
+        raise BadDataError(f"not an image: its first bytes are not those of a {', '.join(FORMAT_NAMES.values())} file")
+    if fmt == "jpeg" and not _jpeg_is_complete(data):
+        raise BadDataError("damaged or truncated JPEG (no end-of-image marker after the image data)")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None and fmt == "gif":
+        image = _decode_with_pillow(data)
     if image is None:
-        raise ValueError("not a decodable image")
+        raise BadDataError(f"damaged {FORMAT_NAMES[fmt]} file (it cannot be decoded)")
     return image
+
+
+def _decode_with_pillow(data: bytes) -> np.ndarray | None:
+    from PIL import Image, UnidentifiedImageError  # only for OpenCV builds without a GIF decoder
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
 
 
 def _jpeg_is_complete(data: bytes) -> bool:
@@ -85,92 +258,191 @@ def _jpeg_is_complete(data: bytes) -> bool:
     return False
 
 
-def decode_face(encoded: bytes, size: tuple[int, int], where: str) -> np.ndarray:
-    """Decode a stored face to (H, W, 3) uint8 RGB at ``size``: 112x112 is kept, or center-cropped to 112x96.
+def wrong_size_message(where: str, found: tuple[int, int], expected: tuple[int, int]) -> str:
+    """The one message for faces that are not at the configured size: what was found, what is configured, and the
+    two ways out (align at the configured size, or train at the found size)."""
+    from amlit.data.align import TEMPLATES  # align builds on this module
 
-    An image already stored at ``size`` is kept as is; anything else raises ``BadDataError`` naming ``where``.
+    templates = [name for name, template in TEMPLATES.items() if template.size == tuple(expected)]
+    how = f"--template={templates[0]}" if templates else f"a template of that size ({', '.join(TEMPLATES)} exist)"
+    return (
+        f"{where} is {found[0]}x{found[1]} (HxW) but data.image_size is {expected[0]}x{expected[1]}: align the raw "
+        f"faces to {expected[0]}x{expected[1]} (amlit data align {how}), or, if these crops are aligned the way "
+        f"you want, use their size: --data.image_size=[{found[0]},{found[1]}] for fit/test (the backbone's input "
+        f"size follows it), --image_size=[{found[0]},{found[1]}] for amlit data pack"
+    )
+
+
+def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode an aligned face crop to (H, W, 3) uint8 RGB (``decode_image``) and check it is ``size`` = (H, W).
+
+    Raises ``BadDataError`` naming the file when it cannot be read or decoded, or has another size: the data must be
+    aligned to the network's input size beforehand (resizing here would silently change the alignment).
     """
-    image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)  # BGR; gray -> 3 channels
-    if image is None:
-        raise BadDataError(f"{where}: cannot decode the image ({len(encoded)} bytes): the stored image is damaged")
-    height, width = image.shape[:2]
-    if (height, width) == STORED_SIZE and tuple(size) == (112, 96):
-        image = image[:, CROP_X : width - CROP_X]  # (112, 112, 3) -> (112, 96, 3)
-    elif (height, width) != tuple(size):
-        raise BadDataError(
-            f"{where}: image is {height}x{width} (HxW); expected insightface's 112x112 (served as 112x112 or cropped "
-            f"to 112x96) or {size[0]}x{size[1]}: this file holds differently aligned faces"
-        )
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise BadDataError(f"cannot read image {path}: {error.strerror}") from None
+    try:
+        image = decode_image(data)
+    except BadDataError as error:
+        raise BadDataError(f"image {path}: {error}") from None
+    if image.shape[:2] != tuple(size):
+        raise BadDataError(wrong_size_message(f"image {path}", image.shape[:2], tuple(size)))
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def looks_complete(path: str) -> bool:
-    """Cheap integrity check without decoding: a JPEG ends with EOI (FF D9), a PNG with its IEND chunk.
+def can_serve(stored: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether faces stored at ``stored`` (H, W) can be served at ``size``: as they are, or insightface's 112x112
+    crops cut to SphereFace's 112x96 (8 px off each side maps the insightface template onto SphereFace's exactly)."""
+    return tuple(stored) == tuple(size) or (tuple(stored) == INSIGHTFACE_SIZE and tuple(size) == (112, 96))
 
-    Catches the common damage (truncated downloads/copies, empty files) in two small reads per file.
-    """
+
+def decode_face(encoded: bytes, size: tuple[int, int], where: str) -> np.ndarray:
+    """Decode a stored face (a ``.rec`` record, a ``.bin`` image) to (H, W, 3) uint8 RGB at ``size`` by the
+    ``can_serve`` rule; anything else raises ``BadDataError`` naming ``where``."""
     try:
-        with open(path, "rb") as file:
-            head = file.read(8)
-            file.seek(0, os.SEEK_END)
-            size = file.tell()
-            file.seek(max(0, size - 12))
-            tail = file.read()
-    except OSError:
-        return False
-    if head.startswith(b"\xff\xd8"):
-        return tail.rstrip(b"\x00\r\n").endswith(b"\xff\xd9")
-    if head.startswith(b"\x89PNG"):
-        return tail.endswith(b"IEND\xaeB`\x82")
-    return size > 0  # other formats (bmp): decoding will tell
+        image = decode_image(bytes(encoded))
+    except BadDataError as error:
+        raise BadDataError(f"{where}: {error} ({len(encoded)} bytes): the stored image is damaged") from None
+    height, width = image.shape[:2]
+    if not can_serve((height, width), size):
+        raise BadDataError(
+            f"{where}: image is {height}x{width} (HxW) but {size[0]}x{size[1]} is configured (a 112x112 insightface "
+            "crop can also be served as 112x96): set data.image_size to the stored size"
+        )
+    if (height, width) != tuple(size):
+        image = image[:, CROP_X : width - CROP_X]  # (112, 112, 3) -> (112, 96, 3)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+# ---- writing ----------------------------------------------------------------------------------------------------
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path``, flush it to disk, then rename it into place: an
+    interrupted run never leaves a partial file under the final name (a later run would take it for done). The
+    temporary name is hidden and does not end in an image extension, so tree scans ignore leftovers."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_json_atomically(path: Path, content: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, (json.dumps(content, indent=1) + "\n").encode("utf-8"))
 
 
 def write_image_atomically(path: Path, image: np.ndarray, jpeg_quality: int) -> None:
-    """Encode ``image`` (BGR) as JPEG and move it into place in one rename, so that an interrupted run never
-    leaves a partial file under the final name (a later run would take it for done). The temporary name does
-    not end in an image extension, so tree scans ignore leftovers."""
+    """Encode ``image`` (BGR) as JPEG and write it with ``write_atomically``."""
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     if not ok:
         raise RuntimeError(f"JPEG encoding failed for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(encoded.tobytes())
-    os.replace(temporary, path)
+    write_atomically(path, encoded.tobytes())
 
 
-def scan_images(root: Path) -> list[str]:
-    """Relative POSIX paths of all image files under ``root`` (any depth), sorted; hidden entries skipped."""
-    found = []
+# ---- walking trees ----------------------------------------------------------------------------------------------
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class FileListing:
+    """Files below a folder, relative POSIX paths, sorted: the images (by extension) and every other file."""
+
+    images: list[str]
+    other_files: list[str]
+
+
+def scan_images(root: Path) -> FileListing:
+    """Every file under ``root`` (any depth), split into images (``IMAGE_EXTENSIONS``) and others; hidden files and
+    folders (``.name``, e.g. an interrupted write's temporary file) are skipped."""
+    images, others = [], []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         relative = Path(folder).relative_to(root)
-        found += [
-            (relative / name).as_posix()
-            for name in files
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-        ]
-    return sorted(found)
+        for name in files:
+            if not name.startswith("."):
+                (images if is_image_name(name) else others).append((relative / name).as_posix())
+    return FileListing(sorted(images), sorted(others))
 
 
-def scan_identity_tree(root: Path, check_files: bool = True) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Scan ``<root>/<identity>/<image>``: (table of identity/name, empty identity folders, damaged files)."""
-    rows, empty, damaged = [], [], []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith("."):
+class Skipped(NamedTuple):
+    """An entry of a tree left out of the data, and why."""
+
+    path: str  # relative to the tree's root; folders end with "/"
+    reason: str
+    damaged: bool  # damage (on_bad decides) rather than layout (never trained on, only reported)
+
+
+@dataclass
+class IdentityTree:
+    """What ``scan_identity_tree`` found: usable images, and everything it left out."""
+
+    table: pd.DataFrame  # one row per usable image: identity, name (<identity>/<file>), height, width (0: unknown)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def identity_rule(folders: Sequence[str], rule: IdentityFolders) -> IdentityFolders:
+    """``auto`` -> ``casia`` when any folder is named like a CASIA id (7 digits), else ``any``."""
+    if rule == "auto":
+        return "casia" if any(CASIA_ID.match(name) for name in folders) else "any"
+    return rule
+
+
+def scan_identity_tree(
+    root: Path, identity_folders: IdentityFolders = "auto", check_files: bool = True
+) -> IdentityTree:
+    """Scan ``<root>/<identity>/<image>``: one identity per folder, its image files below it.
+
+    Which folders are identities (``identity_folders``): ``casia`` = folders named by a 7-digit CASIA id; ``any`` =
+    every folder; ``auto`` = ``casia`` when at least one folder has a 7-digit name, else ``any``. Other folders,
+    empty folders, nested folders, files with another extension, image files directly under ``root`` and (with
+    ``check_files``) files that ``check_image_file`` rejects are left out and listed in ``skipped`` with the reason.
+    Hidden entries (``.name``) are ignored, as are non-image files directly under ``root`` (reports, manifests).
+    """
+    entries = sorted((e for e in os.scandir(root) if not e.name.startswith(".")), key=lambda e: e.name)
+    folders = [e.name for e in entries if e.is_dir()]
+    rule = identity_rule(folders, identity_folders)
+    rows, skipped = [], []
+    for entry in entries:
+        if not entry.is_dir():
+            if is_image_name(entry.name):
+                skipped.append(Skipped(entry.name, "image directly under the root, not in an identity folder", False))
             continue
-        images = sorted(f.name for f in os.scandir(entry.path) if f.name.lower().endswith(IMAGE_EXTENSIONS))
-        if not images:
-            empty.append(entry.path)
-        for image in images:
-            name = f"{entry.name}/{image}"
-            if check_files and not looks_complete(os.path.join(root, name)):
-                damaged.append(name)
-            else:
-                rows.append((entry.name, name))
-    return pd.DataFrame(rows, columns=["identity", "name"]), empty, damaged
+        if rule == "casia" and not CASIA_ID.match(entry.name):
+            skipped.append(
+                (
+                    f"{entry.name}/",
+                    "not an identity folder: CASIA identity folders are 7-digit ids "
+                    "(set identity_folders=any to take every folder)",
+                )
+            )
+            continue
+        found = 0
+        for item in sorted(os.scandir(entry.path), key=lambda e: e.name):
+            name = f"{entry.name}/{item.name}"
+            if item.name.startswith("."):
+                continue
+            if item.is_dir():
+                skipped.append(Skipped(f"{name}/", "folder inside an identity folder (not searched)", False))
+                continue
+            if not is_image_name(item.name):
+                skipped.append(Skipped(name, f"not an image extension (accepted: {accepted_extensions()})", False))
+                continue
+            check = check_image_file(item.path) if check_files else FileCheck(None)
+            if check.problem is not None:
+                skipped.append(Skipped(name, check.problem, True))
+                continue
+            height, width = check.size or (0, 0)
+            rows.append((entry.name, name, height, width))
+            found += 1
+        if not found:
+            skipped.append(Skipped(f"{entry.name}/", "identity folder without usable images", True))
+    table = pd.DataFrame(rows, columns=["identity", "name", "height", "width"])
+    return IdentityTree(table.astype({"height": "int64", "width": "int64"}), skipped)

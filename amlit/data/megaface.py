@@ -17,7 +17,7 @@ from amlit.eval.megaface import evaluate_megaface, identity_labels, read_image_l
 
 def _images_below(root: Path) -> list[str]:
     """Every image file below ``root`` (any depth), as sorted paths relative to it; none is an error."""
-    found = scan_images(root)
+    found = scan_images(root).images
     if not found:
         raise BadDataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) below {root}")
     return found

@@ -8,6 +8,7 @@ user passes: one 7-digit CASIA id per line, ``#`` starts a comment.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,18 +21,22 @@ _ID_PATTERN = re.compile(r"^\d{7}$")
 
 
 def read_id_list(path: str | Path) -> list[str]:
-    """Read an exclusion list: one 7-digit identity id per line; blank lines and ``#`` comments are ignored."""
+    """Read an exclusion list: one 7-digit identity id per line; blank lines and ``#`` comments are ignored, an id
+    listed twice is kept once with a warning naming the line."""
     path = Path(path)
     missing = (
         f"identity exclusion list {path} does not exist: expected a text file with one 7-digit CASIA id "
         "per line (e.g. casia_remove_59_ids.txt)"
     )
-    ids: list[str] = []
+    first_line: dict[str, int] = {}
     for number, entry in read_entries(path, missing):
         if not _ID_PATTERN.match(entry):
             raise BadDataError(f"{path}:{number}: expected a 7-digit identity id such as 0000045, got {entry!r}")
-        ids.append(entry)
-    return ids
+        if entry in first_line:
+            warnings.warn(f"{path}:{number}: {entry} is listed again (first on line {first_line[entry]})", stacklevel=2)
+            continue
+        first_line[entry] = number
+    return list(first_line)
 
 
 def remove_identities(table: pd.DataFrame, ids: Iterable[str]) -> tuple[pd.DataFrame, list[str], list[str]]:

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from amlit.data.images import BadDataPolicy, read_image, write_json_atomically
+from amlit.data.images import BadDataPolicy, IdentityFolders, read_image, write_json_atomically
 from amlit.data.sources import ImageFolder, TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 
@@ -84,22 +84,6 @@ def _decode_chunk(task: tuple[str, list[str], tuple[int, int]]) -> tuple[np.ndar
             failures.append((position, str(error)))
     stacked = np.stack(images) if images else np.empty((0, *size, 3), np.uint8)
     return stacked, failures
-
-
-def _probe_size(root: Path, names: Sequence[str], image_size: tuple[int, int]) -> None:
-    """Fail before packing anything when the tree is not aligned to ``image_size`` (checks the first decodable
-    image; later odd-sized images are treated as damaged)."""
-    for name in names[:64]:
-        image = cv2.imread(str(root / name), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            continue
-        if image.shape[:2] != tuple(image_size):
-            raise ConfigError(
-                f"{root / name} is {image.shape[0]}x{image.shape[1]} (HxW) but image_size={list(image_size)}: "
-                f"pass --image_size=[{image.shape[0]},{image.shape[1]}] if the tree is aligned to that size, or "
-                "align it to the size you train at first"
-            )
-        return
 
 
 # ---- packing --------------------------------------------------------------------------------------------------
@@ -186,6 +170,7 @@ def pack(
     workers: int = 2,
     on_bad: BadDataPolicy = "skip",
     alignment_template: str | None = None,
+    identity_folders: IdentityFolders = "auto",
     overwrite: bool = False,
 ) -> Path:
     """Decode an aligned tree ``<root>/<identity>/<image>.jpg`` once into uint8 shards that training memory-maps.
@@ -200,6 +185,7 @@ def pack(
         workers: decoding processes (0: decode in this process).
         on_bad: a damaged image is ``"skip"``-ped and listed in the manifest, or ``"fail"`` stops naming it.
         alignment_template: name of the 5-point template the tree was aligned with, recorded in the manifest.
+        identity_folders: which folders are identities (``auto``, ``casia``, ``any``; see ``ImageFolder``).
         overwrite: replace a pack of another source or other settings found in ``output``.
 
     Returns:
@@ -209,10 +195,10 @@ def pack(
     image_size = (int(image_size[0]), int(image_size[1]))
     if shard_size < 1 or workers < 0:
         raise ConfigError(f"shard_size={shard_size} must be >= 1 and workers={workers} >= 0")
-    source = ImageFolder(root, on_bad=on_bad)
-    table = source.image_table()
-    _probe_size(root, table["name"].tolist(), image_size)
-    listed = table["name"].tolist() + [name for name, reason in source.skipped if reason != "empty identity folder"]
+    source = ImageFolder(root, on_bad=on_bad, identity_folders=identity_folders)
+    table = source.image_table(image_size)
+    # Files left out count too: adding or repairing one changes what a resumed pack would hold.
+    listed = table["name"].tolist() + [entry.path for entry in source.skipped if not entry.path.endswith("/")]
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -252,7 +238,7 @@ def pack(
             for identity, count in zip(*np.unique(index["identities"], return_counts=True), strict=True):
                 identities[str(identity)] = identities.get(str(identity), 0) + int(count)
     decode_failures = [item for entry in manifest["shards"] for item in entry["skipped"]]
-    skipped = [{"name": name, "reason": reason} for name, reason in source.skipped] + decode_failures
+    skipped = [{"name": entry.path, "reason": entry.reason} for entry in source.skipped] + decode_failures
     manifest.update(
         complete=True,
         num_images=sum(entry["count"] for entry in manifest["shards"]),
@@ -369,7 +355,20 @@ class PackedShards(TrainingImages):
                 raise BadDataError(f"{data} does not match its sha256 in {path}: the shard is damaged; {redo}")
         return manifest
 
-    def image_table(self) -> pd.DataFrame:
+    def image_table(self, image_size: tuple[int, int]) -> pd.DataFrame:
+        self._check_size(image_size)
+        return self._table()
+
+    def _check_size(self, image_size: tuple[int, int]) -> None:
+        packed_size = tuple(self.manifest["image_size"])
+        if tuple(image_size) != packed_size:
+            raise ConfigError(
+                f"the pack {self.root} holds {packed_size[0]}x{packed_size[1]} images but data.image_size is "
+                f"{image_size[0]}x{image_size[1]}: set data.image_size=[{packed_size[0]},{packed_size[1]}] or pack "
+                "a tree aligned to the size you train at"
+            )
+
+    def _table(self) -> pd.DataFrame:
         names, identities = [], []
         for entry in self.manifest["shards"]:
             with np.load(self.root / entry["index"], allow_pickle=False) as index:
@@ -383,7 +382,7 @@ class PackedShards(TrainingImages):
     def _positions(self, names: Sequence[str]) -> np.ndarray:
         """Record number (over all shards, in order) of each name."""
         if self._names is None:
-            self.image_table()
+            self._table()
         position = {name: k for k, name in enumerate(self._names)}
         missing = [name for name in names if name not in position]
         if missing:
@@ -391,13 +390,8 @@ class PackedShards(TrainingImages):
         return np.fromiter((position[name] for name in names), np.int64, len(names))
 
     def dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
+        self._check_size(image_size)
         packed_size = tuple(self.manifest["image_size"])
-        if tuple(image_size) != packed_size:
-            raise ConfigError(
-                f"the pack {self.root} holds {packed_size[0]}x{packed_size[1]} images but data.image_size is "
-                f"{image_size[0]}x{image_size[1]}: set data.image_size=[{packed_size[0]},{packed_size[1]}] or pack "
-                "a tree aligned to the size you train at"
-            )
         shards = [(self.root / entry["file"], entry["count"]) for entry in self.manifest["shards"]]
         return ShardRecords(shards, self._positions(list(names)), targets, packed_size)
 

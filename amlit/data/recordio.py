@@ -203,6 +203,7 @@ class RecProperty:
     height: int
     width: int
     num_images: int | None = None
+    path: Path | None = field(default=None, compare=False)  # the file it was read from, for messages
 
 
 def read_property(path: str | Path) -> RecProperty:
@@ -216,7 +217,7 @@ def read_property(path: str | Path) -> RecProperty:
             f"{path}: expected 'num_classes,height,width' (e.g. '10572,112,112') and optionally a second line with "
             f"the image count, got {lines[:2]!r}"
         ) from None
-    return RecProperty(num_classes, height, width, num_images)
+    return RecProperty(num_classes, height, width, num_images, path)
 
 
 def write_property(path: str | Path, prop: RecProperty) -> None:
@@ -355,7 +356,29 @@ def index_rec(rec_path: str | Path, idx_path: str | Path, read_identity_records:
     index = RecIndex(rec_path, offsets, images, ranges, len(image_keys), problems=problems)
     if read_identity_records and ranges is not None:
         _check_identity_records(index, Path(idx_path))
+    elif ranges is not None:
+        index.problems += _lost_identity_records(rec_path, offsets, ranges, Path(idx_path))
     return index
+
+
+def _lost_identity_records(rec_path: Path, offsets: pd.Series, ranges: tuple[int, int], idx_path: Path) -> list[str]:
+    """Identity records (keys A..B-1) that the .idx lacks or that start beyond the end of the .rec: a truncated
+    download loses them first, as they are written last. Training does not need them (classes come from the image
+    headers), but their loss means the file is incomplete; cheap: offsets only, nothing read."""
+    first_identity, end = ranges
+    keys = np.arange(first_identity, end)
+    listed = np.isin(keys, offsets.index.to_numpy())
+    size = rec_path.stat().st_size
+    beyond = np.zeros_like(listed)
+    beyond[listed] = offsets.loc[keys[listed]].to_numpy() + 8 > size
+    lost = ~listed | beyond
+    if not lost.any():
+        return []
+    return [
+        f"{rec_path}: {int(lost.sum())} of the {len(keys)} identity records (keys {first_identity}..{end - 1}, e.g. "
+        f"{keys[lost][:3].tolist()}) are not in {idx_path.name} or start beyond the end of the file ({size:,} bytes): "
+        "the .rec is truncated or incomplete; re-download it"
+    ]
 
 
 def _check_identity_records(index: RecIndex, idx_path: Path) -> None:
@@ -391,18 +414,18 @@ def _check_identity_records(index: RecIndex, idx_path: Path) -> None:
         )
 
 
-def property_problems(prop: RecProperty, index: RecIndex, property_path: Path) -> list[str]:
-    """Where ``property`` disagrees with the records: class count (max label + 1) and image count."""
+def property_problems(prop: RecProperty, num_classes: int, num_image_records: int, rec_path: Path) -> list[str]:
+    """Where ``property`` disagrees with the records: class count (``num_classes`` = largest label + 1) and image
+    count (image records, usable or not)."""
     problems = []
-    if prop.num_classes != index.num_classes:
+    if prop.num_classes != num_classes:
         problems.append(
-            f"{property_path} says {prop.num_classes} classes but the image records of {index.rec_path} have "
-            f"{index.num_classes} (largest label + 1)"
+            f"{prop.path} says {prop.num_classes} classes but the image records of {rec_path} have "
+            f"{num_classes} (largest label + 1)"
         )
-    if prop.num_images is not None and prop.num_images != index.num_image_records:
+    if prop.num_images is not None and prop.num_images != num_image_records:
         problems.append(
-            f"{property_path} says {prop.num_images} images but {index.rec_path} has {index.num_image_records} "
-            "image records"
+            f"{prop.path} says {prop.num_images} images but {rec_path} has {num_image_records} image records"
         )
     return problems
 

@@ -20,10 +20,18 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from amlit.data.images import STORED_SIZE, BadDataPolicy, decode_face
+from amlit.data.images import (
+    INSIGHTFACE_SIZE,
+    BadDataPolicy,
+    can_serve,
+    decode_face,
+    decode_image,
+    image_format,
+)
 from amlit.data.overlap import read_id_list
 from amlit.data.recordio import (
     RecIndex,
+    RecProperty,
     index_rec,
     property_problems,
     read_property,
@@ -34,7 +42,7 @@ from amlit.data.recordio import (
 from amlit.data.sources import TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
 
-SUPPORTED_SIZES = ((112, 96), (112, 112))
+SUFFIXES = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "pnm": ".ppm", "tiff": ".tif", "webp": ".webp"}
 
 
 def read_class_identities(path: str | Path, num_classes: int) -> list[str]:
@@ -178,42 +186,80 @@ class RecordIO(TrainingImages):
             self._index = index_rec(self.rec_path, self.idx_path)
         return self._index
 
-    def image_table(self) -> pd.DataFrame:
-        index = self.index()
-        if index.problems and self.on_bad == "fail":
-            raise BadDataError(
-                f"{len(index.problems)} damaged record(s): {listed(index.problems, 3)}. Fix the files or set "
-                "data.train.on_bad=skip"
-            )
-        if index.problems:
-            rank_zero_warn(f"{self.rec_path}: skipping {len(index.problems)} record(s): {listed(index.problems)}")
-        if index.images.empty:
-            raise BadDataError(f"{self.rec_path} has no usable image records")
+    def stored_size(self) -> tuple[int, int]:
+        """(H, W) of the stored faces: the ``property`` file's, else the first decodable record's."""
         if self.property_path.is_file():
-            mismatch = property_problems(read_property(self.property_path), index, self.property_path)
+            prop = read_property(self.property_path)
+            return prop.height, prop.width
+        images = self.index().images
+        with open(self.rec_path, "rb") as file:
+            for key, offset in zip(images["key"][:100], images["offset"][:100], strict=True):
+                try:
+                    encoded = unpack_payload(read_record(file, int(offset)), f"{self.rec_path} key {key}")[4]
+                    height, width = decode_image(bytes(encoded)).shape[:2]
+                    return height, width
+                except BadDataError:
+                    continue
+        raise BadDataError(f"{self.rec_path}: none of the first 100 image records decodes; the file is damaged")
+
+    def usable_records(self) -> tuple[pd.DataFrame, list[str], RecProperty | None]:
+        """(image records (key, cls, offset), problems, property): the index's usable records, without those whose
+        class is out of the property's range; problems name each left-out record, and lost identity records."""
+        index = self.index()
+        images, problems = index.images, list(index.problems)
+        prop = read_property(self.property_path) if self.property_path.is_file() else None
+        if prop is not None:
+            out_of_range = images["cls"] >= prop.num_classes
+            problems += [
+                f"{self.rec_path} key {key} (byte {offset}): label {cls} is out of range: {self.property_path} says "
+                f"{prop.num_classes} classes (0..{prop.num_classes - 1})"
+                for key, cls, offset in images.loc[out_of_range, ["key", "cls", "offset"]].itertuples(index=False)
+            ]
+            images = images[~out_of_range].reset_index(drop=True)
+        return images, problems, prop
+
+    def image_table(self, image_size: tuple[int, int]) -> pd.DataFrame:
+        images, problems, prop = self.usable_records()
+        if problems and self.on_bad == "fail":
+            raise BadDataError(
+                f"{len(problems)} damaged record(s): {listed(problems, 3)}. Fix the files or set data.train.on_bad=skip"
+            )
+        if problems:
+            rank_zero_warn(f"{self.rec_path}: skipping {len(problems)} record(s):\n  " + "\n  ".join(problems[:10]))
+        if images.empty:
+            raise BadDataError(f"{self.rec_path} has no usable image records")
+        if prop is not None:
+            index = self.index()
+            mismatch = property_problems(prop, int(images["cls"].max()) + 1, index.num_image_records, index.rec_path)
             if mismatch:
                 raise BadDataError(
                     "; ".join(mismatch) + ": the property and the .rec come from different downloads or builds; "
                     "fix or delete the property file"
                 )
-        classes = index.images["cls"].to_numpy()
+        stored = self.stored_size()
+        if not can_serve(stored, image_size):
+            raise BadDataError(
+                f"{self.rec_path} holds {stored[0]}x{stored[1]} (HxW) faces but data.image_size is "
+                f"{image_size[0]}x{image_size[1]}: set data.image_size=[{stored[0]},{stored[1]}]"
+                + (
+                    " (or [112,96]: insightface's 112x112 crops are cut by 8 px per side)"
+                    * (stored == INSIGHTFACE_SIZE)
+                )
+            )
+        num_classes = prop.num_classes if prop is not None else int(images["cls"].max()) + 1
+        classes = images["cls"].to_numpy()
         if self.identity_list is not None:
-            names = np.asarray(read_class_identities(self.identity_list, index.num_classes), dtype=object)
+            names = np.asarray(read_class_identities(self.identity_list, num_classes), dtype=object)
         else:
             rank_zero_warn(
                 f"{self.rec_path}: no data.train.identity_list, so identities are class numbers (class 45 -> "
                 "'0000045'), NOT CASIA ids; exclusion lists (casia_remove_59_ids.txt) need data.train.identity_list"
             )
-            names = np.asarray([f"{c:07d}" for c in range(index.num_classes)], dtype=object)
-        return pd.DataFrame({"identity": names[classes], "name": index.images["key"].astype(str).to_numpy()})
+            names = np.asarray([f"{c:07d}" for c in range(num_classes)], dtype=object)
+        return pd.DataFrame({"identity": names[classes], "name": images["key"].astype(str).to_numpy()})
 
     def dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
         size = (int(image_size[0]), int(image_size[1]))
-        if size not in SUPPORTED_SIZES:
-            raise ConfigError(
-                f"data.image_size={size}: a RecordIO source serves insightface's 112x112 crops as (112, 112) or "
-                "cropped to SphereFace's (112, 96)"
-            )
         offsets = self.index().offsets
         keys = pd.Series(list(names), dtype=str).astype(np.int64).to_numpy()
         unknown = keys[~np.isin(keys, offsets.index.to_numpy())]
@@ -224,27 +270,35 @@ class RecordIO(TrainingImages):
 
 # ---- tools --------------------------------------------------------------------------------------------------------
 def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 200, seed: int = 0) -> dict:
-    """Print what an insightface ``.rec`` holds and any problems (check a download before training).
+    """Print what an insightface ``.rec`` holds and every problem found, then exit non-zero if there is any (check
+    a download before training).
+
+    The same reader and size rule as training (``RecordIO``): records are indexed from their headers, classes out
+    of the property's range are named, lost identity records are reported, and the decoded images must all have
+    the stored size (the property's H x W, else the first image's).
 
     Args:
         path: folder with ``train.rec``/``train.idx``/``property``, or the ``.rec`` file.
         identity_list: optional class -> identity list (one CASIA id per class line, or ``train.lst``) to check.
-        check_images: decode this many randomly chosen images (0: none, -1: all) to check they are 112x112 JPEGs.
+        check_images: decode this many randomly chosen images (0: none, -1: all).
         seed: seed of that choice.
 
     Returns:
-        The summary that was printed, as a dict.
+        The summary that was printed, as a dict (when no problem was found).
     """
-    rec, idx, prop_path = rec_paths(path)
+    source = RecordIO(path, on_bad="skip", identity_list=identity_list)
+    rec, idx, prop_path = source.rec_path, source.idx_path, source.property_path
     index = index_rec(rec, idx, read_identity_records=True)
-    problems = list(index.problems)
+    source._index = index
+    images, problems, prop = source.usable_records()
     summary: dict = {"rec": str(rec), "rec_bytes": rec.stat().st_size, "idx_records": len(index.offsets)}
     print(f"{rec}: {summary['rec_bytes']:,} bytes; {idx}: {len(index.offsets):,} records")
-    if prop_path.is_file():
-        prop = read_property(prop_path)
-        summary["property"] = vars(prop)
+    if prop is not None:
+        summary["property"] = {k: v for k, v in vars(prop).items() if k != "path"}
         print(f"{prop_path}: {prop.num_classes} classes, {prop.height}x{prop.width}, images: {prop.num_images}")
-        problems += property_problems(prop, index, prop_path)
+        problems += property_problems(
+            prop, int(images["cls"].max()) + 1 if len(images) else 0, index.num_image_records, rec
+        )
     else:
         print(f"{prop_path}: absent (optional)")
     if index.ranges is not None:
@@ -252,60 +306,69 @@ def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 
         print(f"record 0: images are keys 1..{first_identity - 1}, identity records {first_identity}..{end - 1}")
     else:
         print("no record 0 range header: every .idx key is an image record")
-    counts = index.images.groupby("cls").size().reindex(range(index.num_classes), fill_value=0)
+    num_classes = prop.num_classes if prop is not None else int(images["cls"].max()) + 1 if len(images) else 0
+    counts = images.groupby("cls").size().reindex(range(num_classes), fill_value=0)
     summary.update(
         ranges=index.ranges,
         image_records=index.num_image_records,
-        usable_images=len(index.images),
-        classes=index.num_classes,
+        usable_images=len(images),
+        classes=num_classes,
         identity_records=len(index.identity_ranges),
-        images_per_class={
+    )
+    if len(counts):
+        summary["images_per_class"] = {
             "min": int(counts.min()),
             "q1": float(counts.quantile(0.25)),
             "median": float(counts.median()),
             "mean": float(counts.mean()),
             "q3": float(counts.quantile(0.75)),
             "max": int(counts.max()),
-        },
-    )
+        }
     empty = counts.index[counts.to_numpy() == 0].tolist()
     if empty:
         problems.append(f"{len(empty)} class numbers have no images, e.g. {empty[:5]}")
     print(
-        f"{index.num_image_records:,} image records ({len(index.images):,} usable), {index.num_classes:,} classes, "
+        f"{index.num_image_records:,} image records ({len(images):,} usable), {num_classes:,} classes, "
         f"{len(index.identity_ranges):,} identity records"
     )
-    ipc = summary["images_per_class"]
-    print(
-        f"images per class: min {ipc['min']}, quartiles {ipc['q1']:g}/{ipc['median']:g}/{ipc['q3']:g}, "
-        f"mean {ipc['mean']:.1f}, max {ipc['max']}"
-    )
+    if "images_per_class" in summary:
+        ipc = summary["images_per_class"]
+        print(
+            f"images per class: min {ipc['min']}, quartiles {ipc['q1']:g}/{ipc['median']:g}/{ipc['q3']:g}, "
+            f"mean {ipc['mean']:.1f}, max {ipc['max']}"
+        )
     if identity_list is not None:
         try:
-            identities = read_class_identities(identity_list, index.num_classes)
+            identities = read_class_identities(identity_list, num_classes)
             print(f"{identity_list}: {len(identities)} identities, class 0 = {identities[0]}")
         except (BadDataError, MissingDataError) as error:
             problems.append(str(error))
-    if check_images and len(index.images):
-        chosen = (
-            index.images
-            if check_images < 0
-            else index.images.sample(min(check_images, len(index.images)), random_state=seed)
-        )
-        dataset = RecordImages(rec, chosen["key"], chosen["offset"], chosen["cls"], STORED_SIZE, on_bad="fail")
-        bad = 0
-        for i in tqdm(range(len(dataset)), desc="decoding images", unit="img", leave=False):
-            try:
-                dataset.read(i)
-            except BadDataError as error:
-                bad += 1
-                problems.append(str(error))
-        summary["checked_images"] = len(dataset)
-        print(f"decoded {len(dataset)} images: {len(dataset) - bad} are 112x112, {bad} failed")
+    if check_images and len(images):
+        try:
+            stored = source.stored_size()
+        except BadDataError as error:
+            problems.append(str(error))
+            stored = None
+        if stored is not None:
+            chosen = images if check_images < 0 else images.sample(min(check_images, len(images)), random_state=seed)
+            dataset = RecordImages(rec, chosen["key"], chosen["offset"], chosen["cls"], stored, on_bad="fail")
+            bad = 0
+            for i in tqdm(range(len(dataset)), desc="decoding images", unit="img", leave=False):
+                try:
+                    dataset.read(i)
+                except BadDataError as error:
+                    bad += 1
+                    problems.append(str(error))
+            summary.update(stored_size=list(stored), checked_images=len(dataset))
+            print(
+                f"decoded {len(dataset)} images: {len(dataset) - bad} are {stored[0]}x{stored[1]} faces, {bad} failed"
+            )
     summary["problems"] = problems
     print(f"{len(problems)} problem(s)" + "".join(f"\n  {p}" for p in problems[:50]))
     if len(problems) > 50:
         print(f"  ... and {len(problems) - 50} more")
+    if problems:
+        raise BadDataError(f"{rec}: {len(problems)} problem(s), listed above; fix or re-download the files")
     return summary
 
 
@@ -318,19 +381,29 @@ def rec_export(
 ) -> int:
     """Write the images of an insightface ``.rec`` as an aligned tree ``<output>/<identity>/<key>.<ext>``.
 
+    Exits non-zero after writing when any record was damaged and skipped (they are listed), or nothing was written.
+
     Args:
         path: folder with ``train.rec``/``train.idx``, or the ``.rec`` file.
         output: the tree's folder (usable as ``ImageFolder`` root).
-        crop: cut 112x112 -> 112x96 (8 px off each side) and write lossless PNG; otherwise the stored JPEG bytes
-            are copied unchanged.
+        crop: cut insightface's 112x112 crops to 112x96 (8 px off each side) and write lossless PNG; otherwise the
+            stored JPEG bytes are copied unchanged.
         identity_list: class -> identity (see ``RecordIO``); without it folders are 7-digit class numbers.
-        on_bad: ``skip`` damaged records with a warning, or ``fail``.
+        on_bad: ``skip`` damaged records (listed, and the exit status is non-zero), or ``fail`` at the first one.
 
     Returns:
         The number of images written.
     """
     source = RecordIO(path, on_bad=on_bad, identity_list=identity_list)
-    table = source.image_table()
+    stored = source.stored_size()
+    if crop and stored != INSIGHTFACE_SIZE:
+        raise ConfigError(
+            f"--crop cuts insightface's 112x112 crops to 112x96, but {source.rec_path} holds {stored[0]}x{stored[1]} "
+            "faces: export without --crop"
+        )
+    size = (112, 96) if crop else stored
+    table = source.image_table(size)
+    _, skipped, _ = source.usable_records()
     index = source.index()
     output = Path(output)
     written = 0
@@ -340,21 +413,27 @@ def rec_export(
             where = f"{source.rec_path} key {key}"
             try:
                 encoded = unpack_payload(read_record(file, int(offset)), where)[4]
+                image = decode_face(encoded, size, where)  # checks every image before it is written
                 if crop:
-                    image = decode_face(encoded, (112, 96), where)
                     _, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
                     encoded, suffix = png.tobytes(), ".png"
                 else:
-                    decode_face(encoded, STORED_SIZE, where)  # check it before writing
-                    suffix = ".jpg"
+                    suffix = SUFFIXES[image_format(encoded[:32])]  # the stored bytes, unchanged
             except BadDataError as error:
                 if on_bad == "fail":
                     raise
-                rank_zero_warn(f"skipping: {error}")
+                skipped.append(str(error))
                 continue
             folder = output / identity
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{key}{suffix}").write_bytes(encoded)
             written += 1
     print(f"wrote {written} images of {table['identity'].nunique()} identities to {output}")
+    if skipped or not written:
+        raise BadDataError(
+            f"{source.rec_path}: {len(skipped)} damaged record(s) not exported"
+            + "".join(f"\n  {problem}" for problem in skipped[:20])
+            + (f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else "")
+            + ("\nnothing was written" if not written else f"\nthe other {written} images were written")
+        )
     return written

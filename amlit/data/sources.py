@@ -7,7 +7,6 @@ identities and ``num_classes`` are settled before any image is read; then it ser
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +17,16 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
-from amlit.data.images import BadDataPolicy, read_image, scan_identity_tree
+from amlit.data.images import (
+    BadDataPolicy,
+    IdentityFolders,
+    Skipped,
+    accepted_extensions,
+    check_image_file,
+    read_image,
+    scan_identity_tree,
+    wrong_size_message,
+)
 from amlit.data.transforms import TrainAugment
 from amlit.errors import BadDataError, MissingDataError, listed
 
@@ -27,11 +35,12 @@ class TrainingImages(ABC):
     """A store of aligned training faces (one identity per class)."""
 
     @abstractmethod
-    def image_table(self) -> pd.DataFrame:
+    def image_table(self, image_size: tuple[int, int]) -> pd.DataFrame:
         """One row per usable image: ``identity`` (str, e.g. CASIA's 7-digit id) and ``name`` (str, unique).
 
-        Called once, before training; must not decode images. Bad entries found here are reported and handled
-        by the source's ``on_bad`` policy.
+        Called once, before training; must not decode every image. Bad entries found here are reported and handled
+        by the source's ``on_bad`` policy; a source whose images are not at ``image_size`` (H, W) (and cannot be
+        served at it) is refused here, in one message, rather than by the loader workers image by image.
         """
 
     @abstractmethod
@@ -105,33 +114,46 @@ class ImageFiles(Dataset):
 
 
 class ImageFolder(TrainingImages):
-    """An aligned tree ``<root>/<identity>/<image>.jpg`` (e.g. SphereFace's ``CASIA-WebFace-112X96``).
+    """An aligned tree ``<root>/<identity>/<image>`` (e.g. SphereFace's ``CASIA-WebFace-112X96``).
+
+    Indexing (``image_table``) lists every folder and file and leaves out, with one warning listing them by reason:
+    folders that are not identities (see ``identity_folders``), files that are not images (by extension, then by
+    their magic bytes), damaged files (empty, truncated: the end marker is checked), images at another size than
+    ``data.image_size``; when most images have another size the tree is refused in one message instead.
 
     Args:
         root: the tree's folder.
-        on_bad: what to do with damaged images (truncated/empty files found when indexing, or files that fail to
-            decode during training) and empty identity folders: ``"skip"`` them, counting and reporting each, or
-            ``"fail"`` at once naming the file. Indexing checks each file's end marker (two small reads per file),
-            so a damaged file is found before training starts, not hours into it.
-        check_files: run that end-marker check (turn off on slow network file systems to save the reads).
+        on_bad: what to do with damaged images (found when indexing, or files that fail to decode during
+            training), images of another size and identity folders without images: ``"skip"`` them, counting and
+            reporting each, or ``"fail"`` at once naming them. Non-identity folders and files with another
+            extension are always left out with a warning, never trained on.
+        identity_folders: which folders are identities: ``"casia"`` = folders named by a 7-digit CASIA id;
+            ``"any"`` = every folder (e.g. a tree of names); ``"auto"`` = ``casia`` as soon as one folder has a
+            7-digit name, else ``any``.
+        check_files: read each file's header and end when indexing (two small reads per file: magic bytes, end
+            marker, image size); turn off on slow network file systems (only a sample's sizes are checked then).
         augment: CPU augmentation of training images in the loader workers, e.g.
             ``amlit.data.transforms.TrainAugment`` (not applied to evaluation images). None: decode only, which
             is the paper's setting (the only augmentation, the mirror, happens on the device).
     """
 
+    SIZE_SAMPLE = 64  # images whose size is checked when check_files is off
+
     def __init__(
         self,
         root: str | Path,
         on_bad: BadDataPolicy = "skip",
+        identity_folders: IdentityFolders = "auto",
         check_files: bool = True,
         augment: TrainAugment | None = None,
     ) -> None:
         self.root = Path(root)
         self.on_bad = on_bad
+        self.identity_folders = identity_folders
         self.check_files = check_files
         self.augment = augment
-        # (name relative to root, reason) of everything image_table() skipped, for reports such as a pack manifest
-        self.skipped: list[tuple[str, str]] = []
+        # Everything image_table() left out, for reports such as a pack manifest.
+        self.skipped: list[Skipped] = []
 
     def describe(self) -> str:
         return str(self.root)
@@ -139,31 +161,65 @@ class ImageFolder(TrainingImages):
     def required_paths(self) -> list[tuple[Path, str, str]]:
         return [(self.root, "root", "aligned training tree <identity id>/<image>.jpg")]
 
-    def image_table(self) -> pd.DataFrame:
+    def image_table(self, image_size: tuple[int, int]) -> pd.DataFrame:
         if not self.root.is_dir():
             raise MissingDataError(
                 f"training data folder {self.root} does not exist: expected a tree <root>/<identity id>/<image>.jpg "
                 "of aligned faces (e.g. CASIA-WebFace aligned to 112x96); set data.train.root to it"
             )
-        table, empty, damaged = scan_identity_tree(self.root, self.check_files)
-        problems = [f"{len(empty)} empty identity folder(s): {listed(empty)}"] if empty else []
-        if damaged:
-            problems.append(f"{len(damaged)} damaged image file(s) (truncated or empty): {listed(damaged)}")
-        if problems and self.on_bad == "fail":
+        tree = scan_identity_tree(self.root, self.identity_folders, self.check_files)
+        table, wrong_size = self._drop_wrong_sizes(tree.table, tuple(image_size))
+        self.skipped = sorted(tree.skipped + wrong_size)
+        bad = [entry for entry in self.skipped if entry.damaged]
+        if bad and self.on_bad == "fail":
             raise BadDataError(
-                f"{self.root}: " + "; ".join(problems) + ". Fix or remove them, or set data.train.on_bad=skip"
+                f"{self.root}: {len(bad)} damaged or unusable entries:\n{_by_reason(bad)}\n"
+                "Fix or remove them, or set data.train.on_bad=skip to train without them"
             )
-        for problem in problems:
-            rank_zero_warn(f"{self.root}: skipping {problem}")
-        self.skipped = [(os.path.relpath(path, self.root), "empty identity folder") for path in empty] + [
-            (name, "damaged image file (truncated or empty)") for name in damaged
-        ]
+        if self.skipped:
+            rank_zero_warn(f"{self.root}: left out of the training data:\n{_by_reason(self.skipped)}")
         if table.empty:
-            raise BadDataError(f"{self.root} has no identity folders with images: expected <root>/<identity>/<n>.jpg")
-        return table
+            raise BadDataError(
+                f"{self.root} has no usable images: expected <root>/<identity>/<image> with images "
+                f"({accepted_extensions()})" + (f"; left out:\n{_by_reason(self.skipped)}" if self.skipped else "")
+            )
+        return table[["identity", "name"]].reset_index(drop=True)
+
+    def _drop_wrong_sizes(self, table: pd.DataFrame, image_size: tuple[int, int]) -> tuple[pd.DataFrame, list[Skipped]]:
+        """Refuse a tree whose images mostly have another size than ``image_size``; return the table without the few
+        that do, and their skip entries. Sizes come from the headers read at indexing (a sample without them)."""
+        if not self.check_files and len(table):
+            sample = np.linspace(0, len(table) - 1, min(self.SIZE_SAMPLE, len(table))).round().astype(int)
+            for row in np.unique(sample):
+                check = check_image_file(self.root / table.at[row, "name"])
+                if check.size is not None:
+                    table.loc[row, ["height", "width"]] = check.size
+        known = table["height"] > 0
+        wrong = known & ((table["height"] != image_size[0]) | (table["width"] != image_size[1]))
+        if wrong.any() and 2 * int(wrong.sum()) >= int(known.sum()):
+            found = table[wrong].groupby(["height", "width"]).size().idxmax()
+            example = table.loc[wrong & (table["height"] == found[0]) & (table["width"] == found[1]), "name"].iloc[0]
+            raise BadDataError(
+                f"{self.root}: {int(wrong.sum())} of the {int(known.sum())} images checked are not "
+                f"{image_size[0]}x{image_size[1]} (HxW). "
+                + wrong_size_message(f"e.g. {self.root / example}", tuple(int(v) for v in found), image_size)
+            )
+        skipped = [
+            Skipped(name, f"{h}x{w} (HxW), not the configured {image_size[0]}x{image_size[1]}", True)
+            for name, h, w in table.loc[wrong, ["name", "height", "width"]].itertuples(index=False)
+        ]
+        return table[~wrong].reset_index(drop=True), skipped
 
     def dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
         return ImageFiles(self.root, names, targets, image_size, on_bad=self.on_bad, transform=self.augment)
 
     def eval_dataset(self, names: Sequence[str], targets: Sequence[int], image_size: tuple[int, int]) -> Dataset:
         return ImageFiles(self.root, names, targets, image_size, on_bad=self.on_bad)
+
+
+def _by_reason(entries: Sequence[Skipped], examples: int = 5) -> str:
+    """One line per reason: how many entries, the reason, and the first few of them."""
+    groups: dict[str, list[str]] = {}
+    for entry in entries:
+        groups.setdefault(entry.reason, []).append(entry.path)
+    return "\n".join(f"  {len(paths)} x {reason}: {listed(paths, examples)}" for reason, paths in groups.items())

@@ -89,7 +89,7 @@ def parse_lfw_pairs(path: str | Path) -> Folds:
     expected = num_folds * 2 * per_fold
     if len(body) != expected:
         raise BadDataError(
-            f"{path}: the header promises {num_folds} folds x (2 x {per_fold}) = {expected} pairs, "
+            f"{path}:1: the header promises {num_folds} folds x (2 x {per_fold}) = {expected} pairs, "
             f"but the file has {len(body)} pair lines"
         )
     folds: Folds = [([], []) for _ in range(num_folds)]
@@ -118,6 +118,25 @@ def parse_lfw_pairs(path: str | Path) -> Folds:
                 )
             )
     return folds
+
+
+def lines_naming(path: str | Path, images: set[str], extension: str = ".jpg") -> list[tuple[int, str]]:
+    """(line number, image) for every pair line of a (valid) ``pairs.txt`` that names one of ``images``, in file
+    order: for messages that point at the line of a missing image."""
+    found = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()[1:], start=2):
+        fields = line.split()
+        if len(fields) == 3:  # Name i j
+            named = [(fields[0], fields[1]), (fields[0], fields[2])]
+        elif len(fields) == 4:  # Name1 i Name2 j
+            named = [(fields[0], fields[1]), (fields[2], fields[3])]
+        else:
+            continue
+        for name, number_field in named:
+            image = lfw_image_path(name, int(number_field), extension)
+            if image in images:
+                found.append((number, image))
+    return found
 
 
 def read_lfw_pairs(path: str | Path, extension: str = ".jpg") -> PairList:

@@ -130,7 +130,9 @@ def raw_tree(tmp_path):
     lines = []
     for relative in sorted([*files, "0000003/004.jpg"]):
         if relative != "0000002/009.jpg":
-            points = landmarks if relative.endswith(".png") else rng.uniform(10, 50, (5, 2))
+            # plausible landmarks inside the 60x60 noise images (the alignment checks refuse random points)
+            small = apply(random_similarity(rng, (0.35, 0.45), (30.0, 30.0)), TEMPLATES["sphereface_112x96"].array())
+            points = landmarks if relative.endswith(".png") else small
             lines.append("\t".join([relative, relative[:7], *(f"{v:.3f}" for v in points.ravel())]))
     (tmp_path / "landmarks.txt").write_text("\n".join(lines) + "\n")
     return raw, tmp_path / "landmarks.txt"
@@ -142,7 +144,8 @@ def test_align_command_end_to_end(raw_tree, tmp_path):
     args = ["data", "align", f"--raw_root={raw}", f"--landmarks={landmarks}", f"--output={output}"]
     counts = run_tool([*args, "--workers=2"])
     assert counts == {
-        "aligned": 6, "already_done": 0, "no_landmarks": 1, "missing_image": 0, "bad_image": 1, "name_clash": 0
+        "aligned": 6, "already_done": 0, "no_landmarks": 1, "missing_image": 0, "unsupported_format": 0,
+        "bad_image": 1, "implausible_landmarks": 0, "landmarks_outside_image": 0, "name_clash": 0,
     }  # fmt: skip
     written = sorted(p.relative_to(output).as_posix() for p in output.rglob("*.jpg"))
     assert written == [
@@ -168,7 +171,7 @@ def test_align_command_end_to_end(raw_tree, tmp_path):
     assert (again["aligned"], again["already_done"], again["bad_image"]) == (0, 6, 1)
     assert stamps == {path: (output / path).stat().st_mtime_ns for path in written}
 
-    with pytest.raises(BadDataError, match=r"0000003/004.jpg: truncated JPEG"):
+    with pytest.raises(BadDataError, match=r"0000003/004.jpg: damaged or truncated JPEG"):
         run_tool([*args, "--workers=0", "--on_bad=fail"])
     with pytest.raises(ConfigError, match="aligned with template 'sphereface_112x96'"):
         run_tool([*args, "--template=insightface_112x112"])

@@ -73,9 +73,13 @@ def test_empty_folders_and_truncated_files_follow_the_bad_data_policy(tiny_tree,
     whole = (identity / "001.jpg").read_bytes()
     (identity / "001.jpg").write_bytes(whole[: len(whole) // 2])  # a truncated copy
     (identity / "002.jpg").write_bytes(b"")
-    with pytest.raises(BadDataError, match=r"1 empty identity folder\(s\): .*0000001.*2 damaged image file\(s\)"):
+    expected = (
+        r"(?s)1 x identity folder without usable images: 0000001/.*truncated JPEG.*: \d{7}/001.jpg.*"
+        r"1 x empty file: \d{7}/002.jpg"
+    )
+    with pytest.raises(BadDataError, match=r"(?s)3 damaged or unusable entries:.*" + expected[4:]):
         CasiaDataModule(ImageFolder(root, on_bad="fail"))
-    with pytest.warns(UserWarning, match=r"skipping 2 damaged image file\(s\) .*001.jpg, .*002.jpg"):
+    with pytest.warns(UserWarning, match=r"(?s)left out of the training data:.*" + expected[4:]):
         dm = CasiaDataModule(ImageFolder(root, on_bad="skip"))
     assert len(dm.train_table) == 12 * 6 - 2
     assert not dm.train_table["name"].str.startswith(f"{identity.name}/00[12]").any()
@@ -84,14 +88,14 @@ def test_empty_folders_and_truncated_files_follow_the_bad_data_policy(tiny_tree,
 def test_an_undecodable_training_image_is_replaced_by_the_next_one_when_skipping(tiny_tree, tmp_path):
     root = _copy(tiny_tree, tmp_path)
     identity = sorted(p for p in root.iterdir() if p.is_dir())[0]
-    # Start and end markers intact (the indexing check passes), garbage in between: decoding fails.
-    (identity / "001.jpg").write_bytes(b"\xff\xd8" + b"junk" * 10 + b"\xff\xd9")
+    # JPEG magic and end marker intact (the indexing check passes), garbage in between: decoding fails.
+    (identity / "001.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"junk" * 10 + b"\xff\xd9")
     source = ImageFolder(root)
     dataset = source.dataset([f"{identity.name}/001.jpg", f"{identity.name}/002.jpg"], [3, 4], (112, 96))
-    with pytest.warns(UserWarning, match=r"skipping an unreadable training image: cannot decode image .*001.jpg"):
+    with pytest.warns(UserWarning, match=r"skipping an unreadable training image: image .*001.jpg: damaged"):
         image, label = dataset[0]
     assert label == 4 and image.shape == (112, 96, 3)
-    with pytest.raises(BadDataError, match="cannot decode image"):
+    with pytest.raises(BadDataError, match=r"image .*001.jpg: damaged"):
         ImageFolder(root, on_bad="fail").dataset([f"{identity.name}/001.jpg"], [0], (112, 96))[0]
 
 
@@ -99,12 +103,20 @@ def test_missing_lfw_images_and_half_configured_lfw(tiny_tree, tmp_path):
     lfw = shutil.copytree(tiny_tree / "lfw", tmp_path / "lfw")
     victim = CasiaDataModule(ImageFolder(tiny_tree / "casia"), lfw, lfw / "pairs.txt").lfw.images[0]
     (lfw / victim).unlink()
-    with pytest.raises(MissingDataError, match=r"1 of the \d+ images named by .*pairs.txt are not under"):
+    (line,) = [n for n, text in enumerate((lfw / "pairs.txt").read_text().splitlines(), 1) if _names(text, victim)][:1]
+    with pytest.raises(MissingDataError, match=rf"pairs.txt:{line}: names {victim}, .*\(1 of the \d+ images"):
         CasiaDataModule(ImageFolder(tiny_tree / "casia"), lfw, lfw / "pairs.txt")
     with pytest.raises(ConfigError, match=r"set both data\.lfw_root and data\.lfw_pairs"):
         CasiaDataModule(ImageFolder(tiny_tree / "casia"), lfw_root=lfw)
     with pytest.raises(ConfigError, match="no test set configured"):
         CasiaDataModule(ImageFolder(tiny_tree / "casia")).eval_sets("test")
+
+
+def _names(line: str, image: str) -> bool:
+    """Whether a pairs.txt line names ``image`` (Name/Name_%04d.jpg)."""
+    fields = line.split()
+    named = {3: [(0, 1), (0, 2)], 4: [(0, 1), (2, 3)]}.get(len(fields), [])
+    return any(f"{fields[a]}/{fields[a]}_{int(fields[b]):04d}.jpg" == image for a, b in named)
 
 
 def test_wrong_size_and_corrupt_images_name_the_file(tiny_tree, tmp_path):
@@ -113,9 +125,9 @@ def test_wrong_size_and_corrupt_images_name_the_file(tiny_tree, tmp_path):
     cv2.imwrite(str(identity / "001.jpg"), np.zeros((250, 250, 3), np.uint8))
     (identity / "002.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     dataset = ImageFiles(root, [f"{identity.name}/001.jpg", f"{identity.name}/002.jpg"], [0, 0], (112, 96))
-    with pytest.raises(BadDataError, match=r"001.jpg is 250x250 \(HxW\) but the data is configured for 112x96"):
+    with pytest.raises(BadDataError, match=r"001.jpg is 250x250 \(HxW\) but data.image_size is 112x96: align"):
         dataset[0]
-    with pytest.raises(BadDataError, match=r"cannot decode image .*002.jpg"):
+    with pytest.raises(BadDataError, match=r"image .*002.jpg: not an image"):
         dataset[1]
 
 

@@ -35,8 +35,8 @@ def packed(tiny_tree, tmp_path_factory):
 
 def test_every_image_reads_back_as_the_decoded_source_file(tiny_tree, packed):
     source = tiny_tree / "casia"
-    table = PackedShards(packed).image_table()
-    expected = ImageFolder(source).image_table()
+    table = PackedShards(packed).image_table((112, 96))
+    expected = ImageFolder(source).image_table((112, 96))
     assert table.equals(expected)
     dataset = PackedShards(packed).dataset(table["name"], range(len(table)), (112, 96))
     for index, name in enumerate(table["name"]):
@@ -87,7 +87,7 @@ def test_interrupted_pack_resumes_without_redoing_finished_shards(tiny_tree, pac
     manifest = json.loads((output / "manifest.json").read_text())
     assert not manifest["complete"] and [entry["shard"] for entry in manifest["shards"]] == [0]
     with pytest.raises(BadDataError, match=r"incomplete .*re-run the same `amlit data pack`"):
-        PackedShards(output).image_table()
+        PackedShards(output).image_table((112, 96))
 
     first_shard = (output / "shard-00000.u8").stat()
     monkeypatch.setattr(packed_module, "_decode_chunk", real_decode)
@@ -107,19 +107,19 @@ def test_damaged_images_are_skipped_and_listed_or_stop_the_pack(tiny_tree, tmp_p
     identity = sorted(p for p in source.iterdir() if p.is_dir())[2]
     whole = (identity / "001.jpg").read_bytes()
     (identity / "001.jpg").write_bytes(whole[: len(whole) // 2])  # truncated: found by the listing
-    (identity / "004.jpg").write_bytes(b"\xff\xd8" + bytes(500) + b"\xff\xd9")  # intact ends, undecodable
-    with pytest.warns(UserWarning, match="skipping 1 damaged"):
+    (identity / "004.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(500) + b"\xff\xd9")  # intact ends, undecodable
+    with pytest.warns(UserWarning, match=r"left out of the training data:\n  1 x truncated JPEG .*001.jpg$"):
         pack(source, tmp_path / "pack", shard_size=SHARD_SIZE, workers=0)
     manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
     assert manifest["num_images"] == 70 and manifest["identities"][identity.name] == 4
     skipped = {item["name"]: item["reason"] for item in manifest["skipped"]}
     assert set(skipped) == {f"{identity.name}/001.jpg", f"{identity.name}/004.jpg"}
-    assert "cannot decode" in skipped[f"{identity.name}/004.jpg"]
-    table = PackedShards(tmp_path / "pack").image_table()
+    assert "damaged or truncated JPEG" in skipped[f"{identity.name}/004.jpg"]
+    table = PackedShards(tmp_path / "pack").image_table((112, 96))
     assert len(table) == 70 and f"{identity.name}/004.jpg" not in set(table["name"])
 
     (identity / "001.jpg").write_bytes(whole)  # only the undecodable file is left
-    with pytest.raises(BadDataError, match=f"cannot decode image .*{identity.name}/004.jpg"):
+    with pytest.raises(BadDataError, match=f"image .*{identity.name}/004.jpg: damaged or truncated JPEG"):
         pack(source, tmp_path / "failing", shard_size=SHARD_SIZE, workers=0, on_bad="fail")
 
 
@@ -152,7 +152,7 @@ def test_decoding_in_worker_processes_gives_the_same_shards(tiny_tree, packed, t
 
 def test_loader_workers_open_their_own_memory_maps(packed):
     source = PackedShards(packed)
-    table = source.image_table()
+    table = source.image_table((112, 96))
     dataset = source.dataset(table["name"], range(len(table)), (112, 96))
     loader = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=1)
     images, targets = next(iter(loader))
@@ -162,13 +162,13 @@ def test_loader_workers_open_their_own_memory_maps(packed):
 
 def test_missing_incompatible_and_mismatched_packs_are_explained(tiny_tree, packed, tmp_path):
     with pytest.raises(MissingDataError, match=r"nowhere/manifest.json does not exist.*run `amlit data pack"):
-        PackedShards(tmp_path / "nowhere").image_table()
+        PackedShards(tmp_path / "nowhere").image_table((112, 96))
     with pytest.raises(MissingDataError, match=r"data.train.root: .*nowhere"):
         CasiaDataModule(PackedShards(tmp_path / "nowhere"))
-    table = PackedShards(packed).image_table()
+    table = PackedShards(packed).image_table((112, 96))
     with pytest.raises(ConfigError, match=r"holds 112x96 images but data.image_size is 112x112"):
         PackedShards(packed).dataset(table["name"], range(len(table)), (112, 112))
-    with pytest.raises(ConfigError, match=r"is 112x96 \(HxW\) but image_size=\[112, 112\]"):
+    with pytest.raises(BadDataError, match=r"is 112x96 \(HxW\) but data.image_size is 112x112: .*insightface_112x112"):
         pack(tiny_tree / "casia", tmp_path / "wrong", image_size=(112, 112), workers=0)
 
     source = shutil.copytree(tiny_tree / "casia", tmp_path / "casia")
@@ -179,8 +179,8 @@ def test_missing_incompatible_and_mismatched_packs_are_explained(tiny_tree, pack
     with pytest.raises(ConfigError, match=r"another source or with other settings .*source_checksum.*--overwrite"):
         pack(source, output, shard_size=SHARD_SIZE, workers=0)
     pack(source, output, shard_size=SHARD_SIZE, workers=0, overwrite=True)
-    assert len(PackedShards(output).image_table()) == 73
+    assert len(PackedShards(output).image_table((112, 96))) == 73
 
     (output / "shard-00001.u8").write_bytes(b"short")
     with pytest.raises(BadDataError, match=r"shard-00001.u8 is missing or has 5 bytes"):
-        PackedShards(output).image_table()
+        PackedShards(output).image_table((112, 96))
