@@ -183,3 +183,15 @@ def test_bf16_mixed_precision_trains_with_a_float32_head(tiny_tree, tmp_path, mo
         embeddings = cli.model(x)
         out = cli.model.head(embeddings, torch.tensor([0, 1]))
     assert embeddings.dtype == torch.bfloat16 and out.loss.dtype == out.cosine.dtype == torch.float32
+
+
+def test_validate_prints_its_metrics_as_test_does(tiny_tree, tmp_path, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    with caplog.at_level(logging.INFO):
+        cli = run_cli(["validate", *args])
+    (table,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("validation results:")]
+    accuracy = cli.trainer.callback_metrics["val/heldout/acc"].item()
+    assert "val/heldout/acc" in table and f"{accuracy:.6g}" in table

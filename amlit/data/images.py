@@ -416,13 +416,8 @@ def scan_identity_tree(
                 skipped.append(Skipped(entry.name, "image directly under the root, not in an identity folder", False))
             continue
         if rule == "casia" and not CASIA_ID.match(entry.name):
-            skipped.append(
-                (
-                    f"{entry.name}/",
-                    "not an identity folder: CASIA identity folders are 7-digit ids "
-                    "(set identity_folders=any to take every folder)",
-                )
-            )
+            reason = "not an identity folder: CASIA identity folders are 7-digit ids (identity_folders=any takes all)"
+            skipped.append(Skipped(f"{entry.name}/", reason, False))
             continue
         found = 0
         for item in sorted(os.scandir(entry.path), key=lambda e: e.name):

@@ -185,3 +185,105 @@ def test_align_refuses_paths_that_match_nothing_and_output_inside_raw(raw_tree, 
         run_tool(["data", "align", f"--raw_root={raw}", f"--landmarks={prefixed}", f"--output={tmp_path / 'out'}"])
     with pytest.raises(ConfigError, match="inside it"):
         run_tool(["data", "align", f"--raw_root={raw}", f"--landmarks={landmarks}", f"--output={raw / 'aligned'}"])
+
+
+def _lfw_lines(shared_data, count: int) -> list[str]:
+    return (shared_data / "lfw" / "lfw_landmark.txt").read_text().splitlines()[:count]
+
+
+@pytest.mark.parametrize("side", [250, 150])
+def test_real_lfw_landmarks_on_images_of_another_size_are_refused_before_writing(shared_data, tmp_path, side):
+    """lfw_landmark.txt is for the 250x250 LFW originals: on 150x150 copies (as deep-funneled sets are often
+    shared) most points fall outside the image, and aligning them would silently cost accuracy."""
+    lines = _lfw_lines(shared_data, 12)
+    raw = tmp_path / "lfw"
+    for line in lines:
+        path, *coordinates = line.split()
+        original = disc_face(np.array(coordinates, dtype=float).reshape(5, 2))  # 250x250, discs on the landmarks
+        (raw / path).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(raw / path), cv2.resize(original, (side, side), interpolation=cv2.INTER_AREA))
+    (tmp_path / "landmarks.txt").write_text("\n".join(lines) + "\n")
+    args = ["data", "align", f"--raw_root={raw}", f"--landmarks={tmp_path / 'landmarks.txt'}", "--workers=0"]
+    output = tmp_path / "aligned"
+    if side == 250:
+        assert run_tool([*args, f"--output={output}"])["aligned"] == len(lines)
+        return
+    with pytest.raises(BadDataError) as info:
+        run_tool([*args, f"--output={output}"])
+    message = str(info.value)
+    assert f"of the {len(lines)} images listed in" in message and "landmarks outside image" in message
+    assert "landmarks outside the 150x150 (HxW) image" in message and "nothing was aligned" in message
+    assert not output.exists() or not list(output.rglob("*.jpg"))
+
+
+def test_implausible_and_outside_landmarks_are_left_out_and_reported(raw_tree, tmp_path):
+    raw, landmarks = raw_tree
+    lines = landmarks.read_text().splitlines()
+    fields = lines[1].split("\t")  # 0000002/001.jpg: swap the eyes (image left/right mixed up)
+    fields[2:6] = fields[4:6] + fields[2:4]
+    lines[1] = "\t".join(fields)
+    fields = lines[2].split("\t")  # 0000002/002.jpg (60x60): move every point 200 px right
+    fields[2:12] = [f"{float(v) + 200 * (k % 2 == 0):.3f}" for k, v in enumerate(fields[2:12])]
+    lines[2] = "\t".join(fields)
+    landmarks.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "aligned"
+    counts = run_tool(["data", "align", f"--raw_root={raw}", f"--landmarks={landmarks}", f"--output={output}"])
+    assert (counts["aligned"], counts["implausible_landmarks"], counts["landmarks_outside_image"]) == (4, 1, 1)
+    report = pd.read_csv(output / "align_report.csv", dtype=str).set_index("path")
+    assert report.loc["0000002/001.jpg", "status"] == "implausible_landmarks"
+    assert "do not fit the face template" in report.loc["0000002/001.jpg", "reason"]
+    assert report.loc["0000002/002.jpg", "status"] == "landmarks_outside_image"
+    assert "outside the 60x60 (HxW) image" in report.loc["0000002/002.jpg", "reason"]
+    assert not (output / "0000002" / "001.jpg").exists() and not (output / "0000002" / "002.jpg").exists()
+    with pytest.raises(BadDataError, match=r"cannot align .*0000002/001.jpg: the five points do not fit"):
+        run_tool(["data", "align", f"--raw_root={raw}", f"--landmarks={landmarks}", f"--output={tmp_path / 'x'}",
+                  "--on_bad=fail"])  # fmt: skip
+
+
+def test_gray_pgm_and_gif_originals_align_and_other_formats_are_named(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(8)
+    template = TEMPLATES["sphereface_112x96"].array()
+    raw, lines = tmp_path / "raw", []
+    for name in ("0000001/001.pgm", "0000001/002.gif", "0000002/001.heic"):
+        points = apply(random_similarity(rng), template)
+        gray = disc_face(points)[:, :, 0]
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".gif"):
+            Image.fromarray(gray).save(raw / name)
+        elif name.endswith(".pgm"):
+            cv2.imwrite(str(raw / name), gray)
+        else:
+            (raw / name).write_bytes(b"\x00\x00\x00\x18ftypheic")
+        lines.append(name + " " + " ".join(f"{v:.2f}" for v in points.ravel()))
+    (tmp_path / "landmarks.txt").write_text("\n".join(lines) + "\n")
+    output = tmp_path / "aligned"
+    counts = run_tool(["data", "align", f"--raw_root={raw}", f"--landmarks={tmp_path / 'landmarks.txt'}",
+                       f"--output={output}", "--workers=0"])  # fmt: skip
+    assert (counts["aligned"], counts["unsupported_format"], counts["missing_image"]) == (2, 1, 0)
+    for name in ("0000001/001.jpg", "0000001/002.jpg"):
+        aligned = cv2.imread(str(output / name))
+        assert aligned.shape == (112, 96, 3)
+        assert max_distance_to_template(disc_centroids(aligned), template) < 1.0
+    reason = pd.read_csv(output / "align_report.csv").set_index("path").loc["0000002/001.heic", "reason"]
+    assert "not an image extension (accepted: .jpg .jpeg .png .bmp .gif .pgm" in reason
+
+
+def test_align_with_nothing_to_do_exits_with_status_2(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from amlit.cli import main
+
+    raw = tmp_path / "raw"
+    (raw / "0000001").mkdir(parents=True)
+    (raw / "0000001" / "001.jp2").write_bytes(b"\x00\x00\x00\x0cjP  ")
+    (tmp_path / "landmarks.txt").write_text("0000001/001.jp2 " + " ".join(["1"] * 10) + "\n")
+    landmarks, output = tmp_path / "landmarks.txt", tmp_path / "out"
+    args = ["amlit", "data", "align", f"--raw_root={raw}", f"--landmarks={landmarks}", f"--output={output}"]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as info:
+        main()
+    error = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in error
+    assert error.startswith("amlit: error: none of the 1 paths in") and "name image files (.jpg" in error

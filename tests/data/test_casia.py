@@ -221,3 +221,48 @@ def test_verification_bins_are_test_sets_named_after_their_files(tiny_tree, tmp_
         pair_protocol="sphereface",
     )
     assert [s.views for s in sphereface.eval_sets("test")] == ["concat", "concat"]
+
+
+def test_counts_are_stated_before_and_after_removal(tiny_tree, tmp_path, caplog):
+    import logging
+
+    identities = sorted(p.name for p in (tiny_tree / "casia").iterdir() if p.is_dir())
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text(f"{identities[0]}\n{identities[1]}\n")
+    with caplog.at_level(logging.INFO):
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), exclude_id_lists=[exclude])
+    (report,) = [r.getMessage() for r in caplog.records if "training classes" in r.getMessage()]
+    assert ": 12 identities, 72 images; removed 2 listed identities (12 images; lists: " in report
+    assert ") -> 10 identities, 60 images" in report and report.endswith("-> 10 training classes, 60 training images")
+
+
+def test_an_image_that_fails_in_a_loader_worker_is_one_message_and_exit_2(tiny_tree, tmp_path, monkeypatch, capsys):
+    """The damage is found only when decoding (indexing checks switched off): the error is raised in a DataLoader
+    worker process, and still reaches the user as one line naming the file, exit status 2, no traceback."""
+    import sys
+
+    from conftest import REPO
+
+    from amlit.cli import main
+
+    root = _copy(tiny_tree, tmp_path)
+    victim = sorted(root.glob("*/*.jpg"))[0]
+    victim.write_text("an HTML error page saved as a JPEG")
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "amlit", "fit", f"--config={REPO / 'configs' / 'amsoftmax_casia.yaml'}", "--trainer.accelerator=cpu",
+        "--trainer.devices=1", "--trainer.max_steps=20", f"--trainer.default_root_dir={tmp_path}",
+        f"--data.train.root={root}", "--data.train.check_files=false", "--data.train.on_bad=fail",
+        *[f"--data.{key}=null" for key in ("lfw_root", "lfw_pairs", "blufr_config", "megaface_probes")],
+        "--data.megaface_distractors=null", "--data.exclude_id_lists=[]", "--data.batch_size=72",
+        "--data.num_workers=1", "--model.backbone.width_multiplier=0.125",
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as info:
+        main()
+    error = capsys.readouterr().err
+    assert info.value.code == 2
+    (line,) = [line for line in error.splitlines() if line.startswith("amlit: error:")]
+    expected = f"amlit: error: image {victim}: not an image: its first bytes are not those of a JPEG, PNG, GIF"
+    assert line == expected + ", BMP, PGM/PPM/PBM, TIFF, WebP file"
+    assert "Traceback" not in error and "DataLoader worker" not in error

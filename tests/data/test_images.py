@@ -19,3 +19,96 @@ def test_decode_rejects_truncated_jpeg_and_makes_gray_three_channel():
         decode_image(b"GIF89a not really")
     gray = decode_image(cv2.imencode(".jpg", image[:, :, 0])[1].tobytes())
     assert gray.shape == (64, 48, 3) and np.array_equal(gray[:, :, 0], gray[:, :, 2])
+
+
+# ---- every accepted format, checked against OpenCV's own decode -----------------------------------------------
+def _encodings(image: np.ndarray) -> dict[str, bytes]:
+    """The same picture in every accepted format, written by OpenCV (GIF and a palette/alpha WebP by Pillow)."""
+    import io
+
+    from PIL import Image
+
+    gray = image[:, :, 0]
+    encoded = {ext: cv2.imencode(ext, image)[1].tobytes() for ext in (".jpg", ".png", ".bmp", ".ppm", ".tif")}
+    encoded |= {ext: cv2.imencode(ext, gray)[1].tobytes() for ext in (".pgm", ".pbm")}
+    encoded[".webp"] = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()  # lossless
+    for ext, mode, fmt in ((".gif", "P", "GIF"), (".alpha.webp", "RGBA", "WEBP")):
+        buffer = io.BytesIO()
+        Image.fromarray(image[:, :, ::-1]).convert(mode).save(buffer, format=fmt)
+        encoded[ext] = buffer.getvalue()
+    return encoded
+
+
+@pytest.mark.parametrize("size", [(112, 96), (37, 250)])
+def test_every_accepted_format_decodes_to_three_channels_and_its_header_tells_the_size(size, tmp_path):
+    from amlit.data.images import IMAGE_EXTENSIONS, check_image_file, header_size, image_format, read_image_size
+
+    image = np.random.default_rng(5).integers(0, 256, (*size, 3), dtype=np.uint8)
+    for ext, data in _encodings(image).items():
+        decoded = decode_image(data)
+        assert decoded.shape == (*size, 3) and decoded.dtype == np.uint8, ext
+        fmt = image_format(data[:32])
+        assert fmt is not None, ext
+        assert header_size(data, fmt) in (None, size), ext  # TIFF's header does not say: None
+        path = tmp_path / f"x{ext}"
+        path.write_bytes(data)
+        assert check_image_file(path).problem is None, ext
+        assert read_image_size(path) == header_size(data, fmt), ext
+        assert path.suffix in IMAGE_EXTENSIONS
+    lossless = decode_image(_encodings(image)[".png"])
+    np.testing.assert_array_equal(lossless, image)  # BGR in, BGR out
+    gray = decode_image(_encodings(image)[".pgm"])
+    np.testing.assert_array_equal(gray[:, :, 0], image[:, :, 0])
+    np.testing.assert_array_equal(gray[:, :, 0], gray[:, :, 2])
+
+
+def test_files_that_are_not_images_or_are_cut_short_are_named_by_the_check(tmp_path):
+    from amlit.data.images import check_image_file
+
+    image = np.random.default_rng(6).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    encodings = _encodings(image)
+    cases = {
+        "text.jpg": (b"this is a text file, not a JPEG\n", "not an image"),
+        "html.png": (b"<html><body>404 Not Found</body></html>", "not an image"),
+        "empty.jpg": (b"", "empty file"),
+        "cut.jpg": (encodings[".jpg"][: len(encodings[".jpg"]) // 2], "truncated JPEG"),
+        "cut.png": (encodings[".png"][:-20], "truncated PNG"),
+        "cut.gif": (encodings[".gif"][:-10], "truncated GIF"),
+    }
+    for name, (data, problem) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert problem in (check_image_file(tmp_path / name).problem or ""), name
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(encodings[".jpg"] + b"\x00" * 8)  # some writers pad after the end marker
+    assert check_image_file(padded) == check_image_file(padded).__class__(None, (40, 30))
+    assert "cannot be read" in check_image_file(tmp_path / "absent.jpg").problem
+
+
+def test_scan_images_splits_images_from_other_files_and_skips_hidden_entries(tmp_path):
+    from amlit.data.images import scan_images
+
+    for relative in ["a/1.jpg", "a/2.PGM", "a/b/3.gif", "a/notes.txt", "a/.hidden.jpg", ".cache/4.jpg", "5.webp"]:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    listing = scan_images(tmp_path)
+    assert listing.images == ["5.webp", "a/1.jpg", "a/2.PGM", "a/b/3.gif"]
+    assert listing.other_files == ["a/notes.txt"]
+
+
+def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
+    import os
+
+    from amlit.data.images import write_atomically
+
+    target = tmp_path / "sub" / "file.bin"
+    write_atomically(target, b"first")
+    assert target.read_bytes() == b"first"
+
+    def failing_replace(source, destination):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomically(target, b"second")
+    assert target.read_bytes() == b"first"  # the old file is whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]  # no temporary left behind

@@ -82,3 +82,10 @@ def test_amlit_data_overlaps_prints_and_writes_the_candidates(shared_data, tmp_p
     assert f"{lfw}: 6 CASIA identities match by name" in printed
     written = read_id_list(output)
     assert written == sorted(set(found["identity"])) and len(written) == len(found) == 48
+
+
+def test_an_id_listed_twice_is_kept_once_with_a_warning_naming_the_line(tmp_path):
+    path = tmp_path / "ids.txt"
+    path.write_text("0000045\n# comment\n0000099\n0000045  # again\n")
+    with pytest.warns(UserWarning, match=r"ids.txt:4: 0000045 is listed again \(first on line 1\)"):
+        assert read_id_list(path) == ["0000045", "0000099"]

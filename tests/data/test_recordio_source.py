@@ -80,7 +80,7 @@ def test_array_labels_train_lst_and_112x112(samples, tmp_path):
     assert table["identity"].tolist() == [CASIA_IDS[cls] for cls, _ in samples]
     dataset = source.dataset(table["name"], range(len(table)), (112, 112))
     np.testing.assert_array_equal(dataset[5][0].numpy(), expected_rgb(samples[5][1], crop=False))
-    with pytest.raises(BadDataError, match=r"holds 112x112 \(HxW\) faces but data.image_size is 100x100: .*\[112,112\]"):
+    with pytest.raises(BadDataError, match=r"holds 112x112 \(HxW\) faces but data.image_size is 100x100: .*112,112"):
         source.image_table((100, 100))
     (tmp_path / "train.lst").write_text(lines[0] + "\n" + lines[0].replace("\t0", "\t1") + "\n")
     with pytest.raises(BadDataError, match="classes and image folders do not match one to one"):
@@ -240,3 +240,82 @@ def test_paper_config_fits_one_step_from_a_rec(rec, tmp_path, monkeypatch):
         ]
     )
     assert cli.trainer.global_step == 1 and cli.datamodule.num_classes == len(CASIA_IDS) - 1
+
+
+def _run_main(args, monkeypatch, capsys) -> tuple[int, str, str]:
+    """``amlit <args>`` in-process: (exit status, stdout, stderr)."""
+    import sys
+
+    from amlit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["amlit", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_112x96_rec_is_read_alike_by_training_rec_info_and_rec_export(samples, tmp_path, monkeypatch, capsys):
+    """Faces already cropped to 112x96 (property '8,112,96'): all three readers agree, every image survives."""
+    cropped = [(cls, cv2.imencode(".jpg", expected_rgb(jpeg)[:, :, ::-1])[1].tobytes()) for cls, jpeg in samples]
+    folder = write_insightface_rec(tmp_path / "rec96", cropped, image_size=(112, 96))
+    (tmp_path / "ids.txt").write_text("\n".join(CASIA_IDS) + "\n")
+    ids = f"--identity_list={tmp_path / 'ids.txt'}"
+    code, out, _ = _run_main(["data", "rec-info", f"--path={folder}", ids, "--check_images=-1"], monkeypatch, capsys)
+    assert code == 0 and f"decoded {len(samples)} images: {len(samples)} are 112x96 faces, 0 failed" in out
+    assert "0 problem(s)" in out
+    code, out, _ = _run_main(["data", "rec-export", f"--path={folder}", f"--output={tmp_path / 'tree'}", ids],
+                             monkeypatch, capsys)  # fmt: skip
+    assert code == 0 and len(list((tmp_path / "tree").rglob("*.jpg"))) == len(samples)
+    table = RecordIO(folder, identity_list=tmp_path / "ids.txt").image_table((112, 96))
+    assert len(table) == len(samples)
+    code, _, err = _run_main(["data", "rec-export", f"--path={folder}", f"--output={tmp_path / 'c'}", "--crop=true"],
+                             monkeypatch, capsys)  # fmt: skip
+    assert code == 2 and "--crop cuts insightface's 112x112 crops to 112x96, but" in err
+    with pytest.raises(BadDataError, match=r"holds 112x96 \(HxW\) faces but data.image_size is 112x112"):
+        RecordIO(folder).image_table((112, 112))
+
+
+def test_damaged_sets_make_both_tools_exit_non_zero_naming_the_record(rec, samples, tmp_path, monkeypatch, capsys):
+    offsets = read_idx(rec / "train.idx")
+    data = bytearray((rec / "train.rec").read_bytes())
+    image_start = offsets[5] + 8 + 24  # record 5: magic + lrec, IRHeader, then the JPEG
+    data[image_start : image_start + 64] = bytes(64)  # its JPEG header is gone
+    (rec / "train.rec").write_bytes(bytes(data))
+    code, out, err = _run_main(["data", "rec-info", f"--path={rec}", "--check_images=-1"], monkeypatch, capsys)
+    assert code == 2 and "train.rec key 5: not an image" in out
+    assert "amlit: error:" in err and "1 problem(s), listed above" in err and "Traceback" not in err
+    output = tmp_path / "tree"
+    code, out, err = _run_main(["data", "rec-export", f"--path={rec}", f"--output={output}"], monkeypatch, capsys)
+    assert code == 2 and "1 damaged record(s) not exported" in err and "key 5: not an image" in err
+    assert len(list(output.rglob("*.jpg"))) == len(samples) - 1  # every other image is written
+
+
+def test_a_truncated_rec_reports_the_identity_records_it_lost(rec, samples):
+    data = (rec / "train.rec").read_bytes()
+    first_identity = read_idx(rec / "train.idx")[len(samples) + 1]  # identity records follow the images
+    (rec / "train.rec").write_bytes(data[: first_identity + 20])  # cut inside the first identity record
+    with pytest.warns(UserWarning, match=r"8 identity records \(keys 25..32.*truncated or incomplete") as caught:
+        table = RecordIO(rec).image_table((112, 96))
+    assert len(caught) >= 1 and len(table) == len(samples)  # every image record is intact and kept
+    with pytest.raises(BadDataError, match=r"identity records"):
+        RecordIO(rec, on_bad="fail").image_table((112, 96))
+
+
+def test_a_label_beyond_the_property_classes_names_its_record(samples, tmp_path):
+    broken = [*samples[:-1], (len(CASIA_IDS) - 1, samples[-1][1])]
+    folder = write_insightface_rec(tmp_path / "rec", broken)
+    offsets = read_idx(folder / "train.idx")
+    data = bytearray((folder / "train.rec").read_bytes())
+    key = len(samples)  # the last image record: its scalar label (IRHeader bytes 4..8) becomes 99
+    data[offsets[key] + 8 + 4 : offsets[key] + 8 + 8] = struct.pack("<f", 99.0)
+    (folder / "train.rec").write_bytes(bytes(data))
+    message = rf"train.rec key {key} \(byte {offsets[key]}\): label 99 is out of range: .*property says 8 classes"
+    with pytest.raises(BadDataError, match=message):
+        RecordIO(folder, on_bad="fail").image_table((112, 96))
+    with pytest.warns(UserWarning, match=message):
+        table = RecordIO(folder).image_table((112, 96))
+    assert len(table) == len(samples) - 1 and str(key) not in set(table["name"])

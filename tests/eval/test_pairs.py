@@ -47,7 +47,10 @@ def test_write_then_read_round_trip(tmp_path):
         ("2\t1\nA\t1\t2\nA\t1\tB\t2\nC\t1\t2\nC\t1\n", r"pairs.txt:5: expected a mismatched pair 'Name1 i Name2 j'"),
         ("2\t1\nA\t1\t2\nA\t1\tB\t2\nC\t1\tD\t2\nC\t1\tD\t2\n", r"pairs.txt:4: expected a matched pair"),
         ("2\t1\nA\t1\tx\nA\t1\tB\t2\nC\t1\t2\nC\t1\tD\t2\n", r"pairs.txt:2: an image number must be an integer"),
-        ("2\t1\nA\t1\t2\nA\t1\tB\t2\n", r"promises 2 folds x \(2 x 1\) = 4 pairs, but the file has 2"),
+        (
+            "2\t1\nA\t1\t2\nA\t1\tB\t2\n",
+            r"pairs.txt:1: the header promises 2 folds x \(2 x 1\) = 4 pairs, but the file has 2",
+        ),
         ("ten\t300\n", r"pairs.txt:1: the number of folds must be an integer"),
         ("10 300 5\n", r"pairs.txt:1: expected a header"),
         ("", r"pairs.txt:1: empty file"),
