@@ -31,6 +31,7 @@ from amlit.data.verification_bin import bin_eval_set
 from amlit.errors import ConfigError, MissingDataError, listed
 from amlit.eval.blufr import BlufrConfig, evaluate_blufr, read_blufr_config
 from amlit.eval.evalset import EvalSet
+from amlit.eval.far import FarRule, check_far
 from amlit.eval.pairs import PairList, fold_pairs_to_list, lines_naming, read_lfw_pairs, sample_fold_pairs
 from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verification_metrics
 
@@ -40,8 +41,8 @@ def _lfw_path(file_name: str) -> str:
     return f"{file_name.rsplit('_', 1)[0]}/{file_name}"
 
 
-def _blufr_metrics(features, names: list[str], config: BlufrConfig) -> dict[str, float]:
-    return evaluate_blufr((names, features), config)
+def _blufr_metrics(features, names: list[str], config: BlufrConfig, far_rule: FarRule) -> dict[str, float]:
+    return evaluate_blufr((names, features), config, far_rule=far_rule)
 
 
 def _require_paths(paths: list[tuple[Path, str, str]]) -> None:
@@ -86,6 +87,8 @@ class CasiaDataModule(L.LightningDataModule):
         pair_protocol: how the LFW pairs and the ``.bin`` sets are scored: ``"amsoftmax"`` (flip-sum feature, the
             paper's) or ``"sphereface"`` (SphereFace's evaluation.m: concatenated features, training-fold mean
             subtracted).
+        far_rule: which scores a FAR target accepts, in every TAR/VR/DIR@FAR of the test sets: ``"evalroc"`` (the
+            BLUFR toolkit's rule, the default), ``"at_most"`` or ``"interpolated"`` (``amlit.eval.far``).
         exclude_id_lists: files of identity ids to remove (one 7-digit id per line); the paper removes 59
             (17 overlapping LFW + 42 overlapping MegaFace/FaceScrub) -> 10,516 classes.
         val_identities: training identities held out to build verification pairs for ``val`` during fit
@@ -110,6 +113,7 @@ class CasiaDataModule(L.LightningDataModule):
         megaface_identities: str | Path | None = None,
         verification_bins: Sequence[str | Path] = (),
         pair_protocol: PairProtocol = "amsoftmax",
+        far_rule: FarRule = "evalroc",
         exclude_id_lists: Sequence[str | Path] = (),
         val_identities: int = 0,
         val_pairs_per_fold: int = 100,
@@ -230,6 +234,8 @@ class CasiaDataModule(L.LightningDataModule):
                 )
 
         self.pair_protocol = pair_protocol
+        check_far(0.0, far_rule)
+        self.far_rule = far_rule
         self.verification_bins = [Path(p) for p in verification_bins]
         names = ["lfw"] * (self.lfw is not None) + [p.stem for p in self.verification_bins]
         if len(set(names)) != len(names):
@@ -250,7 +256,7 @@ class CasiaDataModule(L.LightningDataModule):
 
     # ---- datasets -------------------------------------------------------------------------------------------
     def _pair_set(self, name: str, dataset, pairs: PairList, protocol: PairProtocol = "amsoftmax") -> EvalSet:
-        evaluate = partial(pair_verification_metrics, pairs=pairs, protocol=protocol)
+        evaluate = partial(pair_verification_metrics, pairs=pairs, protocol=protocol, far_rule=self.far_rule)
         return EvalSet(name, dataset, len(pairs.images), evaluate, views=PROTOCOL_VIEWS[protocol])
 
     def eval_sets(self, stage: str) -> list[EvalSet]:
@@ -269,17 +275,20 @@ class CasiaDataModule(L.LightningDataModule):
                 dataset = ImageFiles(self.lfw_root, images, range(len(images)), self.image_size)
                 sets.append(self._pair_set("lfw", dataset, self.lfw, self.pair_protocol))
             if self._bin_sets is None:
-                self._bin_sets = [bin_eval_set(p, self.image_size, self.pair_protocol) for p in self.verification_bins]
+                self._bin_sets = [
+                    bin_eval_set(p, self.image_size, self.pair_protocol, self.far_rule) for p in self.verification_bins
+                ]
             sets += self._bin_sets
             if self.blufr is not None:
                 images = self._blufr_images
                 dataset = ImageFiles(self.lfw_root, images, range(len(images)), self.image_size)
-                evaluate = partial(_blufr_metrics, names=images, config=self.blufr)
+                evaluate = partial(_blufr_metrics, names=images, config=self.blufr, far_rule=self.far_rule)
                 sets.append(EvalSet("blufr", dataset, len(images), evaluate))
             if self.megaface is not None:
                 images = self.megaface.files
                 dataset = ImageFiles(Path("/"), images, range(len(images)), self.image_size)
-                sets.append(EvalSet("megaface", dataset, len(images), self.megaface.evaluate))
+                evaluate = partial(self.megaface.evaluate, far_rule=self.far_rule)
+                sets.append(EvalSet("megaface", dataset, len(images), evaluate))
             if not sets:
                 raise ConfigError(
                     "no test set configured: set data.lfw_root and data.lfw_pairs, data.verification_bins, or "

@@ -12,6 +12,7 @@ import torch
 from amlit.data.images import IMAGE_EXTENSIONS, scan_images
 from amlit.errors import BadDataError
 from amlit.eval.curves import Curve
+from amlit.eval.far import FarRule
 from amlit.eval.megaface import evaluate_megaface, identity_labels, read_image_list, select_identities
 
 
@@ -32,14 +33,14 @@ class MegaFaceImages:
     num_probes: int
     labels: np.ndarray  # (num_probes,) int64 probe identity
 
-    def evaluate(self, features: torch.Tensor) -> dict[str, float | Curve]:
+    def evaluate(self, features: torch.Tensor, far_rule: FarRule = "evalroc") -> dict[str, float | Curve]:
         """features (N, D) in ``files`` order -> ``evaluate_megaface`` metrics (rank1, tar@far=1e-6, cmc, roc)."""
         if features.isnan().any():
             raise BadDataError(
                 "MegaFace needs every probe and distractor embedded; some were not (limit_test_batches?)"
             )
         probes, distractors = features[: self.num_probes], features[self.num_probes :]
-        return evaluate_megaface(probes, torch.as_tensor(self.labels), distractors, progress=False)
+        return evaluate_megaface(probes, torch.as_tensor(self.labels), distractors, far_rule=far_rule, progress=False)
 
 
 def megaface_images(

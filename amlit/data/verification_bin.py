@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from amlit.data.images import decode_face
 from amlit.errors import BadDataError, MissingDataError
 from amlit.eval.evalset import EvalSet
+from amlit.eval.far import FarRule
 from amlit.eval.pairs import PairList
 from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verification_metrics
 
@@ -202,12 +203,17 @@ class EncodedImages(Dataset):
         return torch.from_numpy(image), index
 
 
-def bin_eval_set(path: str | Path, image_size: tuple[int, int], protocol: PairProtocol = "amsoftmax") -> EvalSet:
+def bin_eval_set(
+    path: str | Path,
+    image_size: tuple[int, int],
+    protocol: PairProtocol = "amsoftmax",
+    far_rule: FarRule = "evalroc",
+) -> EvalSet:
     """An ``EvalSet`` named after the file (``lfw``, ``cfp_fp``, ``agedb_30``): its images, decoded and fitted to
     ``image_size`` (H, W), scored by ``pair_verification_metrics`` with ``protocol`` (which sets the EvalSet's
-    ``views``: ``"amsoftmax"`` flip-sum, ``"sphereface"`` concatenation)."""
+    ``views``: ``"amsoftmax"`` flip-sum, ``"sphereface"`` concatenation) and ``far_rule``."""
     data = read_verification_bin(path)
     dataset = EncodedImages(data.encoded, image_size, str(data.path))
     dataset[0]  # decode one image now, so that a size mismatch is reported at setup rather than in a worker
-    evaluate = partial(pair_verification_metrics, pairs=data.pairs, protocol=protocol)
+    evaluate = partial(pair_verification_metrics, pairs=data.pairs, protocol=protocol, far_rule=far_rule)
     return EvalSet(data.name, dataset, len(dataset), evaluate, views=PROTOCOL_VIEWS[protocol])

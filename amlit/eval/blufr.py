@@ -7,7 +7,8 @@ Exactly as the official MATLAB toolkit v1.0 (``code/EvalROC.m``, ``code/OpenSetR
   half away from zero). The threshold is the ``falseAlarms``-th largest impostor score (1-based); for
   ``falseAlarms == 0`` it is ``(imp(1) + min(gen > imp(1))) / 2`` (``imp(1) + sqrt(eps)`` when no genuine score
   exceeds ``imp(1)``); for ``falseAlarms == Nimp`` it is ``min(imp(end), min(gen)) - sqrt(eps)``.
-  VR = mean(gen >= threshold).
+  VR = mean(gen >= threshold). This is the ``evalroc`` rule of ``amlit.eval.far`` (the default of every protocol);
+  ``far_rule`` picks another one.
 - Open-set identification (OpenSetROC on gallery x probe scores): a probe is genuine iff its label is in the gallery.
   The threshold comes from the impostor probes' maximum gallery scores as above. A genuine probe's score is its best
   mate score; its rank is the 1-based position of that mate in the stable descending sort of the probe's gallery
@@ -32,8 +33,8 @@ import torch
 
 from amlit import keys
 from amlit.errors import BadDataError, MissingDataError
+from amlit.eval.far import FarRule, accept_rate, operating_points, tar_at_far, top_impostors_needed
 
-SQRT_EPS = math.sqrt(np.finfo(np.float64).eps)  # MATLAB sqrt(eps) = 1.4901e-08
 VR_FARS = (1e-4, 1e-3)  # verification FAR points reported (toolkit default 1e-3; AM-Softmax also 1e-4)
 DIR_FAR = 1e-2  # open-set identification FAR point reported, at rank 1
 DIR_RANK = 1
@@ -168,54 +169,9 @@ def sample_blufr_protocol(
     )
 
 
-def false_alarm_counts(far_points: Sequence[float], num_impostors: int) -> list[int]:
-    """``round(FAR * Nimp)`` with MATLAB rounding (half away from zero), in float64 like MATLAB."""
-    counts = []
-    for far in far_points:
-        if not 0 <= far <= 1:
-            raise ValueError(f"FAR should be in the range [0, 1], got {far}")
-        x = float(far) * num_impostors
-        counts.append(math.floor(x) + (1 if x - math.floor(x) >= 0.5 else 0))
-    return counts
-
-
-def roc_thresholds(
-    genuine: torch.Tensor,
-    top_impostors: torch.Tensor,
-    min_impostor: float,
-    num_impostors: int,
-    false_alarms: Sequence[int],
+def verification_rates(
+    scores: torch.Tensor, labels: torch.Tensor, far_points: Sequence[float], far_rule: FarRule = "evalroc"
 ) -> torch.Tensor:
-    """EvalROC thresholds. genuine (G,), top_impostors (K,) the K largest impostor scores sorted descending with
-    K >= every false-alarm count below Nimp, min_impostor = imp(end) -> (F,) float64."""
-    if num_impostors == 0 or len(top_impostors) == 0:
-        raise ValueError("the ROC threshold needs at least one impostor score")
-    if len(genuine) == 0:
-        raise ValueError("the ROC needs at least one genuine score")
-    top = top_impostors.double().cpu()
-    genuine = genuine.double()
-    highest = float(top[0])  # imp(1)
-    thresholds = []
-    for count in false_alarms:
-        if count == num_impostors:  # checked last in MATLAB, so it wins when Nimp == 0 == count (excluded above)
-            thresholds.append(min(min_impostor, float(genuine.min())) - SQRT_EPS)
-        elif count == 0:
-            high = genuine[genuine > highest]
-            thresholds.append((highest + float(high.min())) / 2 if len(high) else highest + SQRT_EPS)
-        else:
-            if count > len(top):
-                raise ValueError(f"need the {count} largest impostor scores, got {len(top)}")
-            thresholds.append(float(top[count - 1]))
-    return torch.tensor(thresholds, dtype=torch.float64)
-
-
-def _rates(genuine: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """mean(gen >= t) for each threshold: (G,), (F,) -> (F,) float64."""
-    genuine = genuine.double().cpu()
-    return (genuine[:, None] >= thresholds[None, :]).double().mean(dim=0)
-
-
-def verification_rates(scores: torch.Tensor, labels: torch.Tensor, far_points: Sequence[float]) -> torch.Tensor:
     """EvalROC on a square score matrix: scores (N, N), labels (N,) -> VR at each FAR point (F,) float64.
 
     Dense: for small sets. For a BLUFR test set use :func:`blufr_verification`, which works from features in chunks.
@@ -226,11 +182,9 @@ def verification_rates(scores: torch.Tensor, labels: torch.Tensor, far_points: S
     same = labels[:, None] == labels[None, :]
     genuine = scores[lower & same]
     impostor = scores[lower & ~same].sort(descending=True).values
-    counts = false_alarm_counts(far_points, len(impostor))
     if len(impostor) == 0:
         raise ValueError("the ROC threshold needs at least one impostor score")
-    thresholds = roc_thresholds(genuine, impostor, float(impostor[-1]), len(impostor), counts)
-    return _rates(genuine, thresholds)
+    return torch.tensor([tar_at_far(genuine, impostor, len(impostor), far, far_rule) for far in far_points])
 
 
 def count_pairs(labels: torch.Tensor) -> tuple[int, int]:
@@ -242,13 +196,17 @@ def count_pairs(labels: torch.Tensor) -> tuple[int, int]:
 
 
 def blufr_verification(
-    features: torch.Tensor, labels: torch.Tensor, far_points: Sequence[float], chunk: int = 2048
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    far_points: Sequence[float],
+    chunk: int = 2048,
+    far_rule: FarRule = "evalroc",
 ) -> torch.Tensor:
     """EvalROC on the cosine scores of ``features`` (N, D), L2-normalized, labels (N,) -> VR per FAR (F,) float64.
 
     Never builds the N x N matrix: rows are scored in chunks of ``chunk`` against the rows before them (the strict
     lower triangle), on the features' device. All genuine scores are kept (~0.2 M for a BLUFR trial); of the impostor
-    scores only a running top-k, k = the largest false-alarm count needed, and the minimum.
+    scores only a running top-k, k = the most any FAR point reads under ``far_rule``.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -256,11 +214,11 @@ def blufr_verification(
     features = features.double()
     labels = torch.as_tensor(labels, device=device)
     _, num_impostors = count_pairs(labels)
-    counts = false_alarm_counts(far_points, num_impostors)
-    k = max([c for c in counts if 0 < c < num_impostors] + [1])
+    if num_impostors == 0:
+        raise ValueError("the ROC threshold needs at least one impostor score")
+    k = max(top_impostors_needed(far, num_impostors, far_rule) for far in far_points)
     genuine_parts = []
     top = torch.empty(0, dtype=torch.float64, device=device)  # (<= k,) largest impostor scores so far
-    min_impostor = math.inf
     for start in range(0, len(features), chunk):
         stop = min(start + chunk, len(features))
         block = features[start:stop] @ features[:stop].T  # (c, stop): rows start..stop-1 against rows 0..stop-1
@@ -271,14 +229,14 @@ def blufr_verification(
         impostor = block[lower & ~same]  # (m,)
         if len(impostor) == 0:
             continue
-        min_impostor = min(min_impostor, float(impostor.min()))
         if len(top) == k:  # only scores above the current k-th largest can change the top-k values
             impostor = impostor[impostor > top[-1]]
         merged = torch.cat([top, impostor])
         top = torch.topk(merged, min(k, len(merged)), sorted=True).values
     genuine = torch.cat(genuine_parts) if genuine_parts else torch.empty(0, dtype=torch.float64)
-    thresholds = roc_thresholds(genuine, top, min_impostor, num_impostors, counts)
-    return _rates(genuine, thresholds)
+    if len(genuine) == 0:
+        raise ValueError("the ROC needs at least one genuine score")
+    return torch.tensor([tar_at_far(genuine, top, num_impostors, far, far_rule) for far in far_points])
 
 
 def open_set_identification(
@@ -289,8 +247,9 @@ def open_set_identification(
     far: float,
     rank: int = 1,
     chunk: int = 4096,
+    far_rule: FarRule = "evalroc",
 ) -> float:
-    """OpenSetROC: detection and identification rate at ``rank`` and ``far``.
+    """OpenSetROC: detection and identification rate at ``rank`` and ``far`` (threshold by ``far_rule``).
 
     gallery_features (G, D), probe_features (P, D), L2-normalized; labels (G,), (P,). Probes are scored in chunks.
     Ties in the rank follow MATLAB's stable ``sort(..., 'descend')``: gallery entries scoring exactly the mate's score
@@ -318,9 +277,10 @@ def open_set_identification(
     mates, ranks = torch.cat(mate_parts).cpu(), torch.cat(rank_parts).cpu()
     if len(impostor) == 0:
         raise ValueError("open-set identification needs at least one impostor probe (label not in the gallery)")
-    counts = false_alarm_counts([far], len(impostor))
-    threshold = roc_thresholds(mates, impostor, float(impostor[-1]), len(impostor), counts)[0]
-    return float(((mates >= threshold) & (ranks <= rank)).double().mean())
+    if len(mates) == 0:
+        raise ValueError("open-set identification needs at least one genuine probe (label in the gallery)")
+    points = operating_points(impostor, len(impostor), far, far_rule)
+    return accept_rate(mates, points, also=ranks <= rank)
 
 
 def _file_name(name: str) -> str:
@@ -363,17 +323,25 @@ def align_features(
     return aligned
 
 
-def blufr_trial(features: torch.Tensor, config: BlufrConfig, trial: int, chunk: int = 2048) -> dict[str, float]:
+def blufr_trial(
+    features: torch.Tensor, config: BlufrConfig, trial: int, chunk: int = 2048, far_rule: FarRule = "evalroc"
+) -> dict[str, float]:
     """One trial (0-based) on features (N, D) in ``config.image_list`` order: VR@FAR 1e-4 and 1e-3, DIR@1e-2 rank 1."""
     labels = torch.as_tensor(config.labels)
     test = torch.as_tensor(config.test_index[trial])
     gallery = torch.as_tensor(config.gallery_index[trial])
     probe = torch.as_tensor(config.probe_index[trial])
     to = features.device
-    rates = blufr_verification(features[test.to(to)], labels[test], VR_FARS, chunk=chunk)
+    rates = blufr_verification(features[test.to(to)], labels[test], VR_FARS, chunk=chunk, far_rule=far_rule)
     result = {f"vr@far={keys.far_name(far)}": float(rate) for far, rate in zip(VR_FARS, rates, strict=True)}
     result[f"dir@far={keys.far_name(DIR_FAR)},rank={DIR_RANK}"] = open_set_identification(
-        features[gallery.to(to)], labels[gallery], features[probe.to(to)], labels[probe], DIR_FAR, DIR_RANK
+        features[gallery.to(to)],
+        labels[gallery],
+        features[probe.to(to)],
+        labels[probe],
+        DIR_FAR,
+        DIR_RANK,
+        far_rule=far_rule,
     )
     return result
 
@@ -393,6 +361,7 @@ def evaluate_blufr(
     features_by_name: Mapping[str, torch.Tensor] | tuple[Sequence[str], torch.Tensor],
     config: BlufrConfig,
     chunk: int = 2048,
+    far_rule: FarRule = "evalroc",
 ) -> dict[str, float]:
     """All trials of ``config`` on L2-normalized features given with their image names (a name -> (D,) mapping, or
     (names, (M, D) tensor)). Returns mean, std (ddof=1) and mean - std over the trials of ``vr@far=1e-4``,
@@ -400,4 +369,5 @@ def evaluate_blufr(
     if config.num_trials == 0:
         raise BadDataError("the BLUFR config has no trials")
     features = align_features(features_by_name, config)
-    return summarize_trials([blufr_trial(features, config, t, chunk=chunk) for t in range(config.num_trials)])
+    trials = [blufr_trial(features, config, t, chunk, far_rule) for t in range(config.num_trials)]
+    return summarize_trials(trials)

@@ -1,17 +1,30 @@
 """The embeddings file, amlit's interface to other tools: one ``.npz`` with ``names`` (image paths relative to the
-data root, str) and ``features`` (N, D) float32, flip-summed and L2-normalized; written by ``amlit predict``."""
+data root, str) and ``features`` (N, D) float32, flip-summed and L2-normalized; written by ``amlit predict``.
+
+Every protocol that starts from features (``amlit score lfw|blufr|megaface``, ``amlit export megaface``) loads them
+through ``load_embeddings`` / ``check_features``, so features made elsewhere are either scored right or refused:
+non-finite and zero rows and names listed twice are refused naming them, features that are not unit length are
+normalized (saying so), since every protocol compares cosines.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from amlit.errors import BadDataError, MissingDataError
+from amlit.errors import BadDataError, MissingDataError, listed
+
+UNIT_TOLERANCE = 1e-3  # |norm - 1| above this counts as not L2-normalized (float32 rounding stays far below)
 
 
 def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """(names, features (N, D) float32) from an embeddings ``.npz``; never unpickles (``allow_pickle=False``)."""
+    """(names, features (N, D) float32) from an embeddings ``.npz`` as stored; never unpickles
+    (``allow_pickle=False``). Most callers want ``load_embeddings``, which also checks the rows."""
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(f"embeddings file not found: {path}; write one with `amlit predict` (an .npz file)")
@@ -31,4 +44,88 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
         raise BadDataError(
             f"{path}: names {names.shape} and features {features.shape} do not match; expected (N,) and (N, D)"
         )
+    if not np.issubdtype(features.dtype, np.number):
+        raise BadDataError(f"{path}: features are {features.dtype}, expected numbers (float32)")
     return [str(name) for name in names], np.asarray(features, dtype=np.float32)
+
+
+def check_features(
+    names: Sequence[str], features: np.ndarray, source: str | Path, normalize: bool = True
+) -> np.ndarray:
+    """Refuse what no protocol can score, naming the rows; L2-normalize (with a warning) unless ``normalize`` is
+    off (protocols that normalize themselves, such as SphereFace's mean-subtracted LFW variant).
+
+    features (N, D) -> (N, D) float32. Refused: a name listed twice (one feature per image; a silent "last row wins"
+    or a probe counted twice would change the result), rows with NaN/Inf, all-zero rows (no direction: cosine
+    undefined).
+    """
+    duplicated = [name for name, count in Counter(names).items() if count > 1]
+    if duplicated:
+        raise BadDataError(
+            f"{source}: {len(duplicated)} image names appear more than once (e.g. {listed(duplicated, 3)}): each "
+            "image needs exactly one feature; remove the duplicates"
+        )
+    features = np.asarray(features, dtype=np.float32)
+    bad = ~np.isfinite(features).all(axis=1)
+    if bad.any():
+        examples = listed([names[i] for i in np.flatnonzero(bad)], 3)
+        raise BadDataError(
+            f"{source}: {int(bad.sum())} feature rows hold NaN or Inf (e.g. {examples}): embed those images again "
+            "or leave them out of the file"
+        )
+    norms = np.linalg.norm(features.astype(np.float64), axis=1)
+    zero = norms == 0
+    if zero.any():
+        examples = listed([names[i] for i in np.flatnonzero(zero)], 3)
+        raise BadDataError(
+            f"{source}: {int(zero.sum())} feature rows are all zeros (e.g. {examples}): a zero vector has no "
+            "direction, so no cosine; embed those images again or leave them out"
+        )
+    if normalize and len(norms) and np.abs(norms - 1).max() > UNIT_TOLERANCE:
+        warnings.warn(
+            f"{source}: features are not L2-normalized (norms {norms.min():.4g} .. {norms.max():.4g}); normalized "
+            "them, since every protocol compares cosines",
+            stacklevel=2,
+        )
+        features = (features / norms[:, None]).astype(np.float32)
+    return features
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Checked features with their image names (``load_embeddings``)."""
+
+    names: list[str]
+    features: np.ndarray  # (N, D) float32
+    source: str
+
+    def rows_of(self, wanted: Sequence[str]) -> np.ndarray:
+        """Row of each ``wanted`` image path (M,) int64, -1 where absent: matched by the whole path, else by file
+        name (LFW's ``Name/Name_0001.jpg`` finds ``lfw/Name/Name_0001.jpg`` or ``Name_0001.jpg``). A file name that
+        two embedded paths share cannot be matched by file name and is refused."""
+        by_path = {name: row for row, name in enumerate(self.names)}
+        by_file: dict[str, int] = {}
+        shared: set[str] = set()
+        for row, name in enumerate(self.names):
+            file = Path(name).name
+            if file in by_file:
+                shared.add(file)
+            by_file[file] = row
+        rows = np.full(len(wanted), -1, dtype=np.int64)
+        for k, image in enumerate(wanted):
+            if image in by_path:
+                rows[k] = by_path[image]
+            elif Path(image).name in shared:
+                raise BadDataError(
+                    f"{self.source}: {image} is not among the names, and its file name {Path(image).name} belongs "
+                    "to several of them: name the features by the protocol's paths"
+                )
+            else:
+                rows[k] = by_file.get(Path(image).name, -1)
+        return rows
+
+
+def load_embeddings(path: str | Path, normalize: bool = True) -> Embeddings:
+    """Read and check an embeddings ``.npz`` (``read_embeddings`` + ``check_features``)."""
+    names, features = read_embeddings(path)
+    return Embeddings(names, check_features(names, features, path, normalize), str(path))

@@ -11,20 +11,14 @@ L2-normalized features, which ranks exactly like the cosine score s used here, s
   ``s(p, g) > r-th largest s(p, d)``, so a running per-probe top-r of distractor scores is all that is kept.
   Rank-1 identification rate = CMC(1) (the devkit's ``cmc[1][0]``).
 - Verification. Genuine scores: every unordered pair of distinct same-identity probe images; impostor scores: every
-  probe x distractor pair (3,530 x 1M = 3.5e9, never stored). With ``k = floor(FAR * N_imp)`` (exact decimal
-  arithmetic), operating point j (j = 0, 1, ...) accepts scores strictly above the (j+1)-th largest impostor score:
-  FAR_j = j / N_imp, TAR_j = #{genuine > that score} / N_gen. Only the k + 2 largest impostor scores are needed
-  (a running top-k over distractor chunks, exact). Two conventions exist for reading TAR at a FAR target from the
-  devkit's sparse ROC arrays:
-
-  * ``"linear"`` (default; happynear's ``Megaface/draw_curve.m``, ``interp1(roc{1}, roc{2}, 1e-6)``; happynear is
-    the AM-Softmax first author): linear interpolation between operating points k and k + 1.
-  * ``"at_most"`` (insightface maintainer, deepinsight/insightface#409): TAR at the largest achievable FAR <= target,
-    i.e. TAR_k; exact under ties (accepting scores > the (k+1)-th largest impostor never exceeds k false accepts).
-
-  With 1M distractors, 1e-6 * N_imp = 3,530 is an integer and both conventions give the same number.
-  The ROC curve returned is exact for FAR <= (k+2) / N_imp (from the top-k) and above that read from a histogram of
-  all impostor scores with bins of width 2 / ``roc_bins`` in cosine (operating points at the bin edges).
+  probe x distractor pair (3,530 x 1M = 3.5e9, never stored). TAR at the FAR target by ``far_rule`` (the rules of
+  ``amlit.eval.far``: ``evalroc`` by default, ``at_most`` as the insightface maintainer reads the devkit's ROC,
+  ``interpolated`` as happynear's ``Megaface/draw_curve.m``); with 1M distractors 1e-6 * N_imp = 3,530 is an integer
+  and the three differ only by genuine scores between two adjacent impostor scores. Only the floor(FAR * N_imp) + 2
+  largest impostor scores are needed (a running top-k over distractor chunks, exact).
+  The ROC curve returned has the exact operating points j / N_imp (accepting scores above the (j+1)-th largest
+  impostor score) for j < k + 2, and above that points read from a histogram of all impostor scores with bins of
+  width 2 / ``roc_bins`` in cosine (operating points at the bin edges).
 
 Scores are computed in the features' dtype (float32 normally: the matmul is the cost; float64 for checks) on
 ``device`` (CUDA when available), distractors streamed in chunks of ``chunk`` rows: the P x N matrix never exists.
@@ -38,9 +32,7 @@ import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -49,12 +41,11 @@ from tqdm.auto import tqdm
 from amlit import keys
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.curves import Curve
-from amlit.eval.far import far_count
+from amlit.eval.far import FarRule, check_far, tar_at_far, top_impostors_needed
 from amlit.listfiles import read_entries
 
 MEGAFACE_FAR = 1e-6  # the verification point reported for challenge 1
 MAX_RANK = 10  # CMC ranks kept (running top-10 of distractor scores per probe)
-Interpolation = Literal["linear", "at_most"]
 
 
 @dataclass(frozen=True)
@@ -163,30 +154,10 @@ def _operating_thresholds(top_impostors: torch.Tensor, count: int) -> torch.Tens
     return padded
 
 
-def interpolated_tar(
-    genuine: torch.Tensor,
-    top_impostors: torch.Tensor,
-    num_impostors: int,
-    far: float,
-    interpolation: Interpolation = "linear",
-) -> float:
-    """TAR at ``far`` from the genuine scores (G,) and the largest impostor scores (K,) sorted descending, with
-    K >= floor(far * N_imp) + 2 (or all N_imp of them); conventions in the module docstring."""
+def _tar(genuine: torch.Tensor, top_impostors: torch.Tensor, num_impostors: int, far: float, rule: FarRule) -> float:
     if len(genuine) == 0:
         raise BadDataError("MegaFace verification needs at least one genuine pair (an identity with two images)")
-    if num_impostors < 1:
-        raise BadDataError("MegaFace verification needs at least one distractor")
-    count = far_count(far, num_impostors)
-    needed = min(count + 2, num_impostors)
-    if len(top_impostors) < needed:
-        raise ValueError(f"need the {needed} largest impostor scores, got {len(top_impostors)}")
-    rates = _true_accept_rates(genuine, _operating_thresholds(top_impostors, count + 2))  # TAR_0..TAR_{count+1}
-    if interpolation == "at_most":
-        return float(rates[count])
-    if interpolation == "linear":
-        fraction = float(Fraction(repr(float(far))) * num_impostors - count)  # in [0, 1)
-        return float(rates[count] + fraction * (rates[count + 1] - rates[count]))
-    raise ConfigError(f"interpolation must be 'linear' or 'at_most', got {interpolation!r}")
+    return tar_at_far(genuine, top_impostors, num_impostors, far, rule)
 
 
 def roc_curve(genuine: torch.Tensor, scan: DistractorScan) -> Curve:
@@ -214,7 +185,7 @@ def evaluate_megaface(
     probe_labels: torch.Tensor | Sequence[int],
     distractor_features: torch.Tensor,
     far: float = MEGAFACE_FAR,
-    interpolation: Interpolation = "linear",
+    far_rule: FarRule = "evalroc",
     max_rank: int = MAX_RANK,
     roc_bins: int = 2000,
     chunk: int = 16384,
@@ -240,8 +211,7 @@ def evaluate_megaface(
         )
     if len(distractor_features) == 0:
         raise BadDataError("MegaFace needs at least one distractor feature; got none")
-    if interpolation not in ("linear", "at_most"):
-        raise ConfigError(f"interpolation must be 'linear' or 'at_most', got {interpolation!r}")
+    check_far(far, far_rule)
     device = torch.device(device) if device is not None else default_device()
     probes = probe_features.to(device)
     labels = torch.as_tensor(probe_labels, device=device)
@@ -251,7 +221,7 @@ def evaluate_megaface(
     scan = scan_distractors(
         probes,
         distractor_features,
-        num_top_impostors=min(far_count(far, num_impostors) + 2, num_impostors),
+        num_top_impostors=top_impostors_needed(far, num_impostors, "interpolated"),  # every rule's, and the ROC's
         max_rank=max_rank,
         roc_bins=roc_bins,
         chunk=chunk,
@@ -263,7 +233,7 @@ def evaluate_megaface(
     genuine = genuine_scores(probe_scores, labels)
     return {
         "rank1": float(cmc[0]),
-        keys.far_key(far): interpolated_tar(genuine, scan.top_impostors, num_impostors, far, interpolation),
+        keys.far_key(far): _tar(genuine, scan.top_impostors, num_impostors, far, far_rule),
         "cmc": Curve(np.arange(1, max_rank + 1, dtype=np.float64), cmc, x_label="rank", y_label="identification rate"),
         "roc": roc_curve(genuine, scan),
         "num_probes": float(len(probes)),

@@ -3,24 +3,26 @@
 ``amlit score lfw|blufr|megaface`` and ``amlit export megaface``: the protocols of ``amlit test``, starting from
 features, so results can be recomputed without the model and features of other tools can be compared under amlit's
 protocols (``score megaface`` and ``export megaface`` also read and write the MegaFace devkit's feature files).
-The file holds ``names`` (image paths, str) and ``features`` (N, D) float32, L2-normalized (flip-sum).
+The file holds ``names`` (image paths, str) and ``features`` (N, D) float32, L2-normalized (flip-sum); every
+command loads it through ``amlit.eval.embeddings`` (one loader: bad rows refused by name, normalization stated).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from amlit.errors import BadDataError, ConfigError
-from amlit.eval import embeddings
 from amlit.eval.blufr import evaluate_blufr, read_blufr_config
 from amlit.eval.curves import Curve
+from amlit.eval.embeddings import check_features, load_embeddings, read_embeddings
+from amlit.eval.far import FarRule
 from amlit.eval.megaface import (
     MEGAFACE_FAR,
-    Interpolation,
     evaluate_megaface,
     identity_labels,
     read_features,
@@ -28,27 +30,8 @@ from amlit.eval.megaface import (
     select_identities,
     write_features,
 )
-from amlit.eval.pairs import read_lfw_pairs
-from amlit.eval.verification import pair_verification_metrics
-
-
-def read_embeddings(path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """``(names, features (N, D) float32 tensor)`` of an embeddings ``.npz``."""
-    names, features = embeddings.read_embeddings(path)
-    return names, torch.from_numpy(features)
-
-
-def select_features(names: list[str], features: torch.Tensor, wanted: list[str], source: Path) -> torch.Tensor:
-    """Rows of ``features`` for ``wanted`` image paths, matched by path, else by file name; NaN rows if absent."""
-    by_path = {name: row for row, name in enumerate(names)}
-    by_file = {Path(name).name: row for row, name in enumerate(names)}
-    rows = [by_path.get(name, by_file.get(Path(name).name, -1)) for name in wanted]
-    found = torch.tensor(rows) >= 0
-    if not found.any():
-        raise BadDataError(f"{source}: none of the protocol's images (e.g. {wanted[0]}) is among the embedded names")
-    out = torch.full((len(wanted), features.shape[1]), float("nan"))
-    out[found] = features[torch.tensor(rows)[found]]
-    return out
+from amlit.eval.pairs import lines_naming, read_lfw_pairs
+from amlit.eval.verification import PairProtocol, pair_verification_metrics
 
 
 def _report(metrics: dict[str, float | Curve], prefix: str, output: Path | None) -> dict[str, float]:
@@ -61,30 +44,66 @@ def _report(metrics: dict[str, float | Curve], prefix: str, output: Path | None)
     return scalars
 
 
-def score_lfw(embeddings: Path, pairs: Path, output: Path | None = None) -> dict[str, float]:
-    """LFW 10-fold verification of an embeddings file (pairs with a missing image are left out and counted).
+def score_lfw(
+    embeddings: Path,
+    pairs: Path,
+    output: Path | None = None,
+    protocol: PairProtocol = "amsoftmax",
+    far_rule: FarRule = "evalroc",
+    allow_missing: bool = False,
+) -> dict[str, float]:
+    """LFW 10-fold verification (accuracy, AUC, EER, TAR@FAR) of an embeddings file.
 
     Args:
-        embeddings: ``.npz`` with ``names`` and ``features`` (``amlit predict`` writes one).
+        embeddings: ``.npz`` with ``names`` and ``features`` (``amlit predict`` writes one); images are matched by
+            path, else by file name.
         pairs: LFW-format ``pairs.txt``.
         output: optional JSON file for the metrics.
+        protocol: ``amsoftmax`` (cosine of L2-normalized features, the paper's) or ``sphereface`` (SphereFace's
+            evaluation.m: per held-out fold the mean feature of the other folds is subtracted before the cosine;
+            the features are used as they are, e.g. [f(image), f(mirror)] concatenations).
+        far_rule: which scores a FAR target accepts: ``evalroc`` (BLUFR's rule, every protocol's default),
+            ``at_most`` or ``interpolated`` (``amlit.eval.far``).
+        allow_missing: score the pairs whose images all have features when some have none (they are counted);
+            by default a missing image is an error naming it.
     """
-    names, features = read_embeddings(embeddings)
+    data = load_embeddings(embeddings, normalize=protocol == "amsoftmax")
     pair_list = read_lfw_pairs(pairs)
-    selected = select_features(names, features, pair_list.images, Path(embeddings))
-    return _report(pair_verification_metrics(selected, pair_list), "lfw", output)
+    rows = data.rows_of(pair_list.images)
+    missing = [image for image, row in zip(pair_list.images, rows, strict=True) if row < 0]
+    if len(missing) == len(rows):
+        raise BadDataError(f"{embeddings}: none of the images of {pairs} (e.g. {missing[0]}) is among its names")
+    if missing:
+        line, image = lines_naming(pairs, set(missing))[0]
+        usable = int(((rows[pair_list.left] >= 0) & (rows[pair_list.right] >= 0)).sum())
+        message = (
+            f"{len(missing)} of the {len(rows)} images named by {pairs} have no feature in {embeddings} (first: "
+            f"{image}, {pairs}:{line}); {usable} of the {len(pair_list)} pairs have both images"
+        )
+        if not allow_missing:
+            raise BadDataError(f"{message}: embed the missing images, or pass --allow_missing=true to score those")
+        warnings.warn(f"{message}; scoring those", stacklevel=2)
+    selected = torch.full((len(rows), data.features.shape[1]), float("nan"))
+    found = torch.from_numpy(rows >= 0)
+    selected[found] = torch.from_numpy(data.features[rows[rows >= 0]])
+    return _report(pair_verification_metrics(selected, pair_list, protocol, far_rule), "lfw", output)
 
 
-def score_blufr(embeddings: Path, blufr_config: Path, output: Path | None = None) -> dict[str, float]:
+def score_blufr(
+    embeddings: Path, blufr_config: Path, output: Path | None = None, far_rule: FarRule = "evalroc"
+) -> dict[str, float]:
     """BLUFR (10 trials; VR@FAR=0.01%/0.1%, DIR@FAR=1% rank 1; mean, std, mean - std) of an embeddings file.
 
     Args:
         embeddings: ``.npz`` with ``names`` and ``features``; images are matched to the BLUFR list by file name.
         blufr_config: the BLUFR toolkit's ``blufr_lfw_config.mat``.
         output: optional JSON file for the metrics.
+        far_rule: ``evalroc`` (the BLUFR toolkit's own rule, default), ``at_most`` or ``interpolated``.
     """
-    names, features = read_embeddings(embeddings)
-    return _report(evaluate_blufr((names, features), read_blufr_config(blufr_config)), "blufr", output)
+    data = load_embeddings(embeddings)
+    config = read_blufr_config(blufr_config)
+    metrics = evaluate_blufr((data.names, torch.from_numpy(data.features)), config, far_rule=far_rule)
+    return _report(metrics, "blufr", output)
 
 
 # ---- MegaFace: amlit embeddings or devkit feature trees ---------------------------------------------------------
@@ -95,7 +114,7 @@ def load_features(source: str | Path, root: str | Path | None, ending: str, what
     """(image names, (N, D) float32 L2-normalized) from an amlit ``.npz`` or a devkit list + feature root."""
     source = Path(source)
     if source.suffix == ".npz":
-        names, features = embeddings.read_embeddings(source)
+        names, features = read_embeddings(source)
     else:
         if root is None:
             raise ConfigError(
@@ -104,15 +123,8 @@ def load_features(source: str | Path, root: str | Path | None, ending: str, what
             )
         names = read_image_list(source)
         features = read_features(names, root, ending, description=f"reading {what} features")
-    bad = ~np.isfinite(features).all(axis=1)
-    if bad.any():
-        example = names[int(np.flatnonzero(bad)[0])]
-        raise BadDataError(f"{source}: {int(bad.sum())} {what} features are not finite (e.g. {example!r}); embed them")
     # Cosine = dot product of unit vectors; the devkit's L2 distance also assumes this (happynear/FaceVerification#64).
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise BadDataError(f"{source}: some {what} features are all zeros; they cannot be normalized")
-    return names, features / norms
+    return names, check_features(names, features, source)
 
 
 def _jsonable(value: float | Curve) -> object:
@@ -130,7 +142,7 @@ def score_megaface(
     identities: str | None = None,
     output: str | None = None,
     far: float = MEGAFACE_FAR,
-    interpolation: Interpolation = "linear",
+    far_rule: FarRule = "evalroc",
     chunk: int = 16384,
     device: str | None = None,
 ) -> dict[str, float]:
@@ -145,7 +157,8 @@ def score_megaface(
         identities: optional file of probe identities to keep, one per line (facescrub_set1_names_80.txt).
         output: optional results JSON (metrics and the cmc/roc curves).
         far: verification false accept rate.
-        interpolation: TAR at the FAR target: linear (happynear draw_curve.m) or at_most (insightface).
+        far_rule: which scores the FAR target accepts (amlit.eval.far): evalroc (BLUFR's EvalROC, the default of
+            every protocol), at_most (largest TAR with FAR <= target; insightface), interpolated (happynear).
         chunk: distractors scored per step.
         device: torch device (default cuda when available, else cpu).
 
@@ -168,7 +181,7 @@ def score_megaface(
         torch.from_numpy(labels),
         torch.from_numpy(distractor_features),
         far=far,
-        interpolation=interpolation,
+        far_rule=far_rule,
         chunk=chunk,
         device=device,
     )
@@ -177,7 +190,7 @@ def score_megaface(
         print(f"{key}: {value:.6g}")
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
-        settings = {"probes": probes, "distractors": distractors, "far": far, "interpolation": interpolation}
+        settings = {"probes": probes, "distractors": distractors, "far": far, "far_rule": far_rule}
         results = {**{key: _jsonable(value) for key, value in metrics.items()}, "settings": settings}
         Path(output).write_text(json.dumps(results, indent=1))
         print(f"wrote {output}")

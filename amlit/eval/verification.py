@@ -15,7 +15,6 @@ Two ways of turning a face into the feature that is compared (``protocol=``):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -27,7 +26,8 @@ from amlit import keys
 from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
 from amlit.eval.evalset import Views
-from amlit.eval.far import far_count
+from amlit.eval.far import FarRule
+from amlit.eval.far import tar_at_far as tar_at_far_from_top
 from amlit.eval.pairs import PairList
 
 SPHEREFACE_THRESHOLDS = torch.arange(-10_000, 10_001, dtype=torch.float64) / 10_000
@@ -174,24 +174,17 @@ def sphereface_pair_scores(features: torch.Tensor, pairs: PairList) -> torch.Ten
 TAR_FARS = (1e-3, 1e-4)  # TAR@FAR points reported beside the 10-fold accuracy
 
 
-def tar_at_far(scores: torch.Tensor, issame: torch.Tensor, far: float) -> float:
-    """Largest true accept rate whose empirical false accept rate is at most ``far``.
+def tar_at_far(scores: torch.Tensor, issame: torch.Tensor, far: float, far_rule: FarRule = "evalroc") -> float:
+    """True accept rate at ``far`` on pair scores (P,) with labels (P,), under ``far_rule`` (``amlit.eval.far``:
+    ``evalroc`` by default, ``at_most``, ``interpolated``).
 
-    Convention: k = floor(FAR · N_impostor) false accepts are allowed; the threshold is the (k+1)-th largest
-    impostor score and a genuine pair is accepted when its score is strictly greater (so at most k impostors are
-    accepted, ties included; k = N_impostor accepts everything). This equals the best TPR over the ROC points with
-    FPR <= FAR (torchmetrics ``BinarySensitivityAtSpecificity``).
-
-    Resolution: the smallest non-zero FAR a set can measure is 1 / N_impostor. Below it (FAR · N_impostor < 1,
-    e.g. FAR=1e-4 with LFW's 3,000 impostor pairs) k = 0 and the result is the TAR at zero false accepts
-    (genuine > the largest impostor score) — a valid upper bound on the FAR, but not comparable with TAR@FAR on
-    sets large enough to resolve that FAR.
+    Resolution: the smallest non-zero FAR a set can measure is 1 / N_impostor. Below it (e.g. FAR=1e-4 with LFW's
+    3,000 impostor pairs) the result is the TAR at zero false accepts (genuine > the largest impostor score): valid,
+    but not comparable with TAR@FAR on sets large enough to resolve that FAR.
     """
     scores, issame = scores.double().cpu(), issame.bool().cpu()
     impostors = scores[~issame].sort(descending=True).values
-    allowed = far_count(far, len(impostors))  # FAR read as a decimal: floor(0.001 * 3000) is 3, not 2
-    threshold = impostors[allowed] if allowed < len(impostors) else -math.inf
-    return float((scores[issame] > threshold).double().mean())
+    return tar_at_far_from_top(scores[issame], impostors, len(impostors), far, far_rule)
 
 
 def _order_preserving_unit_scores(scores: torch.Tensor) -> torch.Tensor:
@@ -206,15 +199,15 @@ def _order_preserving_unit_scores(scores: torch.Tensor) -> torch.Tensor:
 
 
 def roc_metrics(
-    scores: torch.Tensor, issame: torch.Tensor, far_points: Sequence[float] = TAR_FARS
+    scores: torch.Tensor, issame: torch.Tensor, far_points: Sequence[float] = TAR_FARS, far_rule: FarRule = "evalroc"
 ) -> dict[str, float | Curve]:
     """ROC measures of pair scores (P,) with labels (P,): ``auc``, ``eer``, ``tar@far=<FAR>`` and the ``roc`` curve.
 
     ROC, AUC and EER via torchmetrics: a pair is accepted when its score >= threshold, one ROC point per distinct
     score (plus (0, 0)); AUC = trapezoidal area under it (= P(genuine > impostor) + P(tie) / 2); EER = (FAR + FRR)
     / 2 at the ROC point where |FAR - FRR| is smallest (the first, i.e. strictest, on ties). TAR@FAR as
-    :func:`tar_at_far` (the TAR at zero false accepts below the set's resolution). The curve has FAR on a
-    logarithmic x axis (its FAR=0 points cannot be drawn there).
+    :func:`tar_at_far` with ``far_rule`` (the TAR at zero false accepts below the set's resolution). The curve has
+    FAR on a logarithmic x axis (its FAR=0 points cannot be drawn there).
     """
     scores, issame = scores.double().cpu(), issame.bool().cpu()
     if issame.all() or not issame.any():
@@ -226,7 +219,7 @@ def roc_metrics(
         "eer": float(binary_eer(unit, target)),
     }
     for point in far_points:
-        metrics[keys.far_key(point)] = tar_at_far(scores, issame, point)
+        metrics[keys.far_key(point)] = tar_at_far(scores, issame, point, far_rule)
     metrics["roc"] = Curve(
         far.double().numpy(), tar.double().numpy(), "false accept rate", "true accept rate", log_x=True
     )
@@ -264,7 +257,7 @@ PROTOCOL_VIEWS: dict[str, Views] = {"amsoftmax": "sum", "sphereface": "concat"} 
 
 
 def pair_verification_metrics(
-    features: torch.Tensor, pairs: PairList, protocol: PairProtocol = "amsoftmax"
+    features: torch.Tensor, pairs: PairList, protocol: PairProtocol = "amsoftmax", far_rule: FarRule = "evalroc"
 ) -> dict[str, float | Curve]:
     """10-fold accuracy and ROC measures on ``pairs`` for the embeddings of ``pairs.images``.
 
@@ -275,8 +268,8 @@ def pair_verification_metrics(
     Pairs with a missing image are left out (``num_pairs`` says how many were scored); a fold with no scored
     pair is left out too. Returns ``acc`` (mean fold accuracy), ``acc_std``, ``threshold`` (mean chosen cosine),
     ``num_pairs``, and when both classes are present the :func:`roc_metrics`: ``auc``, ``eer``,
-    ``tar@far=1e-3``, ``tar@far=1e-4`` (floats) and ``roc`` (a :class:`Curve`). For the sphereface protocol the
-    ROC uses each pair's score under its own held-out fold's centering.
+    ``tar@far=1e-3``, ``tar@far=1e-4`` (floats, under ``far_rule``) and ``roc`` (a :class:`Curve`). For the
+    sphereface protocol the ROC uses each pair's score under its own held-out fold's centering.
     """
     if protocol not in PAIR_PROTOCOLS:
         raise ConfigError(f"unknown pair protocol {protocol!r}; choose one of {', '.join(PAIR_PROTOCOLS)}")
@@ -288,5 +281,5 @@ def pair_verification_metrics(
     result, scores = PAIR_PROTOCOLS[protocol](features, scored)
     metrics.update(acc=result.mean, acc_std=result.std, threshold=float(result.thresholds.mean()))
     if scored.issame.any() and not scored.issame.all():
-        metrics.update(roc_metrics(scores, torch.as_tensor(scored.issame)))
+        metrics.update(roc_metrics(scores, torch.as_tensor(scored.issame), far_rule=far_rule))
     return metrics

@@ -12,16 +12,16 @@ import torch
 
 from amlit.errors import BadDataError, MissingDataError
 from amlit.eval.blufr import (
-    SQRT_EPS,
     BlufrConfig,
     blufr_verification,
     evaluate_blufr,
-    false_alarm_counts,
     open_set_identification,
     read_blufr_config,
-    roc_thresholds,
     verification_rates,
 )
+from amlit.eval.far import evalroc_count, operating_points
+
+SQRT_EPS = math.sqrt(np.finfo(np.float64).eps)  # MATLAB sqrt(eps)
 
 # ---------------------------------------------------------------- brute force references (numpy, dense)
 
@@ -74,10 +74,10 @@ def unit(n: int, d: int, seed: int) -> torch.Tensor:
 
 
 def test_false_alarm_counts_round_half_away_from_zero():
-    assert false_alarm_counts([0.25, 0.5, 0.75, 0.1, 0, 1], 10) == [3, 5, 8, 1, 0, 10]  # 2.5 -> 3, 7.5 -> 8
-    assert false_alarm_counts([0.125], 4) == [1]  # 0.5 -> 1 (Python round would give 0)
-    with pytest.raises(ValueError, match="range"):
-        false_alarm_counts([1.5], 10)
+    assert [evalroc_count(far, 10) for far in (0.25, 0.5, 0.75, 0.1, 0, 1)] == [3, 5, 8, 1, 0, 10]  # 2.5->3, 7.5->8
+    assert evalroc_count(0.125, 4) == 1  # 0.5 -> 1 (Python round would give 0)
+    with pytest.raises(ValueError, match=r"FAR must be in \[0, 1\]"):
+        evalroc_count(1.5, 10)
 
 
 def planted(gen: list[float], imp: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,12 +135,15 @@ def test_zero_far_threshold_when_no_genuine_beats_the_top_impostor():
     assert float(verification_rates(score, labels, [0.0])[0]) == pytest.approx(1 / 3)
 
 
-def test_zero_far_threshold_is_midway_to_the_lowest_higher_genuine():
-    genuine = torch.tensor([0.9, 0.85, 0.3, 0.82], dtype=torch.float64)
-    top = torch.tensor([0.8, 0.5], dtype=torch.float64)
-    thresholds = roc_thresholds(genuine, top, min_impostor=0.4, num_impostors=10, false_alarms=[0, 1, 2, 10])
-    expected = [(0.8 + 0.82) / 2, 0.8, 0.5, 0.3 - SQRT_EPS]
-    np.testing.assert_allclose(thresholds.numpy(), expected, rtol=0, atol=1e-15)
+def test_evalroc_operating_points_accept_what_the_toolkits_thresholds_accept():
+    """EvalROC.m's thresholds for falseAlarms 0, 1, 2 and Nimp (midway to the lowest higher genuine score, the k-th
+    impostor, ..., below everything) accept exactly the genuine scores the evalroc operating points accept."""
+    genuine = torch.tensor([0.9, 0.85, 0.3, 0.82, 0.8, 0.5, 0.45], dtype=torch.float64)
+    top = torch.tensor([0.8, 0.5, 0.45, 0.4], dtype=torch.float64)  # the 4 largest of 10 impostor scores
+    matlab = {0: (0.8 + 0.82) / 2, 1: 0.8, 2: 0.5, 10: 0.3 - SQRT_EPS}
+    for count, threshold in matlab.items():
+        (point,) = operating_points(top, 10, count / 10, "evalroc")
+        assert point.accepts(genuine).tolist() == (genuine >= threshold).tolist(), count
 
 
 def test_one_far_threshold_below_the_lowest_genuine():

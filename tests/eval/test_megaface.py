@@ -17,7 +17,6 @@ from amlit.eval.megaface import (
     evaluate_megaface,
     identity_labels,
     identity_of,
-    interpolated_tar,
     read_feature_file,
     read_features,
     read_identity_names,
@@ -55,21 +54,26 @@ def test_planted_identification_counts_a_tied_distractor_against_the_probe():
 
 
 @pytest.mark.parametrize(
-    ("far", "interpolation", "expected"),
+    ("far", "far_rule", "expected"),
     [
         # Impostors (8) descending: 1.0, 0.8, 0.8, 0.64, 0.6, 0, 0, 0; genuine: 0.6, 0.6.
         (0.25, "at_most", 0.0),  # k = 2: accept > 0.8
         (0.5, "at_most", 0.0),  # k = 4: accept > 0.6; the genuine 0.6 ties the impostor 0.6 and is rejected
         (0.625, "at_most", 1.0),  # k = 5: accept > 0
         (0.5625, "at_most", 0.0),  # 4.5 false accepts allowed: still the k = 4 point
-        (0.5625, "linear", 0.5),  # halfway between TAR_4 = 0 and TAR_5 = 1
-        (0.6, "linear", 0.8),  # 4.8 / 8: 0.8 of the way
-        (0.5, "linear", 0.0),  # on a point: both conventions agree
+        (0.5625, "interpolated", 0.5),  # halfway between TAR_4 = 0 and TAR_5 = 1
+        (0.6, "interpolated", 0.8),  # 4.8 / 8: 0.8 of the way
+        (0.5, "interpolated", 0.0),  # on a point: interpolated and at_most agree
+        (0.25, "evalroc", 0.0),  # round(2) = 2: accept >= the 2nd largest, 0.8
+        (0.5, "evalroc", 0.0),  # round(4) = 4: accept >= 0.64
+        (0.625, "evalroc", 1.0),  # round(5) = 5: accept >= 0.6, the tied genuine scores too
+        (0.5625, "evalroc", 1.0),  # round(4.5) = 5 (half away from zero)
+        (0.0, "evalroc", 0.0),  # round(0) = 0: accept > the largest impostor, 1.0
     ],
 )
-def test_planted_tar_at_far_between_scores(far, interpolation, expected):
-    result = planted(far=far, interpolation=interpolation)
-    name = {0.25: "2.5e-1", 0.5: "5e-1", 0.625: "6.25e-1", 0.5625: "5.625e-1", 0.6: "6e-1"}[far]
+def test_planted_tar_at_far_between_scores(far, far_rule, expected):
+    result = planted(far=far, far_rule=far_rule)
+    name = {0.25: "2.5e-1", 0.5: "5e-1", 0.625: "6.25e-1", 0.5625: "5.625e-1", 0.6: "6e-1", 0.0: "0e+0"}[far]
     assert [key for key in result if key.startswith("tar@far=")] == [f"tar@far={name}"]
     assert result[f"tar@far={name}"] == pytest.approx(expected)
 
@@ -82,8 +86,8 @@ def test_default_keys_and_far_count_is_exact_decimal():
 
 
 def test_bad_settings_and_inputs_raise_user_errors():
-    with pytest.raises(ConfigError, match="interpolation"):
-        planted(interpolation="nearest")
+    with pytest.raises(ConfigError, match="unknown FAR rule 'nearest'"):
+        planted(far_rule="nearest")
     with pytest.raises(ConfigError, match="FAR"):
         planted(far=2.0)
     with pytest.raises(BadDataError, match="3-d but distractor features 2-d"):
@@ -130,17 +134,21 @@ def brute_force(probes, labels, distractors, far, max_rank=10):
     point_tar = np.array([np.mean(genuine > tau) for tau in impostor])
     at_most = point_tar[np.flatnonzero(point_far <= far + 1e-15)[-1]]
     linear = np.interp(far, point_far, point_tar)
-    return cmc, at_most, linear, genuine, impostor, point_far, point_tar
+    # BLUFR EvalROC: k = MATLAB round(far * N); accept >= the k-th largest impostor (k = 0: > the largest).
+    product = far * len(impostor)
+    k = int(np.floor(product)) + (product - np.floor(product) >= 0.5)
+    evalroc = np.mean(genuine > impostor[0]) if k == 0 else np.mean(genuine >= impostor[k - 1])
+    return cmc, at_most, linear, evalroc, genuine, impostor, point_far, point_tar
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("far", [1e-3, 0.0137, 0.1])
 def test_matches_brute_force_on_random_features(seed, far):
     probes, labels, distractors = random_set(seed)
-    cmc, at_most, linear, *_ = brute_force(probes, labels, distractors, far)
+    cmc, at_most, linear, evalroc, *_ = brute_force(probes, labels, distractors, far)
     args = (torch.from_numpy(probes), torch.from_numpy(labels), torch.from_numpy(distractors))
-    for interpolation, expected in (("at_most", at_most), ("linear", linear)):
-        result = evaluate_megaface(*args, far=far, interpolation=interpolation, chunk=37, device="cpu", progress=False)
+    for far_rule, expected in (("at_most", at_most), ("interpolated", linear), ("evalroc", evalroc)):
+        result = evaluate_megaface(*args, far=far, far_rule=far_rule, chunk=37, device="cpu", progress=False)
         np.testing.assert_allclose(result["cmc"].y, cmc, rtol=0, atol=1e-12)
         assert result[far_key(far)] == pytest.approx(expected, abs=1e-12)
     assert 0 < cmc[0] < 1 and 0 < at_most <= linear <= 1  # the check is not vacuous
@@ -174,8 +182,8 @@ def test_roc_curve_exact_part_and_histogram_part_match_brute_force():
     assert roc.log_x and np.all(np.diff(roc.x) >= 0) and roc.x[-1] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("interpolation", ["linear", "at_most"])
-def test_chunked_equals_unchunked(interpolation):
+@pytest.mark.parametrize("far_rule", ["evalroc", "interpolated", "at_most"])
+def test_chunked_equals_unchunked(far_rule):
     probes, labels, distractors = (torch.from_numpy(a) for a in random_set(4, distractors=65))
     probes, distractors = probes.float(), distractors.float()  # float32, as in real use
 
@@ -185,7 +193,7 @@ def test_chunked_equals_unchunked(interpolation):
             labels,
             distractors,
             far=0.03,
-            interpolation=interpolation,
+            far_rule=far_rule,
             chunk=chunk,
             device="cpu",
             progress=False,
@@ -201,8 +209,11 @@ def test_chunked_equals_unchunked(interpolation):
 
 
 def test_tar_at_far_needs_enough_top_scores():
-    with pytest.raises(ValueError, match="largest impostor scores"):
-        interpolated_tar(torch.tensor([0.5]), torch.tensor([0.9]), num_impostors=100, far=0.05)
+    from amlit.eval.far import tar_at_far
+
+    for rule, needed in (("evalroc", 5), ("at_most", 6), ("interpolated", 7)):
+        with pytest.raises(ValueError, match=f"need the {needed} largest impostor scores"):
+            tar_at_far(torch.tensor([0.5]), torch.tensor([0.9]), num_impostors=100, far=0.05, rule=rule)
 
 
 # ---------------------------------------------------------------- devkit feature files and lists
@@ -274,8 +285,8 @@ def test_cli_scores_npz_and_devkit_tree_alike_and_exports(tmp_path):
     common = ["--far=0.01", "--device=cpu"]
     npz_inputs = [f"--probes={tmp_path / 'probes.npz'}", f"--distractors={tmp_path / 'distractors.npz'}"]
     from_npz = run_tool(["score", "megaface", *npz_inputs, f"--output={tmp_path / 'results.json'}", *common])
-    cmc, _, linear, *_ = brute_force(probes, labels, distractors, 0.01)
-    assert from_npz["rank1"] == pytest.approx(cmc[0]) and from_npz["tar@far=1e-2"] == pytest.approx(linear, abs=1e-6)
+    cmc, _, _, evalroc, *_ = brute_force(probes, labels, distractors, 0.01)
+    assert from_npz["rank1"] == pytest.approx(cmc[0]) and from_npz["tar@far=1e-2"] == pytest.approx(evalroc, abs=1e-6)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["rank1"] == from_npz["rank1"] and len(saved["cmc"]["y"]) == 10
 

@@ -52,7 +52,7 @@ def test_score_blufr_matches_protocol_and_matches_names_by_file_name(tiny_tree, 
 
 
 def test_bad_embeddings_files_are_explained(tmp_path):
-    from amlit.eval.score import read_embeddings
+    from amlit.eval.embeddings import read_embeddings
 
     with pytest.raises(MissingDataError, match="amlit predict"):
         read_embeddings(tmp_path / "none.npz")
@@ -62,3 +62,122 @@ def test_bad_embeddings_files_are_explained(tmp_path):
     np.savez(tmp_path / "b.npz", names=np.array(["x", "y"]), features=np.zeros((3, 3)))
     with pytest.raises(BadDataError, match=r"names \(2,\) and features \(3, 3\) do not match"):
         read_embeddings(tmp_path / "b.npz")
+
+
+# ---- embeddings from elsewhere: scored right or refused, by every protocol ------------------------------------
+def _lfw_file(tiny_tree, tmp_path, scale=None, signal=2.0):
+    """An embeddings file of the tiny LFW pairs' images with identity signal; rows optionally scaled (features made
+    elsewhere are often not unit length). Returns (npz, pairs file, names, unit features)."""
+    pairs_file = tiny_tree / "lfw" / "pairs.txt"
+    names = read_lfw_pairs(pairs_file).images
+    people = sorted({p.split("/")[0] for p in names})
+    direction = _embeddings(people, seed=1)
+    unit = torch.nn.functional.normalize(
+        _embeddings(names) + signal * direction[[people.index(p.split("/")[0]) for p in names]]
+    ).numpy()
+    stored = unit * scale[:, None] if scale is not None else unit
+    npz = tmp_path / "emb.npz"
+    np.savez(npz, names=np.array(names), features=stored.astype(np.float32))
+    return npz, pairs_file, names, unit
+
+
+def test_features_that_are_not_unit_length_are_normalized_and_say_so(tiny_tree, tmp_path):
+    scale = np.random.default_rng(2).uniform(0.2, 40.0, 2000)
+    npz, pairs_file, names, unit = _lfw_file(tiny_tree, tmp_path, scale=scale[: len(read_lfw_pairs(
+        tiny_tree / "lfw" / "pairs.txt").images)])  # fmt: skip
+    unit_npz = tmp_path / "unit.npz"
+    np.savez(unit_npz, names=np.array(names), features=unit)
+    expected = run_tool(["score", "lfw", f"--embeddings={unit_npz}", f"--pairs={pairs_file}"])
+    with pytest.warns(UserWarning, match=r"emb.npz: features are not L2-normalized \(norms .*\); normalized them"):
+        scaled = run_tool(["score", "lfw", f"--embeddings={npz}", f"--pairs={pairs_file}"])
+    assert scaled == pytest.approx(expected)
+    assert expected["lfw/acc"] > 0.7  # not chance: normalization matters for this check
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("nan", r"1 feature rows hold NaN or Inf \(e\.g\. (?P<name>\S+)\)"),
+        ("zero", r"1 feature rows are all zeros \(e\.g\. (?P<name>\S+)\)"),
+        ("duplicate", r"1 image names appear more than once \(e\.g\. (?P<name>\S+)\)"),
+    ],
+)
+@pytest.mark.parametrize("command", ["lfw", "blufr", "megaface"])
+def test_rows_no_protocol_can_score_are_refused_by_every_command(tiny_tree, tmp_path, damage, message, command):
+    config_file = tiny_tree / "lfw" / "blufr_config.mat"
+    names = [f"{n.rsplit('_', 1)[0]}/{n}" for n in read_blufr_config(config_file).image_list]  # every LFW image
+    features = _embeddings(names).numpy()
+    victim = 5
+    if damage == "nan":
+        features[victim, 3] = np.nan
+    elif damage == "zero":
+        features[victim] = 0
+    else:
+        names = [*names, names[victim]]
+        features = np.vstack([features, features[victim]])
+    npz = tmp_path / "emb.npz"
+    np.savez(npz, names=np.array(names), features=features)
+    args = {
+        "lfw": ["score", "lfw", f"--embeddings={npz}", f"--pairs={tiny_tree / 'lfw' / 'pairs.txt'}"],
+        "blufr": ["score", "blufr", f"--embeddings={npz}", f"--blufr_config={config_file}"],
+        "megaface": ["score", "megaface", f"--probes={npz}", f"--distractors={npz}", "--device=cpu"],
+    }[command]
+    with pytest.raises(BadDataError, match=message) as info:
+        run_tool(args)
+    assert names[victim] in str(info.value)
+
+
+def test_missing_images_are_refused_unless_asked_then_counted(tiny_tree, tmp_path):
+    _, pairs_file, names, unit = _lfw_file(tiny_tree, tmp_path)
+    pairs = read_lfw_pairs(pairs_file)
+    victim = pairs.images[pairs.left[7]]
+    kept = [k for k, name in enumerate(names) if name != victim]
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, names=np.array(names)[kept], features=unit[kept])
+    args = ["score", "lfw", f"--embeddings={partial}", f"--pairs={pairs_file}"]
+    with pytest.raises(
+        BadDataError, match=rf"1 of the {len(names)} images named by .*pairs.txt have no feature"
+    ) as info:
+        run_tool(args)
+    assert f"first: {victim}, " in str(info.value) and "--allow_missing=true" in str(info.value)
+    usable = int(((np.array(pairs.left) != names.index(victim)) & (np.array(pairs.right) != names.index(victim))).sum())
+    with pytest.warns(UserWarning, match=rf"{usable} of the {len(pairs)} pairs have both images; scoring those"):
+        result = run_tool([*args, "--allow_missing=true"])
+    assert result["lfw/num_pairs"] == usable < len(pairs)
+
+
+def test_score_lfw_offers_sphereface_variant_and_the_far_rule(tiny_tree, tmp_path):
+    from amlit.eval.verification import sphereface_kfold_accuracy
+
+    npz, pairs_file, _, unit = _lfw_file(tiny_tree, tmp_path, signal=0.6)
+    pairs = read_lfw_pairs(pairs_file)
+    args = ["score", "lfw", f"--embeddings={npz}", f"--pairs={pairs_file}"]
+    sphereface = run_tool([*args, "--protocol=sphereface"])
+    expected = sphereface_kfold_accuracy(torch.from_numpy(unit), pairs)
+    assert sphereface["lfw/acc"] == pytest.approx(expected.mean)
+    assert sphereface["lfw/threshold"] != run_tool(args)["lfw/threshold"]  # centering moves the chosen threshold
+    at_most = run_tool([*args, "--far_rule=at_most"])
+    assert set(at_most) == set(run_tool(args))
+
+
+def test_every_module_imports_first_in_a_fresh_process():
+    """Import order must not matter (importing amlit.eval.megaface_files first once failed with a circular import):
+    each module is imported with every amlit module unloaded before."""
+    import importlib
+    import pkgutil
+    import sys
+
+    import amlit
+
+    modules = [m.name for m in pkgutil.walk_packages(amlit.__path__, "amlit.") if m.name != "amlit.__main__"]
+    assert len(modules) > 30
+    saved = {name: module for name, module in sys.modules.items() if name == "amlit" or name.startswith("amlit.")}
+    try:
+        for name in modules:
+            for loaded in [n for n in sys.modules if n == "amlit" or n.startswith("amlit.")]:
+                del sys.modules[loaded]
+            importlib.import_module(name)
+    finally:
+        for loaded in [n for n in sys.modules if n == "amlit" or n.startswith("amlit.")]:
+            del sys.modules[loaded]
+        sys.modules.update(saved)

@@ -115,19 +115,29 @@ def planted():
 
 
 @pytest.mark.parametrize(
-    ("far", "expected"),
+    ("far", "far_rule", "expected"),
     [
-        # k = floor(FAR * 10) false accepts allowed; accept genuine > the (k+1)-th largest impostor.
-        (0.1, 1 / 5),  # k=1: threshold 0.8 (2nd impostor); the tied genuine 0.8s are not accepted -> only 0.9
-        (0.25, 3 / 5),  # k=2 (2.5 falls between ROC points): threshold 0.6 -> 0.9, 0.8, 0.8
-        (0.3, 3 / 5),  # k=3: threshold 0.5; genuine 0.5 ties with an impostor and is not accepted
-        (0.5, 1.0),  # k=5: threshold 0.2 (6th largest impostor) -> all five genuine scores are above it
-        (1.0, 1.0),  # k = all impostors: everything accepted
+        # at_most: k = floor(FAR * 10) false accepts allowed; accept genuine > the (k+1)-th largest impostor.
+        (0.1, "at_most", 1 / 5),  # k=1: threshold 0.8 (2nd impostor); the tied genuine 0.8s are not accepted
+        (0.25, "at_most", 3 / 5),  # k=2 (2.5 falls between ROC points): threshold 0.6 -> 0.9, 0.8, 0.8
+        (0.3, "at_most", 3 / 5),  # k=3: threshold 0.5; genuine 0.5 ties with an impostor and is not accepted
+        (0.5, "at_most", 1.0),  # k=5: threshold 0.2 (6th largest impostor) -> all five genuine scores
+        (1.0, "at_most", 1.0),  # k = all impostors: everything accepted
+        # evalroc (BLUFR): k = round(FAR * 10); accept genuine >= the k-th largest impostor.
+        (0.1, "evalroc", 1 / 5),  # k=1: >= 0.85 -> 0.9
+        (0.2, "evalroc", 3 / 5),  # k=2: >= 0.8 -> 0.9 and the tied 0.8s
+        (0.25, "evalroc", 3 / 5),  # 2.5 -> k=3 (half away from zero): >= 0.6
+        (0.5, "evalroc", 4 / 5),  # k=5: >= 0.4 -> all but 0.3
+        (0.05, "evalroc", 1 / 5),  # 0.5 -> k=1
+        (1.0, "evalroc", 1.0),
+        # interpolated: between at_most's points k and k+1
+        (0.25, "interpolated", 3 / 5),  # between k=2 (3/5) and k=3 (3/5)
+        (0.45, "interpolated", 0.5 * 4 / 5 + 0.5 * 1.0),  # k=4: > 0.4 -> 4/5; k=5: > 0.2 -> 1
     ],
 )
-def test_tar_at_far_on_planted_scores(far, expected):
+def test_tar_at_far_on_planted_scores(far, far_rule, expected):
     scores, issame = planted()
-    assert tar_at_far(scores, issame, far) == pytest.approx(expected)
+    assert tar_at_far(scores, issame, far, far_rule) == pytest.approx(expected)
 
 
 def test_tar_at_far_below_resolution_allows_no_false_accept_and_decimal_fars_are_exact():
@@ -141,7 +151,7 @@ def test_tar_at_far_below_resolution_allows_no_false_accept_and_decimal_fars_are
     issame3 = torch.cat([torch.ones(3, dtype=torch.bool), torch.zeros(3000, dtype=torch.bool)])
     fourth = float(impostors.sort(descending=True).values[3])  # threshold for k = 3
     expected = float((genuine > fourth).double().mean())
-    assert tar_at_far(scores3, issame3, 1e-3) == pytest.approx(expected)
+    assert tar_at_far(scores3, issame3, 1e-3, "at_most") == pytest.approx(expected)
     assert expected == 1.0 and tar_at_far(scores3, issame3, 1e-4) == 0.0  # 0.3 < 1: none above the top impostor 0.5
 
 
@@ -172,11 +182,15 @@ def numpy_roc_reference(scores: np.ndarray, issame: np.ndarray, far_points):
     eer_index = np.argmin(np.abs(far - frr))
     eer = (far[eer_index] + frr[eer_index]) / 2
     auc = np.mean([(g > impostor).mean() + 0.5 * (g == impostor).mean() for g in genuine])
-    tar = {}
+    at_most, evalroc = {}, {}
+    descending = np.sort(impostor)[::-1]
     for point in far_points:
         allowed = far * len(impostor) <= np.floor(point * len(impostor) + 1e-9)  # counts, exact for these sizes
-        tar[point] = (1 - frr[allowed]).max()
-    return auc, eer, tar
+        at_most[point] = (1 - frr[allowed]).max()
+        product = point * len(impostor)
+        k = int(np.floor(product)) + (product - np.floor(product) >= 0.5)  # MATLAB round
+        evalroc[point] = (genuine > descending[0]).mean() if k == 0 else (genuine >= descending[k - 1]).mean()
+    return auc, eer, at_most, evalroc
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -188,12 +202,14 @@ def test_roc_metrics_match_a_numpy_brute_force(seed):
     issame = np.r_[np.ones(300, bool), np.zeros(700, bool)]
     far_points = (1e-4, 1e-3, 1e-2, 0.05, 0.3)  # 1e-4 * 700 < 1: below resolution
     metrics = roc_metrics(torch.tensor(scores), torch.tensor(issame), far_points)
-    auc, eer, tar = numpy_roc_reference(scores, issame, far_points)
+    at_most_metrics = roc_metrics(torch.tensor(scores), torch.tensor(issame), far_points, far_rule="at_most")
+    auc, eer, at_most, evalroc = numpy_roc_reference(scores, issame, far_points)
     assert metrics["auc"] == pytest.approx(auc, abs=1e-6)
     assert metrics["eer"] == pytest.approx(eer, abs=1e-6)
     for point in far_points:
-        got = metrics[far_key(point)]
-        assert got == pytest.approx(tar[point])
+        assert metrics[far_key(point)] == pytest.approx(evalroc[point])  # the default rule
+        assert at_most_metrics[far_key(point)] == pytest.approx(at_most[point])
+    assert any(evalroc[p] != at_most[p] for p in far_points)  # the ties make the rules differ here
 
 
 def test_roc_keeps_cosines_apart_that_differ_in_the_last_bit_and_exceed_one():
