@@ -22,7 +22,7 @@ from jsonargparse import CLI
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from amlit.compat import silence_lightning_adverts, worker_error_message
+from amlit.compat import silence_framework_deprecations, silence_lightning_adverts, worker_error_message
 from amlit.errors import UserInputError
 from amlit.loggers import SaveConfigToLoggers
 from amlit.module import FaceVerificationModule
@@ -110,13 +110,14 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def configure_console() -> None:
-    """How the command line talks: warnings as one line each, no framework adverts, and progress bars that refresh
-    rarely when the output is a log file rather than a terminal (each refresh is a new line there)."""
+    """How the command line talks: warnings as one line each, no framework adverts or framework-internal deprecation
+    notices, and Lightning's progress bars refresh every 100 batches when the output is a log file rather than a
+    terminal (each refresh is a new line there; amlit's own bars: ``amlit.progress``)."""
     warnings.formatwarning = _format_warning
     silence_lightning_adverts()
+    silence_framework_deprecations()
     if not sys.stderr.isatty():
-        os.environ.setdefault("TQDM_MINITERS", "100")  # Lightning's bars: refresh every 100 batches
-        os.environ.setdefault("TQDM_MININTERVAL", "30")  # other bars: at most every 30 s
+        os.environ.setdefault("TQDM_MINITERS", "100")  # read by Lightning's TQDMProgressBar when it is created
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Each entry is small and says what it depends on; tests/test_compat.py fails when
 from __future__ import annotations
 
 import logging
+import warnings
 
 # Lightning prints advertisements for its cloud products ("💡 Tip: ... try installing [litlogger] ...") through its
 # rank-zero logger while setting up loggers and checkpoints; they are not about the user's run.
@@ -23,6 +24,17 @@ def silence_lightning_adverts() -> None:
     logger = logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER)
     if not any(isinstance(f, _DropAdverts) for f in logger.filters):
         logger.addFilter(_DropAdverts())
+
+
+# Lightning 2.6 calls torch.utils._pytree's LeafSpec in a way torch 2.13 deprecates: a FutureWarning on every run
+# that no amlit user can act on.
+_FRAMEWORK_DEPRECATIONS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",)
+
+
+def silence_framework_deprecations() -> None:
+    """Hide deprecation notices raised inside the frameworks about their own calls (not about amlit's)."""
+    for pattern in _FRAMEWORK_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
 
 
 def worker_error_message(error: BaseException) -> str:

@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from amlit.compat import LIGHTNING_RANK_ZERO_LOGGER, silence_lightning_adverts, worker_error_message
@@ -54,3 +55,48 @@ def test_warnings_print_as_one_line_without_their_source_line():
     assert text == "amlit: warning: left out 2 files\n"
     text = _format_warning(DeprecationWarning("old"), DeprecationWarning, "/x/torch/y.py", 3, "src")
     assert text == "DeprecationWarning: old\n"
+
+
+def _fit_tiny(tmp_path):
+    import lightning as L
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")  # fmt: skip
+    trainer.fit(Tiny(), data)
+
+
+def test_the_framework_deprecation_we_hide_is_still_raised_and_hidden(tmp_path):
+    import warnings
+
+    from amlit.compat import silence_framework_deprecations
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit_tiny(tmp_path)
+    assert any("LeafSpec" in str(w.message) for w in caught)  # else drop it from _FRAMEWORK_DEPRECATIONS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_framework_deprecations()
+        _fit_tiny(tmp_path)
+    assert not any("LeafSpec" in str(w.message) for w in caught)
+
+
+def test_progress_bars_refresh_rarely_when_stderr_is_a_log_file():
+    from amlit.progress import LOG_REFRESH_SECONDS, progress_bar
+
+    import io
+
+    with progress_bar(range(3), file=io.StringIO()) as bar:  # under pytest, stderr is captured: not a terminal
+        assert bar.mininterval == LOG_REFRESH_SECONDS

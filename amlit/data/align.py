@@ -28,11 +28,11 @@ from typing import Literal
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from amlit.data.images import accepted_extensions, decode_image, read_image_size, scan_images, write_image_atomically
 from amlit.data.landmarks import LandmarkFormat, read_landmarks
 from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -405,7 +405,7 @@ def align_tree(
     aligned = 0
     # closing(): on an on_bad="fail" stop the generator exits its Pool block at once, ending the workers.
     with closing(_run_jobs(jobs, align_template, jpeg_quality, workers)) as results:
-        for relative, status, reason in tqdm(results, total=len(jobs), desc="aligning", unit="img"):
+        for relative, status, reason in progress_bar(results, total=len(jobs), desc="aligning", unit="img"):
             if not status:
                 aligned += 1
             elif on_bad == "fail":

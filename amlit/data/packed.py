@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from amlit.data.images import BadDataPolicy, IdentityFolders, read_image, write_json_atomically
 from amlit.data.sources import ImageFolder, TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.progress import progress_bar
 
 FORMAT = "amlit-packed-uint8"
 VERSION = 1
@@ -224,7 +225,9 @@ def pack(
 
     decoded = _decoded(_chunks(plan, todo, str(root), image_size), workers)
     try:
-        with tqdm(total=sum(len(plan.rows(k)) for k in todo), desc=f"packing {root.name}", unit="img") as progress:
+        with progress_bar(
+            total=sum(len(plan.rows(k)) for k in todo), desc=f"packing {root.name}", unit="img"
+        ) as progress:
             for shard in todo:
                 manifest["shards"].append(_write_shard(output, plan, shard, decoded, on_bad, root, progress))
                 manifest["shards"].sort(key=lambda entry: entry["shard"])
@@ -255,7 +258,13 @@ def pack(
 
 
 def _write_shard(
-    output: Path, plan: _Plan, shard: int, decoded: Iterator, on_bad: BadDataPolicy, root: Path, progress: tqdm
+    output: Path,
+    plan: _Plan,
+    shard: int,
+    decoded: Iterator,
+    on_bad: BadDataPolicy,
+    root: Path,
+    progress: tqdm,
 ) -> dict:
     """Consume shard ``shard``'s decoded chunks into ``<shard>.tmp``, then rename; returns its manifest entry."""
     rows = plan.rows(shard)

@@ -18,7 +18,6 @@ import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from amlit.data.images import (
     INSIGHTFACE_SIZE,
@@ -41,6 +40,7 @@ from amlit.data.recordio import (
 )
 from amlit.data.sources import TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
+from amlit.progress import progress_bar
 
 SUFFIXES = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "pnm": ".ppm", "tiff": ".tif", "webp": ".webp"}
 
@@ -353,7 +353,7 @@ def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 
             chosen = images if check_images < 0 else images.sample(min(check_images, len(images)), random_state=seed)
             dataset = RecordImages(rec, chosen["key"], chosen["offset"], chosen["cls"], stored, on_bad="fail")
             bad = 0
-            for i in tqdm(range(len(dataset)), desc="decoding images", unit="img", leave=False):
+            for i in progress_bar(range(len(dataset)), desc="decoding images", unit="img", leave=False):
                 try:
                     dataset.read(i)
                 except BadDataError as error:
@@ -409,7 +409,7 @@ def rec_export(
     written = 0
     with open(source.rec_path, "rb") as file:
         rows = zip(table["identity"], table["name"], index.offsets.loc[table["name"].astype(np.int64)], strict=True)
-        for identity, key, offset in tqdm(rows, total=len(table), desc="exporting", unit="img"):
+        for identity, key, offset in progress_bar(rows, total=len(table), desc="exporting", unit="img"):
             where = f"{source.rec_path} key {key}"
             try:
                 encoded = unpack_payload(read_record(file, int(offset)), where)[4]

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from amlit.eval.pairs import lfw_image_path, sample_fold_pairs, write_lfw_pairs
+from amlit.progress import progress_bar
 
 # SphereFace 112x96 alignment template (x, y): left eye, right eye, nose tip, left and right mouth corner.
 TEMPLATE_112X96 = np.array(
@@ -200,7 +200,7 @@ def _write_tree(spec: SyntheticSpec, out: Path) -> None:
     identities = [random_identity(np.random.default_rng([spec.seed, k])) for k in range(total)]
     casia_ids = sorted(rng.choice(9_000_000, spec.train_identities, replace=False) + 100_000)
     names: dict[str, list[int]] = {}
-    with tqdm(
+    with progress_bar(
         total=spec.train_identities * spec.images_per_identity + spec.test_identities * spec.test_images_per_identity,
         desc="generating synthetic faces",
         unit="img",
@@ -279,7 +279,7 @@ def megaface_distractors_for(tree: Path, count: int, image_size: tuple[int, int]
     staging = tree / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        for k in tqdm(range(count), desc="generating distractor faces", unit="img"):
+        for k in progress_bar(range(count), desc="generating distractor faces", unit="img"):
             rng = np.random.default_rng([seed, 2, k])  # a stream no train/test identity uses ([seed, k])
             image = render_face(random_identity(rng), rng, image_size)
             (staging / f"{k // 1000:03d}").mkdir(parents=True, exist_ok=True)

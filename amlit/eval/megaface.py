@@ -36,13 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from amlit import keys
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.curves import Curve
 from amlit.eval.far import FarRule, check_far, tar_at_far, top_impostors_needed
 from amlit.listfiles import read_entries
+from amlit.progress import progress_bar
 
 MEGAFACE_FAR = 1e-6  # the verification point reported for challenge 1
 MAX_RANK = 10  # CMC ranks kept (running top-10 of distractor scores per probe)
@@ -97,7 +97,7 @@ def scan_distractors(
     top = torch.empty(0, dtype=probes.dtype, device=device)  # (<= K,) largest impostor scores so far, descending
     histogram = torch.zeros(roc_bins, dtype=torch.int64, device=device)
     starts = range(0, num_distractors, chunk)
-    for start in tqdm(starts, desc="MegaFace distractors", unit="chunk", disable=not progress, leave=False):
+    for start in progress_bar(starts, desc="MegaFace distractors", unit="chunk", disable=not progress, leave=False):
         block = distractor_features[start : start + chunk].to(device, probes.dtype, non_blocking=True)  # (c, D)
         scores = probes @ block.T  # (P, c)
         width = min(max_rank, scores.shape[1])
@@ -318,7 +318,7 @@ def read_features(
     paths = [feature_path(root, image, ending) for image in images]
     with ThreadPoolExecutor(_IO_THREADS) as pool:
         reads = pool.map(read_feature_file, paths)
-        features = list(tqdm(reads, total=len(paths), desc=description, disable=not progress))
+        features = list(progress_bar(reads, total=len(paths), desc=description, disable=not progress))
     if not features:
         raise BadDataError(f"no features to read under {root}: the list is empty")
     dims = {len(f) for f in features}
@@ -336,7 +336,7 @@ def write_features(
     with ThreadPoolExecutor(_IO_THREADS) as pool:
         paths = [feature_path(root, image, ending) for image in images]
         jobs = pool.map(write_feature_file, paths, features)
-        for _ in tqdm(jobs, total=len(images), desc="writing feature files", disable=not progress):
+        for _ in progress_bar(jobs, total=len(images), desc="writing feature files", disable=not progress):
             pass
 
 

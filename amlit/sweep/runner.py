@@ -24,6 +24,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from amlit.errors import ConfigError
+from amlit.progress import progress_bar
 from amlit.sweep.command import render_command
 from amlit.sweep.params import expand_grid, sample_random
 from amlit.sweep.schema import load_sweep
@@ -206,7 +207,7 @@ def run_sweep(
     env = dict(os.environ)
     env.setdefault("WANDB_RUN_GROUP", config.get("name", file.stem))
 
-    progress = tqdm(list(enumerate(trials)), desc=f"sweep {file.name}", unit="trial", disable=dry_run)
+    progress = progress_bar(list(enumerate(trials)), desc=f"sweep {file.name}", unit="trial", disable=dry_run)
     for index, parameters in progress:
         params_json = json.dumps(parameters, sort_keys=True)
         previous = rows.get(index)
