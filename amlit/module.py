@@ -111,6 +111,8 @@ class FaceVerificationModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         embeddings = self(images)  # (B, D)
+        # Read before the forward, which advances a margin ramp (AMSoftmax.margin_ramp).
+        margin = self.head.current_margin() if isinstance(self.head, AMSoftmax) else 0.0
         out = self.head(embeddings, labels)
         with torch.no_grad():
             accuracy = (out.cosine.argmax(dim=1) == labels).float().mean()
@@ -119,7 +121,6 @@ class FaceVerificationModule(L.LightningModule):
         if self._is_logging_step():
             # Only on steps whose metrics reach the loggers: the (C, D) weight norms and five log calls per step
             # would otherwise be spent on values nobody sees. All stay on the device (no host sync here).
-            margin = self.head.margin if isinstance(self.head, AMSoftmax) else 0.0
             diagnostics = margin_diagnostics(out.cosine, labels, margin, embeddings, self.head.weight)
             self.log_dict(diagnostics)
         return out.loss
