@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from amlit import keys
 from amlit.errors import ConfigError
-from amlit.eval.curves import Curve
+from amlit.eval.curves import CURVES_FILE, Curve, save_curves
 from amlit.eval.plots import plot_curves
 
 
@@ -67,7 +67,8 @@ class EmbeddingWriter(BasePredictionWriter):
 
 class ResultsWriter(Callback):
     """After ``test``: ``results.json`` (flat ``{metric_key: number}`` plus ``config``, ``manifest`` and
-    ``checkpoint``), ``results.csv`` (one row: the metric keys as columns) and PNG plots of the curves (ROC, CMC).
+    ``checkpoint``), ``results.csv`` (one row: the metric keys as columns), ``curves.json`` (every curve's points,
+    ``amlit.eval.curves.save_curves``) and PNG plots of the curves (ROC, CMC).
 
     Files go to ``output_dir``, or to the logger's directory (``trainer.log_dir``) when unset; plots are also sent
     to loggers that take images (wandb). Only rank 0 writes. This is the results-file interface of the design.
@@ -95,13 +96,14 @@ class ResultsWriter(Callback):
         }
         (output_dir / "results.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
         pd.DataFrame([metrics]).to_csv(output_dir / "results.csv", index=False)
+        save_curves(curves, output_dir / CURVES_FILE)  # the curves' numbers, for `amlit report` (Figure 6)
         written = plot_curves(curves, output_dir / "plots") if self.plots and curves else []
         for logger in trainer.loggers:
             if hasattr(logger, "log_image") and written:
                 logger.log_image(key="test/plots", images=[str(p) for p in written], caption=[p.stem for p in written])
         rank_zero_info(
-            f"{_results_table('test', metrics)}\nwrote results.json, results.csv and {len(written)} plot(s) to "
-            f"{output_dir}"
+            f"{_results_table('test', metrics)}\nwrote results.json, results.csv, {CURVES_FILE} and "
+            f"{len(written)} plot(s) to {output_dir}"
         )
 
     def on_validation_end(self, trainer, pl_module) -> None:

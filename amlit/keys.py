@@ -23,5 +23,10 @@ def far_key(far: float) -> str:
     return f"tar@far={far_name(far)}"
 
 
+def distractors_key(count: int) -> str:
+    """MegaFace rank-1 identification with ``count`` distractors: 1000 -> ``rank1@distractors=1000``."""
+    return f"rank1@distractors={int(count)}"
+
+
 def eval_key(stage: str, eval_set: str, metric: str) -> str:
     return f"{stage}/{eval_set}/{metric}"
