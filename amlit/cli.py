@@ -61,11 +61,16 @@ def run_cli(args: list[str] | None = None) -> AmlitCLI:
 
 def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     """Subcommand name -> typed function (or a group of them); these run without Lightning's trainer."""
+    from amlit.convert.caffe import convert_caffe
     from amlit.data.align import align_tree
     from amlit.data.overlap import find_overlaps
     from amlit.data.packed import pack
     from amlit.data.recordio_source import rec_export, rec_info
     from amlit.eval.score import export_megaface, score_blufr, score_lfw, score_megaface
+    from amlit.figures.gradient import figure_gradient
+    from amlit.figures.psi import figure_psi
+    from amlit.figures.toy import figure_toy
+    from amlit.report import make_report
     from amlit.sweep import run_sweep
 
     return {
@@ -85,6 +90,15 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
             "megaface": export_megaface,
         },
         "sweep": run_sweep,
+        "report": make_report,
+        "figure": {
+            "psi": figure_psi,
+            "gradient": figure_gradient,
+            "toy": figure_toy,
+        },
+        "convert": {
+            "caffe": convert_caffe,
+        },
     }
 
 

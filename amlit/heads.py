@@ -264,6 +264,12 @@ def sphereface_psi(cosine: torch.Tensor, margin: int) -> torch.Tensor:
     return sign * chebyshev[margin](cosine) - 2.0 * k
 
 
+def a_softmax_target(target: torch.Tensor, margin: int, lam: torch.Tensor | float) -> torch.Tensor:
+    """A-Softmax's target cosine (lambda cos(theta_y) + psi(theta_y)) / (1 + lambda) (SphereFace's annealed blend;
+    the paper's Fig. 2 draws lambda = 0 and 5)."""
+    return (lam * target + sphereface_psi(target, margin)) / (1.0 + lam)
+
+
 class ASoftmax(MarginHead):
     """A-Softmax (SphereFace, Liu et al. 2017), Eq. 2-3: normalized weights, raw feature norm, multiplicative
     angular margin; the target logit |f| (lambda cos(theta_y) + psi(theta_y)) / (1 + lambda).
@@ -305,8 +311,7 @@ class ASoftmax(MarginHead):
         if self.training:
             self.iteration += 1
         index = labels[:, None]
-        target = cosine.gather(1, index)  # (B, 1)
-        blended = (lam * target + sphereface_psi(target, self.margin)) / (1.0 + lam)
+        blended = a_softmax_target(cosine.gather(1, index), self.margin, lam)  # (B, 1)
         return embeddings.norm(dim=1, keepdim=True) * cosine.scatter(1, index, blended)
 
 

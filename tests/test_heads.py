@@ -262,7 +262,10 @@ def _near_threshold_batch(head, threshold, seed=0):
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     angles = [threshold - 1e-3, threshold + 1e-3, math.pi, 0.0, 0.3, 1.2, 2.0, (threshold + math.pi) / 2]
     features = torch.cat(
-        [_features_at_angles(head.weight[y].detach(), [a], seed + i) for i, (y, a) in enumerate(zip(labels, angles))]
+        [
+            _features_at_angles(head.weight[y].detach(), [a], seed + i)
+            for i, (y, a) in enumerate(zip(labels, angles, strict=True))
+        ]
     )
     return features, labels
 

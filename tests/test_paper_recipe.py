@@ -1,4 +1,4 @@
-"""The recipe details of the paper's runs: the w/o FN margin ramp resumes exactly, Table 2's overlay trains on every id."""
+"""Recipe details of the paper's runs: the w/o FN margin ramp resumes exactly, Table 2's overlay trains on all ids."""
 
 from __future__ import annotations
 
