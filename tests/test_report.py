@@ -188,7 +188,7 @@ def test_table1_demo_plan_trains_tests_and_reports_a_row(tmp_path, monkeypatch):
         REPO / "sweeps" / "table1_demo.yaml",
         output=tmp_path / "sweep",
         max_trials=1,
-        extra_args=[*tiny, "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.logger=false"],
+        extra_args=[*tiny, "--trainer.max_steps=2", "--trainer.val_check_interval=2"],
     )
     log = (tmp_path / "sweep" / "trial-0" / "output.log").read_text()
     assert table["status"].tolist() == ["finished"], log[-3000:]
@@ -198,3 +198,28 @@ def test_table1_demo_plan_trains_tests_and_reports_a_row(tmp_path, monkeypatch):
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 2
     written = make_report([tmp_path / "sweep"], output=tmp_path / "report")
     assert pd.read_csv(written["table1.csv"])["paper_row"].tolist() == ["Softmax"]
+
+
+@pytest.mark.slow
+def test_slurm_array_task_runs_its_own_row_into_its_own_folder(tmp_path):
+    """The array script as SLURM runs task 3 (here with --dry_run, which prints the trial's command)."""
+    import os
+    import subprocess
+    import sys
+
+    script = REPO / "scripts" / "slurm" / "table1_array.sbatch"
+    env = {
+        **os.environ,
+        "SLURM_ARRAY_TASK_ID": "3",
+        "AMLIT_OUTPUT": str(tmp_path / "table1"),
+        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",  # amlit of this venv
+    }
+    result = subprocess.run(
+        ["bash", str(script), "--dry_run=true"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
+    assert line.startswith("trial 3: ") and "-m amlit.sweep.trial --config configs/amsoftmax_casia.yaml" in line
+    assert "--config=configs/heads/normface.yaml" in line  # row 3 of sweeps/table1.yaml
+    assert str(tmp_path / "table1" / "row-3" / "trial-3" / "outputs.yaml") in line
+    assert sorted(p.name for p in (tmp_path / "table1").iterdir()) == ["row-3"]

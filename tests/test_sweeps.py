@@ -333,6 +333,15 @@ def test_runner_records_every_trial_as_it_goes_and_resumes(tmp_path, capsys, mon
     assert len(calls) == 1 and calls[0][-1].endswith("trial-2")  # only the failed trial runs again
 
 
+def test_runner_runs_only_the_selected_trials(tmp_path):
+    sweep = _fake_sweep(tmp_path, [1, 2, 3])
+    table = run_sweep(sweep, output=tmp_path / "out", trials=[1])
+    assert table["trial"].tolist() == [1] and table["x"].tolist() == [2]  # a SLURM array task's row only
+    assert not (tmp_path / "out" / "trial-0").exists()
+    with pytest.raises(ConfigError, match="has trials 0..2; there is no trial 3"):
+        run_sweep(sweep, output=tmp_path / "out", trials=[3])
+
+
 def test_runner_refuses_an_output_folder_of_a_changed_sweep(tmp_path):
     output = tmp_path / "out"
     run_sweep(_fake_sweep(tmp_path, [1]), output=output)

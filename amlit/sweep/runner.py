@@ -175,6 +175,7 @@ def run_sweep(
     dry_run: bool = False,
     extra_args: list[str] | None = None,
     seed: int = 0,
+    trials: list[int] | None = None,
 ) -> pd.DataFrame:
     """Run a grid or random wandb sweep locally: each trial is a subprocess of the command the wandb agent runs.
 
@@ -189,6 +190,7 @@ def run_sweep(
         extra_args: arguments appended to every trial's command, after the swept ones
             (e.g. --extra_args+=--trainer.max_steps=100).
         seed: seed of the random sampler (random sweeps).
+        trials: run only these trial numbers (0-based), e.g. one SLURM array task's (scripts/slurm/table1_array.sbatch).
 
     Returns:
         One row per trial: trial, the parameters, status, exit_code, the metric, run_dir, seconds, command.
@@ -198,7 +200,12 @@ def run_sweep(
     metric = config.get("metric", {}).get("name", "")
     goal = config.get("metric", {}).get("goal", "minimize")
     output = Path(output) if output is not None else Path("runs") / "sweeps" / file.stem
-    trials = _plan(config, file, max_trials, seed)
+    planned = list(enumerate(_plan(config, file, max_trials, seed)))
+    if trials is not None:
+        outside = sorted(set(trials) - {index for index, _ in planned})
+        if outside:
+            raise ConfigError(f"{file} has trials 0..{len(planned) - 1}; there is no trial {outside[0]}")
+        planned = [(index, parameters) for index, parameters in planned if index in set(trials)]
     names = sorted(config["parameters"])
 
     trials_csv = output / TRIALS_FILE
@@ -207,7 +214,7 @@ def run_sweep(
     env = dict(os.environ)
     env.setdefault("WANDB_RUN_GROUP", config.get("name", file.stem))
 
-    progress = progress_bar(list(enumerate(trials)), desc=f"sweep {file.name}", unit="trial", disable=dry_run)
+    progress = progress_bar(planned, desc=f"sweep {file.name}", unit="trial", disable=dry_run)
     for index, parameters in progress:
         params_json = json.dumps(parameters, sort_keys=True)
         previous = rows.get(index)
