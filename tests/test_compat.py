@@ -94,9 +94,9 @@ def test_the_framework_deprecation_we_hide_is_still_raised_and_hidden(tmp_path):
 
 
 def test_progress_bars_refresh_rarely_when_stderr_is_a_log_file():
-    from amlit.progress import LOG_REFRESH_SECONDS, progress_bar
-
     import io
+
+    from amlit.progress import LOG_REFRESH_SECONDS, progress_bar
 
     with progress_bar(range(3), file=io.StringIO()) as bar:  # under pytest, stderr is captured: not a terminal
         assert bar.mininterval == LOG_REFRESH_SECONDS
