@@ -9,13 +9,15 @@ start that fails within ``init_timeout`` falls back to offline, so the training 
 ``init_timeout`` bounds the whole online start, counted from the first use of the logger (Lightning's setup at the
 start of ``fit``): wandb's own ``init_timeout`` covers only the run's creation, and before it wandb 0.31 spends two
 more fixed 5 s requests looking up the account just to print "logged in as" (skipped with ``quiet``); a key with an
-unreachable server took 107-110 s with ``init_timeout: 20`` before this. The time left is what wandb gets.
+unreachable server was reported to delay the first step by 107-110 s with ``init_timeout: 20``. So a plain HTTP
+request first checks, within the limit, that the server answers at all; then wandb gets the time that is left.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import threading
 import time
 import urllib.error
@@ -63,6 +65,9 @@ def server_answers(url: str, timeout: float) -> bool:
             urllib.request.urlopen(url, timeout=max(timeout, 0.1)).close()
         except urllib.error.HTTPError:  # an error status is an answer
             pass
+        except urllib.error.URLError as error:
+            if not isinstance(error.reason, ssl.SSLError):  # a TLS reply is one too (wandb may trust its cert)
+                return
         except (OSError, ValueError):  # refused, unreachable, timed out, bad URL
             return
         answered.set()
@@ -197,8 +202,8 @@ class WandbLogger(LightningWandbLogger):
         Path(self._save_dir).mkdir(parents=True, exist_ok=True)  # wandb falls back to /tmp when it is missing
         if self._wandb_init.get("mode") == "online":
             # Kept in hand for a failure: the offline start, and the ~0.5 s wandb takes to give up after its timeout.
-            url = wandb_server_url()
-            if not server_answers(url, deadline - time.monotonic() - OFFLINE_START_S):
+            url, remaining = wandb_server_url(), deadline - time.monotonic()
+            if not server_answers(url, max(remaining - OFFLINE_START_S, remaining / 2)):
                 return self._start_offline(f"{url} did not answer within init_timeout={self.init_timeout:g} s")
             remaining = deadline - time.monotonic() - OFFLINE_START_S - 0.5
             self._wandb_init.setdefault("settings", self._init_settings(remaining))

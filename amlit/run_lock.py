@@ -1,8 +1,7 @@
 """One ``amlit fit`` per run folder: two runs writing into the same folders overwrite each other's ``last.ckpt`` and
 ``config.yaml`` without a word, so the second one is refused, naming the first one's PID.
 
-The lock is an exclusive ``flock`` on ``.<folder name>.amlit-fit.lock`` beside each folder (not inside: Lightning
-warns about a checkpoint folder that is not empty), held for the whole ``fit``. The kernel (or the
+The lock is an exclusive ``flock`` on ``<folder>/.amlit-fit.lock``, held for the whole ``fit``. The kernel (or the
 NFS lock manager) drops it when its process ends in any way, ``kill -9`` included, so a lock is never stale; the
 file's text (PID, host, start time, command) only serves the refusal message. Only global rank 0 takes it (the CLI
 calls ``RunLock.acquire`` before Lightning starts the other DDP processes). A filesystem without ``flock`` (some
@@ -28,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from amlit.errors import UserInputError
 
-LOCK_SUFFIX = ".amlit-fit.lock"
+LOCK_FILE = ".amlit-fit.lock"
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
@@ -51,7 +50,7 @@ class RunLock(L.Callback):
         try:
             for folder in sorted({Path(f).resolve() for f in folders}):
                 folder.mkdir(parents=True, exist_ok=True)
-                file = _lock(lock_file(folder))
+                file = _lock(folder / LOCK_FILE)
                 if file is not None:
                     files.append(file)
         except BaseException:
@@ -74,11 +73,6 @@ class RunLock(L.Callback):
         self.release()
 
 
-def lock_file(folder: Path) -> Path:
-    """The lock file of ``folder``: ``runs/demo`` -> ``runs/.demo.amlit-fit.lock``."""
-    return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
-
-
 def _lock(path: Path) -> IO[str] | None:
     file = open(path, "a+")  # noqa: SIM115 (kept open while locked)
     try:
@@ -87,7 +81,7 @@ def _lock(path: Path) -> IO[str] | None:
         file.seek(0)
         holder = file.read()
         file.close()
-        raise RunFolderBusyError(_busy_message(path.with_name(path.name[1 : -len(LOCK_SUFFIX)]), holder)) from None
+        raise RunFolderBusyError(_busy_message(path.parent, holder)) from None
     except OSError as error:
         file.close()
         if error.errno not in _NO_FLOCK:
