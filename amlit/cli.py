@@ -77,10 +77,15 @@ class AmlitCLI(LightningCLI):
     def before_fit(self) -> None:
         """Checks that need the built trainer but must run before Lightning starts any other process."""
         check_devices_split_the_batch(self.trainer, self.datamodule)
-        config = self.config_init[self.subcommand]
-        config["ckpt_path"] = resolve_ckpt_path(self.trainer, config.get("ckpt_path"))
+        self._resolve_ckpt_path()
         if self.trainer.global_rank == 0:  # one lock per run, taken before the DDP ranks start
             self.trainer.callbacks.append(RunLock.acquire(run_folders(self.trainer)))
+
+    def _resolve_ckpt_path(self) -> None:
+        config = self.config_init[self.subcommand]
+        config["ckpt_path"] = resolve_ckpt_path(self.trainer, config.get("ckpt_path"), self.subcommand == "fit")
+
+    before_validate = before_test = before_predict = _resolve_ckpt_path
 
 
 def with_safe_checkpoint_io(plugins) -> list:

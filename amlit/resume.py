@@ -7,6 +7,9 @@ a warning and a new run from step 0 that ends with exit status 0, overwriting th
 - no ``--ckpt_path`` in a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0): as ``last_or_new``; otherwise a new run
   (Lightning still resumes a SLURM ``hpc_ckpt`` by itself, as it always did).
 - any other value: that file (``amlit.checkpoint_io`` refuses a missing or damaged one).
+
+``validate``/``test``/``predict`` take ``last`` (or ``last_or_new``) the same way, and always need a checkpoint:
+without one they would score the untrained model.
 """
 
 from __future__ import annotations
@@ -42,8 +45,13 @@ def resume_candidates(trainer: L.Trainer) -> tuple[list[Path], list[Path]]:
     return places, [path for path in [*places, *hpc] if path.is_file()]
 
 
-def resolve_ckpt_path(trainer: L.Trainer, ckpt_path: str | Path | None) -> str | Path | None:
-    """The ``ckpt_path`` to hand to ``Trainer.fit`` (see the module docstring)."""
+def resolve_ckpt_path(trainer: L.Trainer, ckpt_path: str | Path | None, fitting: bool = True) -> str | Path | None:
+    """The ``ckpt_path`` to hand to ``Trainer.fit`` (or ``test`` ... with ``fitting=False``), see the docstring."""
+    if not fitting:
+        if ckpt_path is None:
+            rank_zero_warn("no --ckpt_path: evaluating the model as initialized, not a trained one")
+            return None
+        ckpt_path = LAST if ckpt_path == LAST_OR_NEW else ckpt_path
     requeued = SLURMEnvironment.detect() and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
     if ckpt_path is None and not requeued:
         _warn_if_overwriting(trainer)
@@ -57,10 +65,12 @@ def resolve_ckpt_path(trainer: L.Trainer, ckpt_path: str | Path | None) -> str |
         rank_zero_info(f"{why}resuming from {newest}")
         return str(newest)
     if ckpt_path == LAST:
+        where = f"{', '.join(str(p.parent) for p in places)} (no {places[0].name} or hpc_ckpt_*.ckpt)"
+        if not fitting:
+            raise ConfigError(f"--ckpt_path last: no checkpoint in {where}; give the path of the one to evaluate")
         raise ConfigError(
-            f"--ckpt_path last: no checkpoint to resume in {', '.join(str(p.parent) for p in places)} (no "
-            f"{places[0].name} or hpc_ckpt_*.ckpt). Leave out --ckpt_path to start a new run, or pass "
-            f"--ckpt_path {LAST_OR_NEW} to resume when there is a checkpoint and start anew otherwise"
+            f"--ckpt_path last: no checkpoint to resume in {where}. Leave out --ckpt_path to start a new run, or "
+            f"pass --ckpt_path {LAST_OR_NEW} to resume when there is a checkpoint and start anew otherwise"
         )
     rank_zero_info(f"no checkpoint in {', '.join(str(p.parent) for p in places)} yet: starting a new run")
     return None

@@ -26,10 +26,10 @@ from amlit.resume import resolve_ckpt_path
 from amlit.run_lock import RunFolderBusyError, RunLock
 
 
-def fake_checkpoint(step: int) -> dict:
+def fake_checkpoint(step: int, rows: int = 128) -> dict:
     """A checkpoint-shaped dict: weights (one large tensor), optimizer state and plain values."""
     generator = torch.Generator().manual_seed(step)
-    weight = torch.randn(128, 512, generator=generator)  # 256 KiB, and as much of momentum: the bulk of the file
+    weight = torch.randn(rows, 512, generator=generator)  # 256 KiB, and as much of momentum: the bulk of the file
     return {
         "pytorch-lightning_version": "2.6.6",
         "global_step": step,
@@ -79,9 +79,11 @@ def test_full_disk_keeps_the_previous_checkpoint_whole(small_disk, tmp_path, mon
     path = folder / "last.ckpt"
     if small_disk is None:  # no tmpfs: the disk fills up in the middle of the second write
         monkeypatch.setattr(torch, "save", write_part_then_fail(torch.save))
-    io.save_checkpoint(fake_checkpoint(1), path)  # ~0.5 MiB: one fits on the 1 MiB disk, two do not
+    io.save_checkpoint(fake_checkpoint(1), path)  # ~0.5 MiB on the 1 MiB disk
+    # ~1.2 MiB: more than the disk even without the old file. Lightning's own TorchCheckpointIO (2.6) writes it to
+    # /tmp, then copies it over last.ckpt here, and leaves a truncated file that no longer loads.
     with pytest.raises(StorageError, match=r"No space left on device; the previous last\.ckpt is kept unchanged"):
-        io.save_checkpoint(fake_checkpoint(2), path)
+        io.save_checkpoint(fake_checkpoint(2, rows=300), path)
     kept = load_verified(path)  # whole, and its checksum matches
     assert kept["global_step"] == 1
     torch.testing.assert_close(kept["state_dict"]["head.weight"], fake_checkpoint(1)["state_dict"]["head.weight"])
@@ -147,10 +149,12 @@ def test_which_checkpoint_last_last_or_new_and_a_requeued_slurm_job_resume(tmp_p
 
 def test_ckpt_path_last_without_a_checkpoint_is_an_error_unless_asked(tiny_tree, tmp_path, data_root, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["fit", *demo_args(tiny_tree, tmp_path, data_root), "--config", str(callbacks_config(tmp_path))]
+    args = [*demo_args(tiny_tree, tmp_path, data_root), "--config", str(callbacks_config(tmp_path))]
     with pytest.raises(ConfigError, match=r"no checkpoint to resume in .*checkpoints .*--ckpt_path last_or_new"):
-        run_cli([*args, "--ckpt_path=last"])
-    cli = run_cli([*args, "--ckpt_path=last_or_new", "--trainer.max_steps=1"])  # asked for: a new run
+        run_cli(["fit", *args, "--ckpt_path=last"])
+    with pytest.raises(ConfigError, match=r"no checkpoint in .*checkpoints .*give the path of the one to evaluate"):
+        run_cli(["test", *args, "--ckpt_path=last"])  # not an untrained model's scores
+    cli = run_cli(["fit", *args, "--ckpt_path=last_or_new", "--trainer.max_steps=1"])  # asked for: a new run
     assert cli.trainer.global_step == 1 and cli.trainer.ckpt_path is None
 
 
