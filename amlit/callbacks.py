@@ -261,8 +261,9 @@ class CheckpointOnSigterm(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning has registered its signal handlers by now; a callable SIGUSR1 handler is its SLURM requeue.
-        if callable(signal.getsignal(signal.SIGUSR1)) and threading.current_thread() is threading.main_thread():
-            self._sigusr1 = DeferredSignal(signal.SIGUSR1)
+        sigusr1 = getattr(signal, "SIGUSR1", None)  # None on Windows
+        if sigusr1 and callable(signal.getsignal(sigusr1)) and threading.current_thread() is threading.main_thread():
+            self._sigusr1 = DeferredSignal(sigusr1)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if self._sigusr1 is None:

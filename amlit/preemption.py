@@ -17,7 +17,8 @@ import threading
 from lightning.fabric.utilities.seed import pl_worker_init_function
 
 # SIGTERM: schedulers, `docker stop`, `timeout`; SIGUSR1: SLURM's warning before the time limit or a preemption.
-SHIELDED = (signal.SIGTERM, signal.SIGUSR1)
+# (POSIX only: sigwaitinfo is Linux's; elsewhere workers keep the default behaviour.)
+SHIELDED = (signal.SIGTERM, signal.SIGUSR1) if hasattr(signal, "sigwaitinfo") else ()
 
 
 def worker_init(worker_id: int) -> None:
@@ -37,6 +38,8 @@ def shield_worker_from_job_signals() -> None:
     after it, which inherit the mask) and one daemon thread takes them with ``sigwaitinfo``, which tells the sender's
     PID. Call it first thing in the worker, before any thread starts.
     """
+    if not SHIELDED:
+        return
     parent = os.getppid()
     signal.pthread_sigmask(signal.SIG_BLOCK, SHIELDED)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import socket
@@ -26,6 +25,11 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
 from amlit.errors import UserInputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs go unlocked, with a warning
+    fcntl = None
 
 LOCK_FILE = ".amlit-fit.lock"
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
@@ -74,6 +78,9 @@ class RunLock(L.Callback):
 
 
 def _lock(path: Path) -> IO[str] | None:
+    if fcntl is None:
+        rank_zero_warn(f"cannot take {path} (no flock on this system): make sure no other amlit fit writes there")
+        return None
     file = open(path, "a+")  # noqa: SIM115 (kept open while locked)
     try:
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
