@@ -58,7 +58,12 @@ def resolve_ckpt_path(trainer: L.Trainer, ckpt_path: str | Path | None, fitting:
         return None
     if ckpt_path not in (None, LAST, LAST_OR_NEW):
         return ckpt_path
-    places, found = resume_candidates(trainer)
+    try:
+        places, found = resume_candidates(trainer)
+    except ConfigError:
+        if ckpt_path is None:  # a requeued job without a last.ckpt folder: Lightning's hpc rule alone
+            return None
+        raise
     if found:
         newest = max(found, key=lambda path: path.stat().st_mtime_ns)
         why = "SLURM requeued the job: " if ckpt_path is None else ""
