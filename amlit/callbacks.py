@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +24,7 @@ from amlit import keys
 from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
 from amlit.eval.plots import plot_curves
+from amlit.preemption import DeferredSignal
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -190,11 +193,11 @@ class NonFiniteGuard(Callback):
             return
         step = trainer.global_step
         if self.policy == "stop":
-            raise NonFiniteTrainingError(self._message(step, "stopped before applying it"))
+            raise NonFiniteTrainingError(self._message(trainer, "stopped before applying it"))
         self.skipped += 1
         self.consecutive += 1
         if self.consecutive >= self.max_consecutive:
-            raise NonFiniteTrainingError(self._message(step, f"{self.consecutive} steps in a row skipped, stopped"))
+            raise NonFiniteTrainingError(self._message(trainer, f"{self.consecutive} steps in a row skipped, stopped"))
         optimizer.zero_grad(set_to_none=True)  # SGD skips parameters without a gradient: no update at all
         rank_zero_warn(f"non-finite loss or gradient at optimizer step {step}: step skipped ({self.skipped} so far)")
 
@@ -210,9 +213,7 @@ class NonFiniteGuard(Callback):
         bad = [name for name in bad if not bool(checkpoint["state_dict"][name].isfinite().all())]
         if bad:
             raise NonFiniteTrainingError(
-                self._message(
-                    trainer.global_step, f"weights {', '.join(bad[:3])} are non-finite; checkpoint not written"
-                )
+                self._message(trainer, f"weights {', '.join(bad[:3])} are non-finite; checkpoint not written")
             )
 
     def state_dict(self) -> dict[str, Any]:
@@ -222,14 +223,34 @@ class NonFiniteGuard(Callback):
         self.skipped = int(state_dict.get("skipped", 0))
 
     @staticmethod
-    def _message(step: int, what: str) -> str:
+    def _message(trainer: L.Trainer, what: str) -> str:
+        newest = newest_checkpoint(trainer)
+        if newest is not None:
+            resume = (
+                f"The newest checkpoint of this run, {newest}, was written before that step and is intact; resume "
+                f"from it (--ckpt_path={newest}) after one of"
+            )
+        else:
+            resume = (
+                "No checkpoint was written before that step (ModelCheckpoint's every_n_train_steps saves during "
+                "fit), so there is nothing to resume: start again after one of"
+            )
         return (
-            f"non-finite loss or gradient at optimizer step {step}: {what}. The last checkpoint saved before is "
-            "intact; resume from it (--ckpt_path=last) after one of: lower model.learning_rate; "
-            "--trainer.precision=bf16-mixed instead of 16-mixed (fp16 overflows); --trainer.gradient_clip_val=...; "
-            "check the data (labels int64 and < num_classes, no broken images); or set policy: skip of "
-            "amlit.callbacks.NonFiniteGuard in the config to skip such steps"
+            f"non-finite loss or gradient at optimizer step {trainer.global_step}: {what}. {resume}: lower "
+            "model.learning_rate; --trainer.precision=bf16-mixed instead of 16-mixed (fp16 overflows); "
+            "--trainer.gradient_clip_val=...; check the data (labels int64 and < num_classes, no broken images); or "
+            "set policy: skip of amlit.callbacks.NonFiniteGuard in the config to skip such steps"
         )
+
+
+def newest_checkpoint(trainer: L.Trainer) -> Path | None:
+    """The newest existing file among the checkpoints this run wrote (each ``ModelCheckpoint``'s last and best)
+    and the one it resumed from; None when there is none."""
+    candidates = [getattr(trainer, "ckpt_path", None)]
+    for callback in getattr(trainer, "checkpoint_callbacks", []):
+        candidates += [getattr(callback, "last_model_path", None), getattr(callback, "best_model_path", None)]
+    existing = {Path(p) for p in candidates if p and Path(p).is_file()}
+    return max(existing, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
 class CheckpointOnSigterm(Callback):
@@ -241,12 +262,42 @@ class CheckpointOnSigterm(Callback):
     saves only on SIGTERM, as the ``last.ckpt`` of each ``ModelCheckpoint(save_last=True)`` (or
     ``<default_root_dir>/sigterm.ckpt`` without one).
     The saved loop state sits at the end of the finished batch, so resuming repeats and skips nothing.
+    DataLoader workers survive a SIGTERM sent to the whole process group or job (``amlit.preemption``).
 
-    On SLURM, use ``SLURMEnvironment(auto_requeue=True)`` with ``#SBATCH --signal=SIGUSR1@90``: Lightning saves
-    ``hpc_ckpt_<n>.ckpt`` on SIGUSR1, requeues, and the requeued job resumes it when ``ckpt_path`` is unset.
+    On SLURM (``SLURMEnvironment(auto_requeue=True)``, Lightning's default there, with ``#SBATCH
+    --signal=SIGUSR1@90``), Lightning saves ``hpc_ckpt_<n>.ckpt`` on SIGUSR1 and requeues the job, which resumes it
+    when ``ckpt_path`` is unset. This callback moves that save from inside the signal handler (wherever the step
+    was) to the end of the current batch, on every rank at the same step.
     """
 
+    def __init__(self) -> None:
+        self._sigusr1: DeferredSignal | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning has registered its signal handlers by now; a callable SIGUSR1 handler is its SLURM requeue.
+        sigusr1 = getattr(signal, "SIGUSR1", None)  # None on Windows
+        if sigusr1 and callable(signal.getsignal(sigusr1)) and threading.current_thread() is threading.main_thread():
+            self._sigusr1 = DeferredSignal(sigusr1)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self._sigusr1 is None:
+            return
+        pending = self._sigusr1.pending
+        if trainer.world_size > 1:  # every rank saves at the same step, or the save's barrier would hang
+            pending = trainer.strategy.reduce_boolean_decision(pending, all=False)
+        if pending:
+            self._sigusr1.run()
+
+    def _restore_signals(self) -> None:
+        if self._sigusr1 is not None:
+            self._sigusr1.restore()
+            self._sigusr1 = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_signals()
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_signals()
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
         if trainer.fast_dev_run or trainer.sanity_checking:

@@ -4,13 +4,24 @@ callback that puts the resolved config and the dataset manifest into every logge
 wandb 0.31 without help (reference/ecosystem.md §3): no key and no TTY -> ``UsageError`` after ~9 s; a key but no
 network -> blocks ~100 s (``init_timeout`` 90 s), then ``CommError``. So the mode is chosen *before*
 ``wandb.init``: online only when the user asked for it or credentials are configured, offline otherwise; an online
-start that fails within a short ``init_timeout`` falls back to offline, so the training run goes on either way.
+start that fails within ``init_timeout`` falls back to offline, so the training run goes on either way.
+
+``init_timeout`` bounds the whole online start, counted from the first use of the logger (Lightning's setup at the
+start of ``fit``): wandb's own ``init_timeout`` covers only the run's creation, and before it wandb 0.31 spends two
+more fixed 5 s requests looking up the account just to print "logged in as" (skipped with ``quiet``); a key with an
+unreachable server was reported to delay the first step by 107-110 s with ``init_timeout: 20``. So a plain HTTP
+request first checks, within the limit, that the server answers at all; then wandb gets the time that is left.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +40,40 @@ WandbMode = Literal["online", "offline", "disabled"]
 MODES: tuple[str, ...] = ("online", "offline", "disabled")
 # wandb's own spellings (``WANDB_MODE=dryrun``, ``run``) mapped to its three modes.
 MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+
+
+OFFLINE_START_S = 2.0  # kept for an offline start after a failed online one (0.75-2.3 s measured on 2 busy cores)
+
+
+def wandb_server_url() -> str:
+    """The server wandb would talk to (``WANDB_BASE_URL``, settings, or its default)."""
+    try:
+        from wandb.sdk import wandb_setup
+
+        return str(wandb_setup.singleton().settings.base_url)
+    except Exception:  # a changed wandb internal
+        return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
+def server_answers(url: str, timeout: float) -> bool:
+    """Whether an HTTP server at ``url`` answers at all (any status) within ``timeout`` seconds, however slowly it
+    trickles: the request runs in a daemon thread that is abandoned at the deadline."""
+    answered = threading.Event()
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(url, timeout=max(timeout, 0.1)).close()
+        except urllib.error.HTTPError:  # an error status is an answer
+            pass
+        except urllib.error.URLError as error:
+            if not isinstance(error.reason, ssl.SSLError):  # a TLS reply is one too (wandb may trust its cert)
+                return
+        except (OSError, ValueError):  # refused, unreachable, timed out, bad URL
+            return
+        answered.set()
+
+    threading.Thread(target=probe, name="amlit-wandb-probe", daemon=True).start()
+    return answered.wait(max(timeout, 0.0))
 
 
 def has_wandb_credentials() -> bool:
@@ -86,8 +131,8 @@ class WandbLogger(LightningWandbLogger):
         mode: ``online``, ``offline`` or ``disabled``; ``None`` picks one: ``WANDB_MODE`` if set, else online when
             an API key is configured, else offline.
         offline: same as ``mode: offline`` (Lightning's spelling).
-        init_timeout: seconds an online ``wandb.init`` may take before the run falls back to offline
-            (wandb's default is 90 s; a failed start also spends ~10 s shutting down its service).
+        init_timeout: seconds the online start may take, counted from the logger's first use (the start of
+            ``fit``), before the run falls back to offline (wandb's own default is 90 s for one of its steps only).
         entity: wandb team or user.
         group: groups runs, e.g. those of a sweep or of the Table 1 rows.
         tags: run tags.
@@ -140,32 +185,46 @@ class WandbLogger(LightningWandbLogger):
         elif self.mode == "disabled":
             rank_zero_info(f"wandb: disabled ({why})")
 
-    def _init_settings(self) -> Any:
+    def _init_settings(self, timeout: float) -> Any:
         import wandb
 
-        return wandb.Settings(init_timeout=self.init_timeout)
+        # quiet: no "logged in as" line, whose account lookup costs two more network round trips (5 s each).
+        return wandb.Settings(init_timeout=max(timeout, 0.5), quiet=True)
 
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
         if self._experiment is not None:
             return self._experiment
+        deadline = time.monotonic() + self.init_timeout  # first use: the start of fit
         import wandb
 
         Path(self._save_dir).mkdir(parents=True, exist_ok=True)  # wandb falls back to /tmp when it is missing
-        self._wandb_init.setdefault("settings", self._init_settings())
+        if self._wandb_init.get("mode") == "online":
+            # Kept in hand for a failure: the offline start, and the ~0.5 s wandb takes to give up after its timeout.
+            url, remaining = wandb_server_url(), deadline - time.monotonic()
+            if not server_answers(url, max(remaining - OFFLINE_START_S, remaining / 2)):
+                return self._start_offline(f"{url} did not answer within init_timeout={self.init_timeout:g} s")
+            remaining = deadline - time.monotonic() - OFFLINE_START_S - 0.5
+            self._wandb_init.setdefault("settings", self._init_settings(remaining))
         try:
-            return super().experiment
+            run = super().experiment
         except (wandb.errors.Error, TimeoutError) as error:
             if self._wandb_init.get("mode") != "online":
                 raise
-            rank_zero_warn(
-                f"wandb: online start failed ({type(error).__name__}: {str(error).splitlines()[0]}); logging "
-                f"offline to {Path(self._save_dir) / 'wandb'} instead (upload later with `wandb sync`)"
-            )
-            self.mode = self._wandb_init["mode"] = "offline"
-            self._wandb_init["settings"] = self._init_settings()
-            return super().experiment
+            return self._start_offline(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+        if self.mode == "online" and getattr(run, "url", None):
+            rank_zero_info(f"wandb: logging online to {run.url}")  # wandb's own line is quiet now
+        return run
+
+    def _start_offline(self, why: str) -> Any:
+        rank_zero_warn(
+            f"wandb: online start failed ({why}); logging offline to {Path(self._save_dir) / 'wandb'} instead "
+            "(upload later with `wandb sync`)"
+        )
+        self.mode = self._wandb_init["mode"] = "offline"
+        self._wandb_init["settings"] = self._init_settings(self.init_timeout)
+        return super().experiment
 
     def log_run_files(self, files: Mapping[str, Path]) -> None:
         """Copy files into the run (``files/<name>``): copies, because wandb's ``save`` would symlink a file that

@@ -56,6 +56,12 @@ def paper_fit_args(root_dir: Path) -> list[str]:
     ]
 
 
+@pytest.fixture
+def data_root(tmp_path_factory) -> Path:
+    """Where the demo config generates its synthetic data: once per session, shared by the training runs."""
+    return tmp_path_factory.getbasetemp() / "demo-synthetic"
+
+
 def write_verification_bin(lfw: Path, path: Path):
     """A verification .bin in insightface's format (pickle of (encoded images, issame)) from the tiny LFW pairs,
     with the 112x96 crops padded to 112x112 by 8 px each side (the template offset between the two)."""
