@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from amlit import keys
+from amlit.compat import save_last_checkpoint
 from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
 from amlit.eval.plots import plot_curves
@@ -183,7 +184,7 @@ class NonFiniteGuard(Callback):
         if getattr(trainer.precision_plugin, "scaler", None) is None:  # a GradScaler handles non-finite gradients
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             if grads:
-                total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+                total_norm = torch.nn.utils.get_total_norm(grads, foreach=True).float()
                 finite = finite & total_norm.isfinite().to(finite.device)
         bad = not bool(finite)  # the one host sync
         if trainer.world_size > 1:
@@ -305,7 +306,7 @@ class CheckpointOnSigterm(Callback):
         savers = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.save_last]
         for saver in savers:
             # ModelCheckpoint's own routine: same file name and bookkeeping as its regular last.ckpt.
-            saver._save_last_checkpoint(trainer, saver._monitor_candidates(trainer))
+            save_last_checkpoint(saver, trainer)
         paths = [s.last_model_path for s in savers]
         if not savers:
             paths = [str(Path(trainer.default_root_dir) / "sigterm.ckpt")]

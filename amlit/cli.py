@@ -49,6 +49,8 @@ class AmlitCLI(LightningCLI):
         parser.link_arguments("data.init_args.image_size", "model.backbone.init_args.input_size", apply_on="parse")
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs) -> LightningArgumentParser:
+        """Private LightningCLI hook (tests/test_compat.py): the only place where a subcommand method's argument
+        (``verbose``, added after ``add_arguments_to_parser`` runs) can get another default."""
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand in ("validate", "test"):
             # Lightning prints every epoch-level metric once per dataloader (LFW, BLUFR, MegaFace: three copies);

@@ -1,7 +1,7 @@
 """Experiment tracking: a wandb logger that never blocks or crashes for lack of an API key or a network, and the
 callback that puts the resolved config and the dataset manifest into every logger.
 
-wandb 0.31 without help (reference/ecosystem.md §3): no key and no TTY -> ``UsageError`` after ~9 s; a key but no
+wandb 0.31 without help (measured): no key and no TTY -> ``UsageError`` after ~9 s; a key but no
 network -> blocks ~100 s (``init_timeout`` 90 s), then ``CommError``. So the mode is chosen *before*
 ``wandb.init``: online only when the user asked for it or credentials are configured, offline otherwise; an online
 start that fails within ``init_timeout`` falls back to offline, so the training run goes on either way.
@@ -34,6 +34,7 @@ from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from amlit.compat import wandb_netrc_has_key, wandb_settings
 from amlit.errors import ConfigError
 
 WandbMode = Literal["online", "offline", "disabled"]
@@ -47,12 +48,8 @@ OFFLINE_START_S = 2.0  # kept for an offline start after a failed online one (0.
 
 def wandb_server_url() -> str:
     """The server wandb would talk to (``WANDB_BASE_URL``, settings, or its default)."""
-    try:
-        from wandb.sdk import wandb_setup
-
-        return str(wandb_setup.singleton().settings.base_url)
-    except Exception:  # a changed wandb internal
-        return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    settings = wandb_settings()
+    return str(settings.base_url) if settings is not None else os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
 
 
 def server_answers(url: str, timeout: float) -> bool:
@@ -82,15 +79,10 @@ def has_wandb_credentials() -> bool:
     respected). Reads files only, never the network."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    try:
-        # wandb's own lookup (same netrc path and host matching as wandb.init); internal API, so guarded.
-        from wandb.sdk import wandb_setup
-        from wandb.sdk.lib.wbauth import read_netrc_auth
-
-        settings = wandb_setup.singleton().settings
-        return bool(settings.api_key) or read_netrc_auth(host=settings.base_url) is not None
-    except Exception:  # an unreadable netrc or a changed wandb internal: behave as "no key" (offline)
-        return False
+    # wandb's own lookup (same netrc path and host matching as wandb.init); an unreadable netrc or a changed wandb
+    # internal behaves as "no key" (offline).
+    settings = wandb_settings()
+    return settings is not None and (bool(settings.api_key) or wandb_netrc_has_key(str(settings.base_url)))
 
 
 def _normalized_mode(value: str, source: str) -> WandbMode:

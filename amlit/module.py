@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from amlit import keys
+from amlit.compat import is_logging_step
 from amlit.data.sampling import mirror_flags
 from amlit.diagnostics import margin_diagnostics
 from amlit.errors import ConfigError
@@ -121,27 +122,13 @@ class FaceVerificationModule(L.LightningModule):
             accuracy = (out.cosine.argmax(dim=1) == labels).float().mean()
         self.log(keys.TRAIN_LOSS, out.loss, prog_bar=True)
         self.log(keys.TRAIN_ACC, accuracy, prog_bar=True)
-        if self._is_logging_step():
+        if is_logging_step(self.trainer):
             # Only on steps whose metrics reach the loggers: the (C, D) weight norms and five log calls per step
             # would otherwise be spent on values nobody sees. All stay on the device (no host sync here).
             margin = self.head.margin if isinstance(self.head, AMSoftmax) else 0.0
             diagnostics = margin_diagnostics(out.cosine, labels, margin, embeddings, self.head.weight)
             self.log_dict(diagnostics)
         return out.loss
-
-    def _is_logging_step(self) -> bool:
-        """Whether Lightning sends this training step's metrics to the loggers (every ``log_every_n_steps``)."""
-        try:
-            return bool(self.trainer._logger_connector.should_update_logs)  # private: guarded below
-        except (AttributeError, RuntimeError, NotImplementedError):
-            return True
-
-    def _param_groups(self) -> list[tuple[list[nn.Parameter], float, float]]:
-        """(parameters, learning-rate factor, weight decay) per SGD parameter group: weights, then biases."""
-        hp = self.hparams
-        biases = [p for name, p in self.named_parameters() if name.endswith(".bias")]
-        others = [p for name, p in self.named_parameters() if not name.endswith(".bias")]
-        return [(others, 1.0, hp.weight_decay), (biases, hp.bias_lr_factor, 0.0)]
 
     def configure_optimizers(self):
         hp = self.hparams
