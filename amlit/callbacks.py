@@ -41,9 +41,10 @@ class EmbeddingWriter(BasePredictionWriter):
     Under DDP the ranks' results are gathered and rank 0 writes the file (padding duplicates removed by index).
     """
 
-    def __init__(self, output: str | Path) -> None:
+    def __init__(self, output: str | Path | None = None) -> None:
         super().__init__(write_interval="epoch")
-        self.output = Path(output)
+        # unset: <trainer.default_root_dir>/embeddings.npz (filled by amlit.cli.place_outputs; here as a fallback)
+        self.output = Path(output) if output is not None else None
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         # Lightning gives a list per dataloader only when there are several.
@@ -60,10 +61,11 @@ class EmbeddingWriter(BasePredictionWriter):
                 indices = torch.cat([i for _, i in gathered if i.numel()])
             if trainer.global_rank != 0:
                 continue
+            output = self.output or Path(trainer.default_root_dir) / "embeddings.npz"
             names = list(loader.dataset.files)
             out = np.full((len(names), features.shape[1]), np.nan, dtype=np.float32)
             out[indices.numpy()] = features.numpy()
-            path = self.output if loader_index == 0 else self.output.with_suffix(f".{loader_index}.npz")
+            path = output if loader_index == 0 else output.with_suffix(f".{loader_index}.npz")
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, names=np.array(names, dtype=str), features=out)
             rank_zero_info(f"wrote {len(names)} embeddings of dimension {out.shape[1]} to {path}")

@@ -74,6 +74,9 @@ class AmlitCLI(LightningCLI):
                 return
         super()._parse_ckpt_path()
 
+    def before_instantiate_classes(self) -> None:
+        place_outputs(self.config[self.subcommand] if self.subcommand else self.config)
+
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The configured trainer, writing and reading checkpoints with ``SafeCheckpointIO`` unless
         ``trainer.plugins`` names another ``CheckpointIO``."""
@@ -92,6 +95,31 @@ class AmlitCLI(LightningCLI):
         config["ckpt_path"] = resolve_ckpt_path(self.trainer, config.get("ckpt_path"), self.subcommand == "fit")
 
     before_validate = before_test = before_predict = _resolve_ckpt_path
+
+
+# Output settings that, left unset, are placed in the run folder (trainer.default_root_dir): a config names its run
+# folder once, and a sweep trial, a second experiment or a test run elsewhere is one --trainer.default_root_dir away.
+# Keyed by the init argument's name in the loggers and callbacks (CSV/wandb loggers, ModelCheckpoint,
+# amlit.callbacks.EmbeddingWriter and ResultsWriter).
+RUN_FOLDER_OUTPUTS = {"save_dir": "", "dirpath": "checkpoints", "output": "embeddings.npz", "output_dir": "results"}
+
+
+def place_outputs(config) -> None:
+    """Fill the unset output settings of the loggers and callbacks of a parsed run ``config`` (a jsonargparse
+    Namespace with ``trainer``) with their place in ``trainer.default_root_dir`` (``RUN_FOLDER_OUTPUTS``)."""
+    trainer = config.get("trainer")
+    if trainer is None:
+        return
+    root = Path(trainer.get("default_root_dir") or ".")
+    loggers = trainer.get("logger")
+    components = [*(loggers if isinstance(loggers, list) else [loggers]), *(trainer.get("callbacks") or [])]
+    for component in components:
+        init_args = component.get("init_args") if hasattr(component, "get") else None
+        if init_args is None:
+            continue
+        for key, place in RUN_FOLDER_OUTPUTS.items():
+            if key in init_args and init_args[key] is None:
+                init_args[key] = str(root / place) if place else str(root)
 
 
 def with_safe_checkpoint_io(plugins) -> list:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -138,7 +139,7 @@ class WandbLogger(LightningWandbLogger):
     def __init__(
         self,
         project: str = "amlit",
-        save_dir: str | Path = ".",
+        save_dir: str | Path | None = None,
         name: str | None = None,
         version: str | None = None,
         mode: WandbMode | None = None,
@@ -158,7 +159,7 @@ class WandbLogger(LightningWandbLogger):
         optional = {"entity": entity, "group": group, "tags": tags, "notes": notes, "job_type": job_type}
         super().__init__(
             name=name,
-            save_dir=os.fspath(save_dir),
+            save_dir=os.fspath(save_dir) if save_dir is not None else ".",
             version=version,
             project=project,
             log_model=log_model,
@@ -227,6 +228,21 @@ class WandbLogger(LightningWandbLogger):
         for name, source in files.items():
             shutil.copyfile(source, run_dir / name)
             self.experiment.save(str(run_dir / name), base_path=str(run_dir), policy="now")
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's ``CSVLogger`` whose ``save_dir`` may be left unset: the CLI then puts it in the run folder
+    (``trainer.default_root_dir``, see ``amlit.cli.place_outputs``); outside the CLI it is the current folder."""
+
+    def __init__(
+        self,
+        save_dir: str | Path | None = None,
+        name: str | None = "logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        super().__init__(save_dir if save_dir is not None else ".", name, version, prefix, flush_logs_every_n_steps)
 
 
 class SaveConfigToLoggers(SaveConfigCallback):
