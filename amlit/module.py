@@ -130,6 +130,13 @@ class FaceVerificationModule(L.LightningModule):
             self.log_dict(diagnostics)
         return out.loss
 
+    def _param_groups(self) -> list[tuple[list[nn.Parameter], float, float]]:
+        """(parameters, learning-rate factor, weight decay) per SGD parameter group: weights, then biases."""
+        hp = self.hparams
+        biases = [p for name, p in self.named_parameters() if name.endswith(".bias")]
+        others = [p for name, p in self.named_parameters() if not name.endswith(".bias")]
+        return [(others, 1.0, hp.weight_decay), (biases, hp.bias_lr_factor, 0.0)]
+
     def configure_optimizers(self):
         hp = self.hparams
         groups = self._param_groups()
