@@ -218,7 +218,7 @@ results_of() { find "$cluster/$1/runs" -name results.json; }
 report_run() {  # report_run NAME JOB: state, restarts, what the log says, the results file
     local name=$1 job=$2 log=$cluster/$1/slurm-$2.out results
     echo "-- $name (job $job): $(job_field "$job" JobState), exit $(job_field "$job" ExitCode), restarts $(job_field "$job" Restarts), run time $(job_field "$job" RunTime) (last start)"
-    grep -aoE 'restart [0-9]+ of job [0-9]+|SIGTERM at step [0-9]+: saved [^;]*|Handling auto-requeue signal: [0-9]+|DataLoader worker \(pid [0-9]+\) is killed by signal: [A-Za-z]+|ckpt_path="last"\) is set, but there is no last checkpoint available|Restored all states from the checkpoint at [^ ]+|`Trainer.fit` stopped: [^.]*' \
+    grep -aoE 'restart [0-9]+ of job [0-9]+|SIGTERM at step [0-9]+: saved [^;]*|Handling auto-requeue signal: [0-9]+|DataLoader worker \(pid [0-9]+\) is killed by signal: [A-Za-z]+|ckpt_path="last"\) is set, but there is no last checkpoint available|Restored all states from the checkpoint at [^ ]+|`Trainer.fit` stopped: [^.]*|tasks [0-9-]+: (Killed|Exited with exit code [0-9]+)' \
         "$log" | sed -E "s|$cluster/||g; s/pid [0-9]+/pid N/; s/^/   log: /" | uniq -c | sed -E 's/^ *1 //; s/^ *([0-9]+) (.*)/\2 (x\1)/'
     results=$(results_of "$name")
     echo "   results.json files: $(echo "$results" | grep -c . || true)"
@@ -248,5 +248,8 @@ for scenario in "${scenario_list[@]}"; do
         "$cluster/reference/runs/demo/checkpoints/last.ckpt" "$cluster/$scenario/runs/demo/checkpoints/last.ckpt"
 done
 
-if ((failures)); then echo "FAILED: $failures check(s); logs in $cluster (rerun with --keep to keep them)"; exit 1; fi
+if ((failures)); then
+    echo "FAILED: $failures check(s); $( ((keep)) && echo "logs in $cluster" || echo "rerun with --keep to keep the logs")"
+    exit 1
+fi
 echo "PASS: amlit.sbatch trains and tests under SLURM with 2 tasks; interrupted runs resume to the same weights"
