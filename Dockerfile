@@ -6,7 +6,7 @@
 #       amlit fit --config configs/amsoftmax_casia.yaml --trainer.devices=4 --trainer.strategy=ddp
 #
 # The default base's torch is built for CUDA 13.0, which needs an NVIDIA driver of the R580 series or newer. Any base
-# with torch 2.13.0 and `python`/`pip` on PATH works: --build-arg BASE_IMAGE=... (a cuda12.x tag for older drivers).
+# with the tested torch and `python`/`pip` on PATH works: --build-arg BASE_IMAGE=... (a cuda12.x tag for older drivers).
 # Inside, /workspace/data -> /data and /workspace/runs -> /runs, so the shipped configs' relative paths work as-is.
 ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime
 FROM ${BASE_IMAGE}
