@@ -89,6 +89,7 @@ cleanup() {
     [[ -n $container ]] && bah rm "$container" >/dev/null 2>&1
     [[ -n $base_container ]] && bah rm "$base_container" >/dev/null 2>&1
     ((keep_image)) || bah rmi "$image" >/dev/null 2>&1
+    bah rmi --prune >/dev/null 2>&1  # untagged images left by an interrupted earlier run
     [[ -n $work ]] && rm -rf "$work"
     echo "[time] total: $((SECONDS - started)) s; store $store: $(du -sh "$store" 2>/dev/null | cut -f1)"
 }
