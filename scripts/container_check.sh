@@ -86,6 +86,7 @@ container=""
 base_container=""
 work=""
 cleanup() {
+    set +e  # clean up as much as possible, whatever failed
     [[ -n $container ]] && bah rm "$container" >/dev/null 2>&1
     [[ -n $base_container ]] && bah rm "$base_container" >/dev/null 2>&1
     ((keep_image)) || bah rmi "$image" >/dev/null 2>&1

@@ -80,6 +80,7 @@ mkdir -p "$cluster/state" "$cluster/spool" "$cluster/log" "$cluster/data"
 daemons=()
 teardown() {
     local status=$?
+    set +e  # tear down as much as possible, whatever failed
     if [[ -n ${SLURM_CONF:-} ]] && [[ -n $(squeue --noheader 2>/dev/null) ]]; then
         scancel --quiet --user="$(id -un)" 2>/dev/null || true
         for _ in $(seq 40); do [[ -z $(squeue --noheader 2>/dev/null) ]] && break; sleep 1; done
