@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -465,8 +466,12 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
 
 def test_dockerfile_runs_amlit_as_a_non_root_user_with_data_and_runs_volumes():
     instructions = _dockerfile_instructions()
-    base = next(value for name, value in instructions if name == "FROM")
-    assert base.startswith("pytorch/pytorch:") and not base.endswith(":latest")
+    assert next(value for name, value in instructions if name == "FROM") == "${BASE_IMAGE}"
+    base = next(value for name, value in instructions if name == "ARG").removeprefix("BASE_IMAGE=")
+    # The image's torch is the tested one: the default base's tag carries the torch version of constraints.txt.
+    constraints = (REPO / "constraints.txt").read_text(encoding="utf-8")
+    tested = re.search(r"^torch==([0-9.]+)", constraints, re.MULTILINE).group(1)
+    assert base.startswith(f"pytorch/pytorch:{tested}-cuda") and base.endswith("-runtime")
     assert [value for name, value in instructions if name == "ENTRYPOINT"] == ['["amlit"]']
     user = [value for name, value in instructions if name == "USER"][-1]
     assert user not in ("root", "0")
