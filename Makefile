@@ -11,11 +11,14 @@ export JSONARGPARSE_DEPRECATION_WARNINGS := off
 install: $(VENV)/.installed
 
 # torch==2.13.0 first and by itself: with it installed, `pip install -e .` keeps it (a fresh resolve of
-# `torch>=2.3` would pull a multi-GB CUDA build). constraints.txt pins the known-good set.
+# `torch>=2.6` would pull a multi-GB CUDA build). constraints.txt pins the known-good set. The `sweeps` wheel is only
+# downloaded: it holds wandb's published sweep schema, which the tests check amlit's validator against (the package
+# itself pins numpy<2, so it is not installed).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip download --quiet --no-deps -c constraints.txt sweeps -d $(VENV)/wheels
 	$(BIN)/python -c "import torch, lightning; print('torch', torch.__version__, '| lightning', lightning.__version__)"
 	touch $@
 

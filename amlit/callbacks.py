@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,9 +21,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from amlit import keys
+from amlit.compat import save_last_checkpoint
 from amlit.errors import ConfigError
 from amlit.eval.curves import CURVES_FILE, Curve, save_curves
 from amlit.eval.plots import plot_curves
+from amlit.preemption import DeferredSignal
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -37,9 +41,10 @@ class EmbeddingWriter(BasePredictionWriter):
     Under DDP the ranks' results are gathered and rank 0 writes the file (padding duplicates removed by index).
     """
 
-    def __init__(self, output: str | Path) -> None:
+    def __init__(self, output: str | Path | None = None) -> None:
         super().__init__(write_interval="epoch")
-        self.output = Path(output)
+        # unset: <trainer.default_root_dir>/embeddings.npz (filled by amlit.cli.place_outputs; here as a fallback)
+        self.output = Path(output) if output is not None else None
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         # Lightning gives a list per dataloader only when there are several.
@@ -56,10 +61,11 @@ class EmbeddingWriter(BasePredictionWriter):
                 indices = torch.cat([i for _, i in gathered if i.numel()])
             if trainer.global_rank != 0:
                 continue
+            output = self.output or Path(trainer.default_root_dir) / "embeddings.npz"
             names = list(loader.dataset.files)
             out = np.full((len(names), features.shape[1]), np.nan, dtype=np.float32)
             out[indices.numpy()] = features.numpy()
-            path = self.output if loader_index == 0 else self.output.with_suffix(f".{loader_index}.npz")
+            path = output if loader_index == 0 else output.with_suffix(f".{loader_index}.npz")
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, names=np.array(names, dtype=str), features=out)
             rank_zero_info(f"wrote {len(names)} embeddings of dimension {out.shape[1]} to {path}")
@@ -182,7 +188,7 @@ class NonFiniteGuard(Callback):
         if getattr(trainer.precision_plugin, "scaler", None) is None:  # a GradScaler handles non-finite gradients
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             if grads:
-                total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+                total_norm = torch.nn.utils.get_total_norm(grads, foreach=True).float()
                 finite = finite & total_norm.isfinite().to(finite.device)
         bad = not bool(finite)  # the one host sync
         if trainer.world_size > 1:
@@ -192,11 +198,11 @@ class NonFiniteGuard(Callback):
             return
         step = trainer.global_step
         if self.policy == "stop":
-            raise NonFiniteTrainingError(self._message(step, "stopped before applying it"))
+            raise NonFiniteTrainingError(self._message(trainer, "stopped before applying it"))
         self.skipped += 1
         self.consecutive += 1
         if self.consecutive >= self.max_consecutive:
-            raise NonFiniteTrainingError(self._message(step, f"{self.consecutive} steps in a row skipped, stopped"))
+            raise NonFiniteTrainingError(self._message(trainer, f"{self.consecutive} steps in a row skipped, stopped"))
         optimizer.zero_grad(set_to_none=True)  # SGD skips parameters without a gradient: no update at all
         rank_zero_warn(f"non-finite loss or gradient at optimizer step {step}: step skipped ({self.skipped} so far)")
 
@@ -212,9 +218,7 @@ class NonFiniteGuard(Callback):
         bad = [name for name in bad if not bool(checkpoint["state_dict"][name].isfinite().all())]
         if bad:
             raise NonFiniteTrainingError(
-                self._message(
-                    trainer.global_step, f"weights {', '.join(bad[:3])} are non-finite; checkpoint not written"
-                )
+                self._message(trainer, f"weights {', '.join(bad[:3])} are non-finite; checkpoint not written")
             )
 
     def state_dict(self) -> dict[str, Any]:
@@ -224,14 +228,34 @@ class NonFiniteGuard(Callback):
         self.skipped = int(state_dict.get("skipped", 0))
 
     @staticmethod
-    def _message(step: int, what: str) -> str:
+    def _message(trainer: L.Trainer, what: str) -> str:
+        newest = newest_checkpoint(trainer)
+        if newest is not None:
+            resume = (
+                f"The newest checkpoint of this run, {newest}, was written before that step and is intact; resume "
+                f"from it (--ckpt_path={newest}) after one of"
+            )
+        else:
+            resume = (
+                "No checkpoint was written before that step (ModelCheckpoint's every_n_train_steps saves during "
+                "fit), so there is nothing to resume: start again after one of"
+            )
         return (
-            f"non-finite loss or gradient at optimizer step {step}: {what}. The last checkpoint saved before is "
-            "intact; resume from it (--ckpt_path=last) after one of: lower model.learning_rate; "
-            "--trainer.precision=bf16-mixed instead of 16-mixed (fp16 overflows); --trainer.gradient_clip_val=...; "
-            "check the data (labels int64 and < num_classes, no broken images); or set policy: skip of "
-            "amlit.callbacks.NonFiniteGuard in the config to skip such steps"
+            f"non-finite loss or gradient at optimizer step {trainer.global_step}: {what}. {resume}: lower "
+            "model.learning_rate; --trainer.precision=bf16-mixed instead of 16-mixed (fp16 overflows); "
+            "--trainer.gradient_clip_val=...; check the data (labels int64 and < num_classes, no broken images); or "
+            "set policy: skip of amlit.callbacks.NonFiniteGuard in the config to skip such steps"
         )
+
+
+def newest_checkpoint(trainer: L.Trainer) -> Path | None:
+    """The newest existing file among the checkpoints this run wrote (each ``ModelCheckpoint``'s last and best)
+    and the one it resumed from; None when there is none."""
+    candidates = [getattr(trainer, "ckpt_path", None)]
+    for callback in getattr(trainer, "checkpoint_callbacks", []):
+        candidates += [getattr(callback, "last_model_path", None), getattr(callback, "best_model_path", None)]
+    existing = {Path(p) for p in candidates if p and Path(p).is_file()}
+    return max(existing, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
 class CheckpointOnSigterm(Callback):
@@ -243,12 +267,42 @@ class CheckpointOnSigterm(Callback):
     saves only on SIGTERM, as the ``last.ckpt`` of each ``ModelCheckpoint(save_last=True)`` (or
     ``<default_root_dir>/sigterm.ckpt`` without one).
     The saved loop state sits at the end of the finished batch, so resuming repeats and skips nothing.
+    DataLoader workers survive a SIGTERM sent to the whole process group or job (``amlit.preemption``).
 
-    On SLURM, use ``SLURMEnvironment(auto_requeue=True)`` with ``#SBATCH --signal=SIGUSR1@90``: Lightning saves
-    ``hpc_ckpt_<n>.ckpt`` on SIGUSR1, requeues, and the requeued job resumes it when ``ckpt_path`` is unset.
+    On SLURM (``SLURMEnvironment(auto_requeue=True)``, Lightning's default there, with ``#SBATCH
+    --signal=SIGUSR1@90``), Lightning saves ``hpc_ckpt_<n>.ckpt`` on SIGUSR1 and requeues the job, which resumes it
+    when ``ckpt_path`` is unset. This callback moves that save from inside the signal handler (wherever the step
+    was) to the end of the current batch, on every rank at the same step.
     """
 
+    def __init__(self) -> None:
+        self._sigusr1: DeferredSignal | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning has registered its signal handlers by now; a callable SIGUSR1 handler is its SLURM requeue.
+        sigusr1 = getattr(signal, "SIGUSR1", None)  # None on Windows
+        if sigusr1 and callable(signal.getsignal(sigusr1)) and threading.current_thread() is threading.main_thread():
+            self._sigusr1 = DeferredSignal(sigusr1)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self._sigusr1 is None:
+            return
+        pending = self._sigusr1.pending
+        if trainer.world_size > 1:  # every rank saves at the same step, or the save's barrier would hang
+            pending = trainer.strategy.reduce_boolean_decision(pending, all=False)
+        if pending:
+            self._sigusr1.run()
+
+    def _restore_signals(self) -> None:
+        if self._sigusr1 is not None:
+            self._sigusr1.restore()
+            self._sigusr1 = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_signals()
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_signals()
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
         if trainer.fast_dev_run or trainer.sanity_checking:
@@ -256,7 +310,7 @@ class CheckpointOnSigterm(Callback):
         savers = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.save_last]
         for saver in savers:
             # ModelCheckpoint's own routine: same file name and bookkeeping as its regular last.ckpt.
-            saver._save_last_checkpoint(trainer, saver._monitor_candidates(trainer))
+            save_last_checkpoint(saver, trainer)
         paths = [s.last_model_path for s in savers]
         if not savers:
             paths = [str(Path(trainer.default_root_dir) / "sigterm.ckpt")]

@@ -1,6 +1,11 @@
-"""What amlit relies on inside its frameworks (Lightning, PyTorch) beyond their public API, in one place.
+"""What amlit relies on inside its frameworks (Lightning, PyTorch, wandb) beyond their public API, in one place.
 
 Each entry is small and says what it depends on; tests/test_compat.py fails when the framework changes underneath.
+Besides the functions below, private Lightning hooks are overridden where they live (their tests are in
+tests/test_compat.py too): ``LightningCLI._parse_ckpt_path`` (``amlit.cli.AmlitCLI``: checkpoints checked before
+LightningCLI reads them), ``LightningCLI._prepare_subcommand_parser`` (``verbose`` defaults to false for
+validate/test), and Lightning's SLURM SIGUSR1 handler, taken with ``signal.getsignal`` and run between steps
+(``amlit.preemption``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,54 @@ def silence_framework_deprecations() -> None:
     """Hide deprecation notices raised inside the frameworks about their own calls (not about amlit's)."""
     for pattern in _FRAMEWORK_DEPRECATIONS:
         warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+
+
+# ---- Lightning ---------------------------------------------------------------------------------------------------
+def is_logging_step(trainer) -> bool:
+    """Whether Lightning sends this training step's metrics to the loggers (every ``log_every_n_steps``): its logger
+    connector's ``should_update_logs``. True when that cannot be read (log more rather than less)."""
+    try:
+        return bool(trainer._logger_connector.should_update_logs)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return True
+
+
+def save_last_checkpoint(saver, trainer) -> None:
+    """Have ``ModelCheckpoint`` write its ``last.ckpt`` now, with its own file name and bookkeeping (Lightning has
+    no public call for it; ``ModelCheckpoint._save_last_checkpoint``)."""
+    saver._save_last_checkpoint(trainer, saver._monitor_candidates(trainer))
+
+
+# ---- wandb -----------------------------------------------------------------------------------------------------
+def wandb_settings():
+    """wandb's resolved settings (server URL, API key from the environment or settings files), or None when the
+    internal it lives in has moved (``wandb.sdk.wandb_setup.singleton().settings``)."""
+    try:
+        from wandb.sdk import wandb_setup
+
+        return wandb_setup.singleton().settings
+    except Exception:
+        return None
+
+
+def wandb_netrc_has_key(host: str) -> bool:
+    """Whether a netrc entry holds a key for ``host``, looked up as ``wandb.init`` does
+    (``wandb.sdk.lib.wbauth.read_netrc_auth``); False when unreadable or moved."""
+    try:
+        from wandb.sdk.lib.wbauth import read_netrc_auth
+
+        return read_netrc_auth(host=host) is not None
+    except Exception:
+        return False
+
+
+# ---- PyTorch -----------------------------------------------------------------------------------------------------
+def assert_on_device(condition, message: str) -> None:
+    """Fail with ``message`` when the 0-d bool tensor ``condition`` is false, checked by the device itself, without a
+    host synchronization (``torch._assert_async``; there is no public equivalent)."""
+    import torch
+
+    torch._assert_async(condition, message)
 
 
 def worker_error_message(error: BaseException) -> str:

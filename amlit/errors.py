@@ -25,3 +25,7 @@ class BadDataError(UserInputError, ValueError):
 
 class ConfigError(UserInputError, ValueError):
     """A setting is out of range or inconsistent with another."""
+
+
+class StorageError(UserInputError, OSError):
+    """Writing to a configured folder failed (disk full, quota, read-only); what was there before is kept."""

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amlit.compat import assert_on_device
 from amlit.errors import ConfigError
 
 
@@ -37,7 +38,7 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
     in_range = (labels.min() >= 0) & (labels.max() < num_classes)
     message = f"labels must lie in [0, {num_classes}); check the data's class count against model num_classes"
     if labels.is_cuda:
-        torch._assert_async(in_range, message)
+        assert_on_device(in_range, message)
     elif not bool(in_range):
         raise ValueError(f"{message} (got min {int(labels.min())}, max {int(labels.max())})")
 

@@ -1,16 +1,27 @@
 """Experiment tracking: a wandb logger that never blocks or crashes for lack of an API key or a network, and the
 callback that puts the resolved config and the dataset manifest into every logger.
 
-wandb 0.31 without help (reference/ecosystem.md §3): no key and no TTY -> ``UsageError`` after ~9 s; a key but no
+wandb 0.31 without help (measured): no key and no TTY -> ``UsageError`` after ~9 s; a key but no
 network -> blocks ~100 s (``init_timeout`` 90 s), then ``CommError``. So the mode is chosen *before*
 ``wandb.init``: online only when the user asked for it or credentials are configured, offline otherwise; an online
-start that fails within a short ``init_timeout`` falls back to offline, so the training run goes on either way.
+start that fails within ``init_timeout`` falls back to offline, so the training run goes on either way.
+
+``init_timeout`` bounds the whole online start, counted from the first use of the logger (Lightning's setup at the
+start of ``fit``): wandb's own ``init_timeout`` covers only the run's creation, and before it wandb 0.31 spends two
+more fixed 5 s requests looking up the account just to print "logged in as" (skipped with ``quiet``); a key with an
+unreachable server was reported to delay the first step by 107-110 s with ``init_timeout: 20``. So a plain HTTP
+request first checks, within the limit, that the server answers at all; then wandb gets the time that is left.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,11 +29,13 @@ from typing import Any, Literal
 import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from amlit.compat import wandb_netrc_has_key, wandb_settings
 from amlit.errors import ConfigError
 
 WandbMode = Literal["online", "offline", "disabled"]
@@ -31,21 +44,46 @@ MODES: tuple[str, ...] = ("online", "offline", "disabled")
 MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 
 
+OFFLINE_START_S = 2.0  # kept for an offline start after a failed online one (0.75-2.3 s measured on 2 busy cores)
+
+
+def wandb_server_url() -> str:
+    """The server wandb would talk to (``WANDB_BASE_URL``, settings, or its default)."""
+    settings = wandb_settings()
+    return str(settings.base_url) if settings is not None else os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
+def server_answers(url: str, timeout: float) -> bool:
+    """Whether an HTTP server at ``url`` answers at all (any status) within ``timeout`` seconds, however slowly it
+    trickles: the request runs in a daemon thread that is abandoned at the deadline."""
+    answered = threading.Event()
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(url, timeout=max(timeout, 0.1)).close()
+        except urllib.error.HTTPError:  # an error status is an answer
+            pass
+        except urllib.error.URLError as error:
+            if not isinstance(error.reason, ssl.SSLError):  # a TLS reply is one too (wandb may trust its cert)
+                return
+        except (OSError, ValueError):  # refused, unreachable, timed out, bad URL
+            return
+        answered.set()
+
+    threading.Thread(target=probe, name="amlit-wandb-probe", daemon=True).start()
+    return answered.wait(max(timeout, 0.0))
+
+
 def has_wandb_credentials() -> bool:
     """Whether wandb would find credentials without prompting: ``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE``,
     or a netrc entry for the configured server (``wandb login`` writes one; ``NETRC`` / ``WANDB_BASE_URL``
     respected). Reads files only, never the network."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    try:
-        # wandb's own lookup (same netrc path and host matching as wandb.init); internal API, so guarded.
-        from wandb.sdk import wandb_setup
-        from wandb.sdk.lib.wbauth import read_netrc_auth
-
-        settings = wandb_setup.singleton().settings
-        return bool(settings.api_key) or read_netrc_auth(host=settings.base_url) is not None
-    except Exception:  # an unreadable netrc or a changed wandb internal: behave as "no key" (offline)
-        return False
+    # wandb's own lookup (same netrc path and host matching as wandb.init); an unreadable netrc or a changed wandb
+    # internal behaves as "no key" (offline).
+    settings = wandb_settings()
+    return settings is not None and (bool(settings.api_key) or wandb_netrc_has_key(str(settings.base_url)))
 
 
 def _normalized_mode(value: str, source: str) -> WandbMode:
@@ -86,8 +124,8 @@ class WandbLogger(LightningWandbLogger):
         mode: ``online``, ``offline`` or ``disabled``; ``None`` picks one: ``WANDB_MODE`` if set, else online when
             an API key is configured, else offline.
         offline: same as ``mode: offline`` (Lightning's spelling).
-        init_timeout: seconds an online ``wandb.init`` may take before the run falls back to offline
-            (wandb's default is 90 s; a failed start also spends ~10 s shutting down its service).
+        init_timeout: seconds the online start may take, counted from the logger's first use (the start of
+            ``fit``), before the run falls back to offline (wandb's own default is 90 s for one of its steps only).
         entity: wandb team or user.
         group: groups runs, e.g. those of a sweep or of the Table 1 rows.
         tags: run tags.
@@ -101,7 +139,7 @@ class WandbLogger(LightningWandbLogger):
     def __init__(
         self,
         project: str = "amlit",
-        save_dir: str | Path = ".",
+        save_dir: str | Path | None = None,
         name: str | None = None,
         version: str | None = None,
         mode: WandbMode | None = None,
@@ -121,7 +159,7 @@ class WandbLogger(LightningWandbLogger):
         optional = {"entity": entity, "group": group, "tags": tags, "notes": notes, "job_type": job_type}
         super().__init__(
             name=name,
-            save_dir=os.fspath(save_dir),
+            save_dir=os.fspath(save_dir) if save_dir is not None else ".",
             version=version,
             project=project,
             log_model=log_model,
@@ -140,32 +178,46 @@ class WandbLogger(LightningWandbLogger):
         elif self.mode == "disabled":
             rank_zero_info(f"wandb: disabled ({why})")
 
-    def _init_settings(self) -> Any:
+    def _init_settings(self, timeout: float) -> Any:
         import wandb
 
-        return wandb.Settings(init_timeout=self.init_timeout)
+        # quiet: no "logged in as" line, whose account lookup costs two more network round trips (5 s each).
+        return wandb.Settings(init_timeout=max(timeout, 0.5), quiet=True)
 
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
         if self._experiment is not None:
             return self._experiment
+        deadline = time.monotonic() + self.init_timeout  # first use: the start of fit
         import wandb
 
         Path(self._save_dir).mkdir(parents=True, exist_ok=True)  # wandb falls back to /tmp when it is missing
-        self._wandb_init.setdefault("settings", self._init_settings())
+        if self._wandb_init.get("mode") == "online":
+            # Kept in hand for a failure: the offline start, and the ~0.5 s wandb takes to give up after its timeout.
+            url, remaining = wandb_server_url(), deadline - time.monotonic()
+            if not server_answers(url, max(remaining - OFFLINE_START_S, remaining / 2)):
+                return self._start_offline(f"{url} did not answer within init_timeout={self.init_timeout:g} s")
+            remaining = deadline - time.monotonic() - OFFLINE_START_S - 0.5
+            self._wandb_init.setdefault("settings", self._init_settings(remaining))
         try:
-            return super().experiment
+            run = super().experiment
         except (wandb.errors.Error, TimeoutError) as error:
             if self._wandb_init.get("mode") != "online":
                 raise
-            rank_zero_warn(
-                f"wandb: online start failed ({type(error).__name__}: {str(error).splitlines()[0]}); logging "
-                f"offline to {Path(self._save_dir) / 'wandb'} instead (upload later with `wandb sync`)"
-            )
-            self.mode = self._wandb_init["mode"] = "offline"
-            self._wandb_init["settings"] = self._init_settings()
-            return super().experiment
+            return self._start_offline(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+        if self.mode == "online" and getattr(run, "url", None):
+            rank_zero_info(f"wandb: logging online to {run.url}")  # wandb's own line is quiet now
+        return run
+
+    def _start_offline(self, why: str) -> Any:
+        rank_zero_warn(
+            f"wandb: online start failed ({why}); logging offline to {Path(self._save_dir) / 'wandb'} instead "
+            "(upload later with `wandb sync`)"
+        )
+        self.mode = self._wandb_init["mode"] = "offline"
+        self._wandb_init["settings"] = self._init_settings(self.init_timeout)
+        return super().experiment
 
     def log_run_files(self, files: Mapping[str, Path]) -> None:
         """Copy files into the run (``files/<name>``): copies, because wandb's ``save`` would symlink a file that
@@ -176,6 +228,21 @@ class WandbLogger(LightningWandbLogger):
         for name, source in files.items():
             shutil.copyfile(source, run_dir / name)
             self.experiment.save(str(run_dir / name), base_path=str(run_dir), policy="now")
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's ``CSVLogger`` whose ``save_dir`` may be left unset: the CLI then puts it in the run folder
+    (``trainer.default_root_dir``, see ``amlit.cli.place_outputs``); outside the CLI it is the current folder."""
+
+    def __init__(
+        self,
+        save_dir: str | Path | None = None,
+        name: str | None = "logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        super().__init__(save_dir if save_dir is not None else ".", name, version, prefix, flush_logs_every_n_steps)
 
 
 class SaveConfigToLoggers(SaveConfigCallback):

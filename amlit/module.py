@@ -10,20 +10,26 @@ Testing: the feature of a face is ``embedding(image) + embedding(mirror)``, L2-n
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from amlit import keys
+from amlit.compat import is_logging_step
 from amlit.data.sampling import mirror_flags
 from amlit.diagnostics import margin_diagnostics
+from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
 from amlit.eval.evalset import Views
 from amlit.eval.metrics import EmbeddingCollector
 from amlit.heads import AMSoftmax, MarginHead
+
+# The settings held in the optimizer and schedule states that a checkpoint restores (see on_train_start).
+OPTIMIZER_HPARAMS = ("learning_rate", "momentum", "weight_decay", "lr_milestones", "lr_gamma", "bias_lr_factor")
 
 
 class FaceVerificationModule(L.LightningModule):
@@ -118,34 +124,83 @@ class FaceVerificationModule(L.LightningModule):
             accuracy = (out.cosine.argmax(dim=1) == labels).float().mean()
         self.log(keys.TRAIN_LOSS, out.loss, prog_bar=True)
         self.log(keys.TRAIN_ACC, accuracy, prog_bar=True)
-        if self._is_logging_step():
+        if is_logging_step(self.trainer):
             # Only on steps whose metrics reach the loggers: the (C, D) weight norms and five log calls per step
             # would otherwise be spent on values nobody sees. All stay on the device (no host sync here).
             diagnostics = margin_diagnostics(out.cosine, labels, margin, embeddings, self.head.weight)
             self.log_dict(diagnostics)
         return out.loss
 
-    def _is_logging_step(self) -> bool:
-        """Whether Lightning sends this training step's metrics to the loggers (every ``log_every_n_steps``)."""
-        try:
-            return bool(self.trainer._logger_connector.should_update_logs)  # private: guarded below
-        except (AttributeError, RuntimeError, NotImplementedError):
-            return True
-
-    def configure_optimizers(self):
+    def _param_groups(self) -> list[tuple[list[nn.Parameter], float, float]]:
+        """(parameters, learning-rate factor, weight decay) per SGD parameter group: weights, then biases."""
         hp = self.hparams
         biases = [p for name, p in self.named_parameters() if name.endswith(".bias")]
         others = [p for name, p in self.named_parameters() if not name.endswith(".bias")]
+        return [(others, 1.0, hp.weight_decay), (biases, hp.bias_lr_factor, 0.0)]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = self._param_groups()
         optimizer = torch.optim.SGD(
             [
-                {"params": others, "weight_decay": hp.weight_decay},
-                {"params": biases, "weight_decay": 0.0, "lr": hp.learning_rate * hp.bias_lr_factor},
+                {"params": params, "lr": hp.learning_rate * factor, "weight_decay": decay}
+                for params, factor, decay in groups
             ],
             lr=hp.learning_rate,
             momentum=hp.momentum,
         )
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(hp.lr_milestones), gamma=hp.lr_gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ---- resuming with changed optimizer settings ---------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse, with the settings to look at, a checkpoint whose weights do not fit this model (instead of
+        torch's size-mismatch traceback); note its settings for ``on_train_start``."""
+        own = self.state_dict()
+        mismatched = [
+            f"{name} {tuple(value.shape)} vs {tuple(own[name].shape)}"
+            for name, value in checkpoint.get("state_dict", {}).items()
+            if name in own and tuple(value.shape) != tuple(own[name].shape)
+        ]
+        if mismatched:
+            raise ConfigError(
+                f"the checkpoint does not fit this model (checkpoint vs model: {'; '.join(mismatched[:3])}): use the "
+                "model.backbone/model.head settings and the data (its number of classes) it was trained with"
+            )
+        self._resumed_hparams = dict(checkpoint.get("hyper_parameters") or {})
+
+    def on_train_start(self) -> None:
+        """After a resume, the restored SGD and MultiStepLR states carry the settings of the run that wrote the
+        checkpoint. Where this run's ``model.*`` optimizer settings differ, they are applied (the momentum buffers
+        and the step count are kept), so what ``hparams.yaml`` and ``config.yaml`` record is what trains."""
+        saved, self._resumed_hparams = getattr(self, "_resumed_hparams", None), None
+        if not saved:
+            return
+        plain = lambda value: list(value) if isinstance(value, list | tuple) else value  # noqa: E731 (YAML lists)
+        changed = {
+            k: (plain(saved[k]), plain(self.hparams[k]))
+            for k in OPTIMIZER_HPARAMS
+            if k in saved and plain(saved[k]) != plain(self.hparams[k])
+        }
+        if not changed:
+            return  # the restored state is kept bit for bit
+        optimizer = self.trainer.optimizers[0]
+        schedule = self.trainer.lr_scheduler_configs[0].scheduler
+        hp = self.hparams
+        schedule.milestones = Counter(hp.lr_milestones)
+        schedule.gamma = hp.lr_gamma
+        # MultiStepLR's closed form: base lr times gamma for every milestone passed (last_epoch = steps taken).
+        decay = hp.lr_gamma ** sum(n for step, n in schedule.milestones.items() if step <= schedule.last_epoch)
+        schedule.base_lrs = []
+        for group, (_, factor, weight_decay) in zip(optimizer.param_groups, self._param_groups(), strict=True):
+            base = hp.learning_rate * factor
+            group.update(initial_lr=base, lr=base * decay, momentum=hp.momentum, weight_decay=weight_decay)
+            schedule.base_lrs.append(base)
+        changes = ", ".join(f"model.{k} {old} -> {new}" for k, (old, new) in changed.items())
+        rank_zero_info(
+            f"resumed with changed optimizer settings, applied from step {self.trainer.global_step}: {changes} "
+            f"(learning rate now {optimizer.param_groups[0]['lr']:.6g})"
+        )
 
     # ---- evaluation: embed every image of each eval set, then run its protocol ---------------------------------
     def _eval_sets(self, stage: str):

@@ -38,6 +38,30 @@ def tiny_tree(tmp_path_factory) -> Path:
     return tree
 
 
+def paper_fit_args(root_dir: Path) -> list[str]:
+    """``fit`` of the paper config on the CPU without its test sets or exclusion lists, run folders under
+    ``root_dir``: callers add the training source and their overrides (later flags win)."""
+    no_test_sets = ("lfw_root", "lfw_pairs", "blufr_config", "megaface_probes", "megaface_distractors")
+    return [
+        "fit",
+        f"--config={REPO / 'configs' / 'amsoftmax_casia.yaml'}",
+        f"--trainer.default_root_dir={root_dir}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        *[f"--data.{key}=null" for key in no_test_sets],
+        "--data.exclude_id_lists=[]",
+        "--data.batch_size=4",
+        "--data.num_workers=0",
+        "--model.backbone.width_multiplier=0.125",
+    ]
+
+
+@pytest.fixture
+def data_root(tmp_path_factory) -> Path:
+    """Where the demo config generates its synthetic data: once per session, shared by the training runs."""
+    return tmp_path_factory.getbasetemp() / "demo-synthetic"
+
+
 def write_verification_bin(lfw: Path, path: Path):
     """A verification .bin in insightface's format (pickle of (encoded images, issame)) from the tiny LFW pairs,
     with the 112x96 crops padded to 112x112 by 8 px each side (the template offset between the two)."""

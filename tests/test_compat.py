@@ -57,7 +57,7 @@ def test_warnings_print_as_one_line_without_their_source_line():
     assert text == "DeprecationWarning: old\n"
 
 
-def _fit_tiny(tmp_path):
+def _fit_tiny(tmp_path, callbacks=(), max_steps: int = 1, enable_checkpointing: bool = False):
     import lightning as L
 
     class Tiny(L.LightningModule):
@@ -72,8 +72,9 @@ def _fit_tiny(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     data = DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
-    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")  # fmt: skip
+    trainer = L.Trainer(max_steps=max_steps, logger=False, enable_checkpointing=enable_checkpointing,
+                        callbacks=list(callbacks), enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path, accelerator="cpu")  # fmt: skip
     trainer.fit(Tiny(), data)
 
 
@@ -94,9 +95,102 @@ def test_the_framework_deprecation_we_hide_is_still_raised_and_hidden(tmp_path):
 
 
 def test_progress_bars_refresh_rarely_when_stderr_is_a_log_file():
-    from amlit.progress import LOG_REFRESH_SECONDS, progress_bar
-
     import io
+
+    from amlit.progress import LOG_REFRESH_SECONDS, progress_bar
 
     with progress_bar(range(3), file=io.StringIO()) as bar:  # under pytest, stderr is captured: not a terminal
         assert bar.mininterval == LOG_REFRESH_SECONDS
+
+
+# ---- each reliance on a framework internal, checked against the installed framework --------------------------
+def test_is_logging_step_follows_log_every_n_steps(tmp_path):
+    import lightning as L
+
+    from amlit.compat import is_logging_step
+
+    seen = []
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            seen.append(is_logging_step(self.trainer))
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    assert hasattr(L.Trainer(logger=False, default_root_dir=tmp_path), "_logger_connector")  # else the fallback runs
+    data = DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 2)), batch_size=2)
+    trainer = L.Trainer(max_steps=4, log_every_n_steps=2, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")  # fmt: skip
+    trainer.fit(Tiny(), data)
+    assert seen == [False, True, False, True]
+
+
+def test_save_last_checkpoint_writes_modelcheckpoints_last_file(tmp_path):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from amlit.compat import save_last_checkpoint
+
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=1000)
+
+    class SaveAtStep1(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 1:
+                save_last_checkpoint(saver, trainer)
+
+    _fit_tiny(tmp_path, callbacks=[saver, SaveAtStep1()], max_steps=2, enable_checkpointing=True)
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file() and saver.last_model_path.endswith("last.ckpt")
+
+
+def test_wandb_settings_and_netrc_lookup(tmp_path, monkeypatch):
+    from amlit.compat import wandb_netrc_has_key, wandb_settings
+
+    settings = wandb_settings()
+    assert settings is not None and str(settings.base_url).startswith("http")
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.example.org\n  login user\n  password k" + "0" * 39 + "\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert wandb_netrc_has_key("https://api.example.org")
+    assert not wandb_netrc_has_key("https://elsewhere.example.org")
+
+
+def test_assert_on_device_fails_with_the_message():
+    from amlit.compat import assert_on_device
+
+    assert_on_device(torch.tensor(True), "never shown")
+    with pytest.raises(RuntimeError, match="labels out of range"):
+        assert_on_device(torch.tensor(False), "labels out of range")
+
+
+def test_the_private_lightning_hooks_amlit_overrides_still_exist():
+    import inspect
+
+    from lightning.pytorch.cli import LightningCLI
+
+    assert list(inspect.signature(LightningCLI._parse_ckpt_path).parameters) == ["self"]
+    parameters = list(inspect.signature(LightningCLI._prepare_subcommand_parser).parameters)
+    assert parameters == ["self", "klass", "subcommand", "kwargs"]
+
+
+def test_validate_and_test_default_to_one_results_table_not_lightnings_copies(monkeypatch):
+    from amlit.cli import AmlitCLI
+    from amlit.module import FaceVerificationModule
+
+    defaults = {}
+
+    class Probe(AmlitCLI):
+        def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):
+            parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+            defaults[subcommand] = parser.get_defaults().get("verbose", "absent")
+            return parser
+
+    with pytest.raises(SystemExit):
+        Probe(FaceVerificationModule, subclass_mode_data=True, args=["--help"], run=True)
+    assert defaults == {"fit": "absent", "validate": False, "test": False, "predict": "absent"}

@@ -1,5 +1,8 @@
 """wandb logger: mode selection without network, fallback to offline, and what an offline run records."""
 
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,7 @@ from conftest import REPO
 from test_cli import overrides
 from wandb_records import read_run
 
+import amlit.loggers
 from amlit import keys
 from amlit.cli import run_cli
 from amlit.errors import ConfigError
@@ -75,9 +79,13 @@ def test_failed_online_start_falls_back_to_offline(no_wandb_env, monkeypatch, tm
 
     monkeypatch.setattr(wandb, "init", fake_init)
     monkeypatch.setattr(wandb, "run", None)  # Lightning would reuse a run left by an earlier in-process test
-    logger = WandbLogger(mode="online", init_timeout=3, save_dir=tmp_path / "runs")
+    monkeypatch.setattr(amlit.loggers, "server_answers", lambda url, timeout: True)  # it answers, then fails
+    logger = WandbLogger(mode="online", init_timeout=4, save_dir=tmp_path / "runs")
     assert logger.experiment == "offline run"
-    assert calls == [("online", 3.0), ("offline", 3.0)]
+    (online, online_timeout), (offline, offline_timeout) = calls
+    assert (online, offline, offline_timeout) == ("online", "offline", 4.0)
+    # what is left of 4 s, less the offline start and the ~0.5 s wandb takes to give up after its timeout
+    assert 1.0 < online_timeout <= 1.5
     assert logger.mode == "offline" and (tmp_path / "runs").is_dir()
 
 
@@ -118,3 +126,47 @@ def test_offline_fit_records_config_manifest_metrics_and_config_file(tiny_tree, 
     saved = run_file.parent / "files" / "config.yaml"
     assert not saved.is_symlink()
     assert yaml.safe_load(saved.read_text())["model"]["head"]["init_args"]["margin"] == 0.3
+
+
+@pytest.fixture
+def silent_server():
+    """A local TCP server that accepts every connection and never answers (a firewall that drops, a hung proxy)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # closed at teardown
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for connection in held:
+        connection.close()
+
+
+@pytest.mark.slow  # ~3 s by design (the bound), plus wandb-core start-up
+def test_unreachable_server_delays_the_start_by_at_most_init_timeout(
+    no_wandb_env, monkeypatch, tmp_path, silent_server
+):
+    import wandb
+
+    wandb.finish()  # no run left open by an earlier in-process test
+    monkeypatch.setenv("WANDB_BASE_URL", silent_server)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)  # a key: online is chosen, and the server never answers
+    limit = 3.0
+    logger = WandbLogger(init_timeout=limit, save_dir=tmp_path)
+    assert logger.mode == "online"
+    started = time.monotonic()
+    run = logger.experiment  # what Lightning does as fit starts
+    elapsed = time.monotonic() - started
+    try:
+        assert logger.mode == "offline" and run.settings.mode == "offline"
+        # the limit, plus the offline start that follows it (local only: ~0.5 s here)
+        assert elapsed < limit + 2.0, f"the wandb start took {elapsed:.1f} s with init_timeout={limit}"
+        assert list((tmp_path / "wandb").glob("offline-run-*"))
+    finally:
+        run.finish()

@@ -224,16 +224,3 @@ def test_slurm_array_task_runs_its_own_row_into_its_own_folder(tmp_path):
     assert str(tmp_path / "table1" / "row-3" / "trial-3" / "outputs.yaml") in line
     assert sorted(p.name for p in (tmp_path / "table1").iterdir()) == ["row-3"]
 
-
-def test_trial_tests_the_checkpoint_its_config_names_or_refuses(tmp_path):
-    from amlit.errors import ConfigError
-    from amlit.sweep.trial import last_checkpoint
-
-    args = ["--config", str(CONFIGS / "demo.yaml"), f"--trainer.default_root_dir={tmp_path}"]
-    assert last_checkpoint(args).as_posix() == "runs/demo/checkpoints/last.ckpt"  # the demo's ModelCheckpoint
-    without = tmp_path / "no_checkpoint.yaml"
-    without.write_text(yaml.safe_dump({"trainer": {"callbacks": []}}))
-    with pytest.raises(ConfigError, match="no lightning.pytorch.callbacks.ModelCheckpoint with save_last"):
-        last_checkpoint([*args, "--config", str(without)])
-    with pytest.raises(ConfigError, match="do not make a valid run config"):
-        last_checkpoint([*args, "--model.head.no_such_setting=1"])

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from amlit.cli import run_cli, run_tool
+from amlit.cli import run_tool
 from amlit.errors import BadDataError, ConfigError
 from amlit.sweep import (
     expand_grid,
@@ -89,6 +88,26 @@ def _trials(config: dict) -> list[dict]:
     return sample_random(config["parameters"], 2, seed=0)
 
 
+class _Parsed(Exception):
+    pass
+
+
+def parsed_run_config(cli_args: list[str]) -> dict:
+    """The run config as the CLI has it just before instantiating anything (outputs placed in the run folder)."""
+    from amlit.cli import AmlitCLI
+    from amlit.loggers import SaveConfigToLoggers
+    from amlit.module import FaceVerificationModule
+
+    class ParseOnly(AmlitCLI):
+        def instantiate_classes(self) -> None:
+            raise _Parsed(self.parser.dump(self.config, skip_check=True))
+
+    with pytest.raises(_Parsed) as parsed:
+        ParseOnly(FaceVerificationModule, subclass_mode_data=True, save_config_callback=SaveConfigToLoggers,
+                  auto_configure_optimizers=False, args=cli_args)  # fmt: skip
+    return yaml.safe_load(str(parsed.value))[cli_args[0]]
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda path: path.name)
 def test_every_swept_command_parses_with_the_cli_and_writes_only_into_its_trial(path, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the commands name configs/... relative to the repository root
@@ -101,11 +120,7 @@ def test_every_swept_command_parses_with_the_cli_and_writes_only_into_its_trial(
             cli_args = ["fit", *argv[argv.index("amlit.sweep.trial") + 1 :]]
         else:
             cli_args = argv[argv.index("amlit") + 1 :]
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as exit_info:
-            run_cli([*cli_args, "--print_config"])
-        assert exit_info.value.code == 0
-        full = yaml.safe_load(printed.getvalue())
+        full = parsed_run_config(cli_args)
         for key, value in parameters.items():
             if key != "config":  # a whole run-config overlay (tests/test_report.py checks those)
                 assert _dotted(full, key) == value, key
@@ -114,12 +129,14 @@ def test_every_swept_command_parses_with_the_cli_and_writes_only_into_its_trial(
             full["trainer"]["default_root_dir"],
             *[logger["init_args"]["save_dir"] for logger in (loggers if isinstance(loggers, list) else [loggers])],
             *[
-                c.get("init_args", {}).get("dirpath") or c.get("init_args", {}).get("output")
+                c["init_args"][key]
                 for c in full["trainer"]["callbacks"]
+                for key in ("dirpath", "output", "output_dir")
+                if key in c.get("init_args", {})
             ],
         ]
-        assert all(out is None or Path(out).is_relative_to(trial_dir) for out in outputs), outputs
-        assert "runs/" not in printed.getvalue()
+        assert len(outputs) == 6 and all(Path(out).is_relative_to(trial_dir) for out in outputs), outputs
+        assert "runs/" not in yaml.safe_dump(full)
 
 
 # ---- the validator -------------------------------------------------------------------------------------------------
@@ -211,6 +228,46 @@ def test_validator_accepts_the_valid_base_and_every_distribution(tmp_path):
     config["parameters"] |= {"b": {"distribution": "normal", "mu": 0, "sigma": 2}, "c": {"distribution": "beta"}}
     config["parameters"] |= {"d": {"values": ["x", "y"], "probabilities": [0.25, 0.75]}, "e": {"value": True}}
     load_sweep(write_sweep(tmp_path / "ok.yaml", config))
+
+
+def wandb_sweep_schema() -> dict:
+    """wandb's published sweep schema (``sweeps/config/schema.json`` of the ``sweeps`` wheel, which ``make install``
+    downloads into the venv without installing it: the package pins numpy<2)."""
+    import zipfile
+
+    wheels = sorted((Path(sys.prefix) / "wheels").glob("sweeps-*.whl"))
+    if not wheels:
+        pytest.skip(f"wandb's sweep schema is not downloaded: no sweeps-*.whl in {Path(sys.prefix) / 'wheels'} "
+                    "(make install puts it there)")  # fmt: skip
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        return json.loads(wheel.read("sweeps/config/schema.json"))
+
+
+def test_our_validator_and_wandbs_published_schema_agree():
+    """Every shipped sweep and every valid variant passes both; every broken sweep that wandb's schema itself can
+    tell (structure, not amlit's own rules such as flat keys or no test-set metric) is refused by both."""
+    import jsonschema
+
+    from amlit.sweep.schema import sweep_problems
+
+    validator = jsonschema.Draft7Validator(wandb_sweep_schema())
+    shipped = [yaml.safe_load(path.read_text()) for path in SWEEPS]
+    variants = []
+    for method in ("grid", "random", "bayes"):
+        config = valid_sweep()
+        config["method"] = method
+        variants.append(config)
+    for config in [*shipped, *variants]:
+        assert sweep_problems(config) == [], config
+        assert [error.message for error in validator.iter_errors(config)] == [], config
+    refused_by_wandb = 0
+    for case, (config, _) in BROKEN.items():
+        if isinstance(config, str):
+            continue
+        if list(validator.iter_errors(config)):
+            refused_by_wandb += 1
+            assert sweep_problems(config), f"wandb's schema refuses {case!r}, amlit's validator accepts it"
+    assert refused_by_wandb >= 5  # the comparison is not vacuous
 
 
 def test_flow_style_command_is_a_yaml_error_with_the_fix(tmp_path):
@@ -338,7 +395,7 @@ def test_runner_runs_only_the_selected_trials(tmp_path):
     table = run_sweep(sweep, output=tmp_path / "out", trials=[1])
     assert table["trial"].tolist() == [1] and table["x"].tolist() == [2]  # a SLURM array task's row only
     assert not (tmp_path / "out" / "trial-0").exists()
-    with pytest.raises(ConfigError, match="has trials 0..2; there is no trial 3"):
+    with pytest.raises(ConfigError, match=r"has trials 0\.\.2; there is no trial 3"):
         run_sweep(sweep, output=tmp_path / "out", trials=[3])
 
 
@@ -425,8 +482,12 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
 
 def test_dockerfile_runs_amlit_as_a_non_root_user_with_data_and_runs_volumes():
     instructions = _dockerfile_instructions()
-    base = next(value for name, value in instructions if name == "FROM")
-    assert base.startswith("pytorch/pytorch:") and not base.endswith(":latest")
+    assert next(value for name, value in instructions if name == "FROM") == "${BASE_IMAGE}"
+    base = next(value for name, value in instructions if name == "ARG").removeprefix("BASE_IMAGE=")
+    # The image's torch is the tested one: the default base's tag carries the torch version of constraints.txt.
+    constraints = (REPO / "constraints.txt").read_text(encoding="utf-8")
+    tested = re.search(r"^torch==([0-9.]+)", constraints, re.MULTILINE).group(1)
+    assert base.startswith(f"pytorch/pytorch:{tested}-cuda") and base.endswith("-runtime")
     assert [value for name, value in instructions if name == "ENTRYPOINT"] == ['["amlit"]']
     user = [value for name, value in instructions if name == "USER"][-1]
     assert user not in ("root", "0")

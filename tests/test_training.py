@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +19,16 @@ from conftest import REPO
 from test_cli import CONFIGS, overrides
 
 from amlit.callbacks import NonFiniteGuard, NonFiniteTrainingError
+from amlit.checkpoint_io import load_verified
 from amlit.cli import run_cli
+from amlit.run_lock import RunFolderBusyError
 
 STEPS_PER_EPOCH = 6  # tiny demo data: 8 training identities x 6 images, batch 8
 
 
-def callbacks_config(tmp_path: Path, *extra: dict, every_n_train_steps: int | None = None, policy: str = "stop"):
+def callbacks_config(
+    tmp_path: Path, *extra: dict, every_n_train_steps: int | None = None, policy: str = "stop", name: str = "callbacks"
+):
     """A config file replacing the demo's callbacks: last.ckpt (optionally every n steps), the guard, SIGTERM."""
     checkpoint = {"dirpath": str(tmp_path / "checkpoints"), "save_last": True, "save_top_k": 0}
     if every_n_train_steps:
@@ -33,7 +39,7 @@ def callbacks_config(tmp_path: Path, *extra: dict, every_n_train_steps: int | No
         {"class_path": "amlit.callbacks.CheckpointOnSigterm"},
         *extra,
     ]
-    path = tmp_path / "callbacks.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
     return path
 
@@ -55,9 +61,10 @@ def demo_args(tiny_tree, run_dir: Path, data_root: Path, *more: str) -> list[str
     ]
 
 
-def logged_losses(run_dir: Path) -> pd.Series:
-    """train/loss per step over every version (run) logged under run_dir, by step."""
-    frames = [pd.read_csv(p) for p in sorted((run_dir / "logs").glob("version_*/metrics.csv"))]
+def logged_losses(run_dir: Path, version: Path | None = None) -> pd.Series:
+    """train/loss per step over every version (run) logged under run_dir, or of one ``version`` folder, by step."""
+    files = [version / "metrics.csv"] if version else sorted((run_dir / "logs").glob("version_*/metrics.csv"))
+    frames = [pd.read_csv(p) for p in files]
     rows = pd.concat(frames)[["step", "train/loss"]].dropna()
     return rows.set_index("step")["train/loss"].sort_index()
 
@@ -66,34 +73,82 @@ def final_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
 
 
-@pytest.fixture
-def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp() / "demo-synthetic"  # generated once, shared by the runs
+TOTAL_STEPS = 9  # crosses the first epoch's end (6 batches)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_tree, tmp_path_factory) -> Path:
+    """One uninterrupted run of TOTAL_STEPS: the loss curve and weights that every interrupted run must reproduce."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    data_root = tmp_path_factory.getbasetemp() / "demo-synthetic"
+    args = [*demo_args(tiny_tree, run_dir, data_root, f"--trainer.max_steps={TOTAL_STEPS}")]
+    cwd = os.getcwd()
+    os.chdir(run_dir)  # the config's relative paths land in the run's folder
+    try:
+        run_cli(["fit", *args, "--config", str(callbacks_config(run_dir))])
+    finally:
+        os.chdir(cwd)
+    return run_dir
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_continues_the_same_loss_curve(tiny_tree, tmp_path, data_root, monkeypatch):
-    total, stop_at = 9, 4  # 9 steps cross the first epoch's end (6 batches); 4 stops mid-epoch
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    for run_dir in (straight, interrupted):
-        run_dir.mkdir()
-    monkeypatch.chdir(straight)
-    cfg = callbacks_config(straight)
-    run_cli(["fit", *demo_args(tiny_tree, straight, data_root, f"--trainer.max_steps={total}"), "--config", str(cfg)])
-    monkeypatch.chdir(interrupted)
-    cfg = callbacks_config(interrupted)
-    args = [*demo_args(tiny_tree, interrupted, data_root), "--config", str(cfg)]
+def test_resume_mid_epoch_continues_the_same_loss_curve(tiny_tree, tmp_path, data_root, monkeypatch, straight_run):
+    stop_at = 4  # stops mid-epoch
+    monkeypatch.chdir(tmp_path)
+    args = [*demo_args(tiny_tree, tmp_path, data_root), "--config", str(callbacks_config(tmp_path))]
     first = run_cli(["fit", *args, f"--trainer.max_steps={stop_at}"])
     assert first.trainer.global_step == stop_at
-    resumed = run_cli(["fit", *args, f"--trainer.max_steps={total}", "--ckpt_path=last"])
-    assert resumed.trainer.global_step == total
+    resumed = run_cli(["fit", *args, f"--trainer.max_steps={TOTAL_STEPS}", "--ckpt_path=last"])
+    assert resumed.trainer.global_step == TOTAL_STEPS
 
-    expected, got = logged_losses(straight), logged_losses(interrupted)
-    assert list(expected.index) == list(range(total)) and list(got.index) == list(range(total))
+    expected, got = logged_losses(straight_run), logged_losses(tmp_path)
+    assert list(expected.index) == list(range(TOTAL_STEPS)) and list(got.index) == list(range(TOTAL_STEPS))
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-6)
     assert expected.iloc[stop_at] != expected.iloc[stop_at - 1]  # the curve moves: a shifted batch would show
-    for name, value in final_weights(straight / "checkpoints" / "last.ckpt").items():
-        torch.testing.assert_close(final_weights(interrupted / "checkpoints" / "last.ckpt")[name], value)
+    for name, value in final_weights(straight_run / "checkpoints" / "last.ckpt").items():
+        torch.testing.assert_close(final_weights(tmp_path / "checkpoints" / "last.ckpt")[name], value)
+
+
+@pytest.mark.slow
+def test_kill_9_loses_only_the_steps_since_the_periodic_checkpoint_and_frees_the_run_folder(
+    tiny_tree, tmp_path, data_root, monkeypatch, straight_run
+):
+    marker = tmp_path / "paused"
+    pause = {"class_path": "training_helpers.PauseAtStep", "init_args": {"step": 4, "marker": str(marker)}}
+    args = [*demo_args(tiny_tree, tmp_path, data_root, f"--trainer.max_steps={TOTAL_STEPS}")]
+    cfg = callbacks_config(tmp_path, pause, every_n_train_steps=2, name="paused")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "amlit", "fit", *args, "--config", str(cfg)],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    monkeypatch.chdir(tmp_path)
+    again = [*args, "--config", str(callbacks_config(tmp_path)), "--ckpt_path=last"]
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():  # paused after step 5: the periodic last.ckpt of step 4 is all that is saved
+            assert first.poll() is None, first.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "the first run never reached step 5"
+            time.sleep(0.2)
+        # a second run in the same folders is refused, naming the first one's PID
+        with pytest.raises(RunFolderBusyError, match=f"is in use by another amlit fit \\(pid {first.pid} on "):
+            run_cli(["fit", *again])
+    finally:
+        first.kill()  # kill -9: no handler runs, nothing more is saved, amlit does not release its lock
+        first.wait(timeout=60)
+    assert first.returncode == -signal.SIGKILL
+    assert load_verified(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+    resumed = run_cli(["fit", *again])  # the dead run's lock went with it; training continues from step 4
+    assert resumed.trainer.global_step == TOTAL_STEPS
+    expected = logged_losses(straight_run)
+    *killed, after = [logged_losses(tmp_path, f.parent) for f in sorted((tmp_path / "logs").glob("*/metrics.csv"))]
+    assert list(after.index) == list(range(4, TOTAL_STEPS))  # steps 4 and 5 were lost and are trained again
+    for curve in [*killed, after]:  # what the killed run had logged, and the resumed run: both on the same curve
+        np.testing.assert_allclose(curve.to_numpy(), expected.loc[curve.index].to_numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -105,6 +160,7 @@ def test_guard_stop_keeps_the_last_good_checkpoint(tiny_tree, tmp_path, data_roo
     with pytest.raises(NonFiniteTrainingError, match="optimizer step 3: stopped before applying it") as info:
         run_cli(["fit", *args])
     assert "learning_rate" in str(info.value) and "bf16-mixed" in str(info.value)
+    assert f"The newest checkpoint of this run, {tmp_path / 'checkpoints' / 'last.ckpt'}, was" in str(info.value)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["global_step"] == 2  # written after step 2; nothing after the NaN
     assert all(bool(value.isfinite().all()) for value in checkpoint["state_dict"].values())
@@ -142,49 +198,85 @@ def test_guard_skip_stops_after_max_consecutive(tiny_tree, tmp_path, data_root, 
 
 def test_guard_refuses_to_write_a_checkpoint_with_non_finite_weights():
     guard = NonFiniteGuard()
-    trainer = type("T", (), {"global_step": 7})()
+    trainer = type("T", (), {"global_step": 7, "ckpt_path": None, "checkpoint_callbacks": []})()
     good = {"state_dict": {"w": torch.ones(3), "step": torch.tensor(3)}}
     guard.on_save_checkpoint(trainer, None, good)
     bad = {"state_dict": {"w": torch.tensor([1.0, float("inf")]), "b": torch.zeros(2)}}
-    with pytest.raises(NonFiniteTrainingError, match="step 7: weights w are non-finite; checkpoint not written"):
+    with pytest.raises(
+        NonFiniteTrainingError, match="step 7: weights w are non-finite; checkpoint not written"
+    ) as info:
         guard.on_save_checkpoint(trainer, None, bad)
+    # nothing was saved before (no checkpoint callback wrote, no resume): the message must not promise one
+    assert "No checkpoint was written before that step" in str(info.value) and "intact" not in str(info.value)
+
+
+def subprocess_env(**more: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), **more}
 
 
 @pytest.mark.slow
-def test_sigterm_saves_last_checkpoint_that_resumes(tiny_tree, tmp_path, data_root, monkeypatch):
-    sigterm = {"class_path": "training_helpers.SigtermAtStep", "init_args": {"step": 2}}
-    cfg = callbacks_config(tmp_path, sigterm)  # last.ckpt only at the end of training: any earlier one is SIGTERM's
-    args = [*demo_args(tiny_tree, tmp_path, data_root, "--trainer.max_steps=100"), "--config", str(cfg)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+def test_sigusr1_and_sigterm_to_the_whole_slurm_job_save_between_steps_and_resume_with_a_new_learning_rate(
+    tiny_tree, tmp_path, data_root, monkeypatch
+):
+    # SLURM signals every process of the job step, DataLoader workers included (so do timeout and systemd): SIGUSR1
+    # before the time limit (--signal=SIGUSR1@90), then SIGTERM. The workers must outlive both, or the main process
+    # dies of "DataLoader worker ... is killed by signal" before it saves.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"  # SLURM's answer to `scontrol requeue`: SIGTERM to every process of the job
+    scontrol.write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\ntrap "" TERM\nkill -TERM 0\n')
+    scontrol.chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "amlit", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0"}
+    slurm |= {"SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
+    env = subprocess_env(**slurm, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SCONTROL_LOG=str(tmp_path / "log"))
+    sigusr1 = {"class_path": "training_helpers.SignalGroupAtStep", "init_args": {"step": 2, "signal_name": "SIGUSR1"}}
+    args = [*demo_args(tiny_tree, tmp_path, data_root, "--trainer.max_steps=100", "--data.num_workers=1")]
     result = subprocess.run(
-        [sys.executable, "-m", "amlit", "fit", *args],
+        [sys.executable, "-m", "amlit", "fit", *args, "--config", str(callbacks_config(tmp_path, sigusr1))],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
+        start_new_session=True,  # its own process group: the signals must not reach pytest
     )
     output = result.stdout + result.stderr
-    assert "SIGTERM at step 3: saved" in output, output[-3000:]
-    assert result.returncode == 143  # 128 + SIGTERM: a scheduler sees the run was stopped, not finished
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    assert checkpoint["global_step"] == 3  # the step the signal arrived in was finished, then training stopped
+    assert result.returncode == 143, output[-3000:]  # 128 + SIGTERM: the scheduler sees a stopped run
+    assert "Traceback" not in output and "killed by signal" not in output, output[-3000:]
+    assert (tmp_path / "log").read_text() == "requeue 4242\n"
+    # Lightning's SLURM checkpoint, written at the end of a step (not inside the signal handler, mid-step) ...
+    hpc = load_verified(tmp_path / "hpc_ckpt_1.ckpt")
+    progress = hpc["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]
+    assert hpc["global_step"] in (3, 4) and progress["ready"] == progress["processed"] == hpc["global_step"]
+    # ... and last.ckpt, written on the SIGTERM that the requeue sent, after the step it arrived in
+    last = load_verified(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["global_step"] >= hpc["global_step"] and f"SIGTERM at step {last['global_step']}: saved" in output
 
+    # Resumed from that file with the lower learning rate that the NaN guard advises: applied to the restored
+    # optimizer and recorded (LightningCLI alone would keep 0.025, given a path even in the recorded config).
+    # (A requeued job resumes the newest checkpoint without --ckpt_path: tests/test_faults.py.)
     monkeypatch.chdir(tmp_path)
-    args = [
-        *demo_args(tiny_tree, tmp_path, data_root, "--trainer.max_steps=5"),
-        "--config",
-        str(callbacks_config(tmp_path)),
-    ]
-    resumed = run_cli(["fit", *args, "--ckpt_path=last"])
-    assert resumed.trainer.global_step == 5
-    assert list(logged_losses(tmp_path).index) == [0, 1, 2, 3, 4]  # no step repeated or skipped
+    steps = last["global_step"] + 2
+    args = [*demo_args(tiny_tree, tmp_path, data_root, f"--trainer.max_steps={steps}", "--model.learning_rate=0.001")]
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    resumed = run_cli(["fit", *args, "--config", str(callbacks_config(tmp_path)), f"--ckpt_path={path}"])
+    assert list(logged_losses(tmp_path).index) == list(range(steps))  # nothing repeated, nothing lost
+    optimizer = resumed.trainer.optimizers[0]  # the demo's 0.025 (biases 0.05) was restored, then replaced
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.001, 0.002])
+    assert resumed.trainer.lr_scheduler_configs[0].scheduler.base_lrs == pytest.approx([0.001, 0.002])
+    assert all(optimizer.state[p]["momentum_buffer"] is not None for p in resumed.model.parameters())  # kept
+    recorded = yaml.safe_load(sorted((tmp_path / "logs").glob("version_*/hparams.yaml"))[-1].read_text())
+    assert recorded["learning_rate"] == recorded["model"]["learning_rate"] == 0.001  # the module's and the config's
 
 
 def run_subprocess(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     result = subprocess.run(  # a timeout: a DDP deadlock fails the test instead of hanging CI
-        [sys.executable, "-m", "amlit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "amlit", *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import lightning as L
 
@@ -17,17 +18,6 @@ class PoisonSteps(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step in self.steps:
             batch[0].fill_(float("nan"))  # the (B, 3, H, W) float images the training step receives
-
-
-class SigtermAtStep(L.Callback):
-    """Sends SIGTERM to its own process when the batch of optimizer step ``step`` has run."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step + 1:  # global_step counts the step just taken
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class SnapshotAroundStep(L.Callback):
@@ -58,3 +48,32 @@ class SnapshotAroundStep(L.Callback):
         if trainer.global_step == self.step + 2:
             now = self._state(trainer, pl_module)
             self.changed_by_next_step = any(not (now[k] == self.after[k]).all() for k in self.after)
+
+
+class SignalGroupAtStep(L.Callback):
+    """Sends ``signal_name`` to its whole process group (DataLoader workers included, as ``timeout``, systemd and
+    SLURM do) when the batch of optimizer step ``step`` has run. Run the process in its own session."""
+
+    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
+        self.step = step
+        self.signum = getattr(signal, signal_name)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step + 1:
+            os.killpg(os.getpgrp(), self.signum)
+
+
+class PauseAtStep(L.Callback):
+    """After the batch of optimizer step ``step``: writes ``marker`` (its text: this PID), then sleeps until killed."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step = step
+        self.marker = marker
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step + 1:
+            with open(self.marker + ".tmp", "w") as file:
+                file.write(str(os.getpid()))
+            os.replace(self.marker + ".tmp", self.marker)
+            while True:
+                time.sleep(1)

@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from amlit import preemption
 from amlit.data.megaface import MegaFaceImages, megaface_images
 from amlit.data.overlap import assign_labels, read_id_list, remove_identities
 from amlit.data.sampling import EpochShardSampler, ResumableLoader
@@ -303,6 +304,7 @@ class CasiaDataModule(L.LightningDataModule):
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
             "pin_memory": torch.cuda.is_available(),
+            "worker_init_fn": preemption.worker_init,  # workers outlive a SIGTERM/SIGUSR1 to the whole job
         }
 
     def _loader(self, dataset, batch_size: int) -> DataLoader:

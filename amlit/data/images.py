@@ -40,7 +40,7 @@ IdentityFolders = Literal["auto", "casia", "any"]  # which folders of a tree are
 CASIA_ID = re.compile(r"^\d{7}$")  # CASIA-WebFace identity folders are 7-digit ids
 INSIGHTFACE_SIZE = (112, 112)  # insightface crops (H, W)
 CROP_X = 8  # 112x112 -> 112x96: the insightface template is SphereFace's + 8 px in x
-_HEAD_BYTES = 65536  # read at indexing: the whole file for aligned crops, the headers for larger images
+_MORE_HEADER_BYTES = 65536  # a JPEG's EXIF block (thumbnail included) fits in one segment of at most 64 KB
 
 
 def accepted_extensions() -> str:
@@ -147,6 +147,18 @@ class FileCheck:
     size: tuple[int, int] | None = None  # (H, W) from the header, when the header says
 
 
+def _read_header(file) -> tuple[bytes, str | None, tuple[int, int] | None]:
+    """(first bytes, format, (H, W)) of an open file: 4 KB hold the header of almost every image; a JPEG whose frame
+    header sits behind a large EXIF block gets one more read."""
+    head = file.read(4096)
+    fmt = image_format(head)
+    size = header_size(head, fmt) if fmt is not None else None
+    if size is None and fmt == "jpeg" and len(head) == 4096:
+        head += file.read(_MORE_HEADER_BYTES)
+        size = header_size(head, fmt)
+    return head, fmt, size
+
+
 def check_image_file(path: str | Path) -> FileCheck:
     """Cheap integrity check at indexing: the magic bytes name an image format, and a JPEG ends with its EOI marker
     (FF D9), a PNG with its IEND chunk, a GIF with its trailer; plus the (H, W) the header declares.
@@ -156,7 +168,7 @@ def check_image_file(path: str | Path) -> FileCheck:
     """
     try:
         with open(path, "rb") as file:
-            head = file.read(_HEAD_BYTES)
+            head, fmt, image_size = _read_header(file)
             file.seek(0, os.SEEK_END)
             size = file.tell()
             if size > len(head):
@@ -168,7 +180,6 @@ def check_image_file(path: str | Path) -> FileCheck:
         return FileCheck(f"cannot be read ({error.strerror})")
     if size == 0:
         return FileCheck("empty file")
-    fmt = image_format(head)
     if fmt is None:
         return FileCheck(f"not an image: its first bytes are not those of a {', '.join(FORMAT_NAMES.values())} file")
     if fmt == "jpeg" and not tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
@@ -177,7 +188,7 @@ def check_image_file(path: str | Path) -> FileCheck:
         return FileCheck("truncated PNG (no IEND chunk at the end)")
     if fmt == "gif" and not tail.rstrip(b"\x00").endswith(b";"):
         return FileCheck("truncated GIF (no trailer at the end)")
-    return FileCheck(None, header_size(head, fmt))
+    return FileCheck(None, image_size)
 
 
 def read_image_size(path: str | Path) -> tuple[int, int] | None:
@@ -185,14 +196,7 @@ def read_image_size(path: str | Path) -> tuple[int, int] | None:
     file is not an image we read."""
     try:
         with open(path, "rb") as file:
-            head = file.read(4096)
-            fmt = image_format(head)
-            if fmt is None:
-                return None
-            size = header_size(head, fmt)
-            if size is None and fmt == "jpeg" and len(head) == 4096:  # a large EXIF block before the frame header
-                size = header_size(head + file.read(_HEAD_BYTES), fmt)
-            return size
+            return _read_header(file)[2]
     except OSError:
         return None
 

@@ -163,6 +163,7 @@ class RecordIO(TrainingImages):
         self.on_bad = on_bad
         self.identity_list = Path(identity_list) if identity_list is not None else None
         self._index: RecIndex | None = None
+        self._identity_records_read = False
 
     def describe(self) -> str:
         return str(self.rec_path)
@@ -180,10 +181,11 @@ class RecordIO(TrainingImages):
             paths.append((self.identity_list, "identity_list", "one CASIA id per class, or train.lst"))
         return paths
 
-    def index(self) -> RecIndex:
-        """The header index (built once)."""
-        if self._index is None:
-            self._index = index_rec(self.rec_path, self.idx_path)
+    def index(self, read_identity_records: bool = False) -> RecIndex:
+        """The header index (built once; ``read_identity_records`` also reads and checks every identity record)."""
+        if self._index is None or (read_identity_records and not self._identity_records_read):
+            self._index = index_rec(self.rec_path, self.idx_path, read_identity_records=read_identity_records)
+            self._identity_records_read = read_identity_records
         return self._index
 
     def stored_size(self) -> tuple[int, int]:
@@ -288,8 +290,7 @@ def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 
     """
     source = RecordIO(path, on_bad="skip", identity_list=identity_list)
     rec, idx, prop_path = source.rec_path, source.idx_path, source.property_path
-    index = index_rec(rec, idx, read_identity_records=True)
-    source._index = index
+    index = source.index(read_identity_records=True)
     images, problems, prop = source.usable_records()
     summary: dict = {"rec": str(rec), "rec_bytes": rec.stat().st_size, "idx_records": len(index.offsets)}
     print(f"{rec}: {summary['rec_bytes']:,} bytes; {idx}: {len(index.offsets):,} records")

@@ -23,6 +23,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from amlit.errors import ConfigError
 
 
+def check_global_batch(global_batch: int, num_replicas: int) -> None:
+    """Every device takes ``global_batch / num_replicas`` samples of each global batch: it must divide evenly."""
+    if global_batch < 1 or global_batch % num_replicas:
+        raise ConfigError(
+            f"data.batch_size={global_batch} (the global batch) is not divisible by {num_replicas} devices: "
+            f"use a multiple of {num_replicas}, or another number of devices"
+        )
+
+
 class EpochShardSampler(DistributedSampler):
     """Seeded, per-rank sharded sample order that starts where training left off.
 
@@ -54,8 +63,7 @@ class EpochShardSampler(DistributedSampler):
         seed: int = 0,
         batches_done: Callable[[], int] | None = None,
     ) -> None:
-        if global_batch < 1 or global_batch % num_replicas:
-            raise ConfigError(f"global batch_size={global_batch} is not divisible by {num_replicas} devices")
+        check_global_batch(global_batch, num_replicas)
         if num_samples < global_batch:
             raise ConfigError(f"{num_samples} training images are fewer than one global batch of {global_batch}")
         super().__init__(range(num_samples), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)

@@ -139,11 +139,6 @@ def sphereface_scorer(features: torch.Tensor, pairs: PairList) -> Callable[[int]
     return scores
 
 
-def sphereface_fold_scores(features: torch.Tensor, pairs: PairList, held_out: int) -> torch.Tensor:
-    """Scores (P,) of all pairs under the centering of held-out fold ``held_out``; see :func:`sphereface_scorer`."""
-    return sphereface_scorer(features, pairs)(held_out)
-
-
 def sphereface_kfold_accuracy(
     features: torch.Tensor, pairs: PairList, thresholds: torch.Tensor = SPHEREFACE_THRESHOLDS
 ) -> KFoldResult:
@@ -158,17 +153,12 @@ def sphereface_kfold_accuracy(
     )
 
 
-def _out_of_fold_scores(scorer: Callable[[int], torch.Tensor], fold: torch.Tensor) -> torch.Tensor:
+def out_of_fold_scores(scorer: Callable[[int], torch.Tensor], fold: torch.Tensor) -> torch.Tensor:
     """Each pair's score under its own held-out fold's scoring. -> (P,) float64 on the CPU."""
     scores = torch.empty(len(fold), dtype=torch.float64)
     for k in fold.unique().tolist():
         scores[fold == k] = scorer(k).double().cpu()[fold == k]
     return scores
-
-
-def sphereface_pair_scores(features: torch.Tensor, pairs: PairList) -> torch.Tensor:
-    """One score per pair for ROC metrics: its cosine under the centering of its own held-out fold. -> (P,)."""
-    return _out_of_fold_scores(sphereface_scorer(features, pairs), torch.as_tensor(pairs.fold))
 
 
 TAR_FARS = (1e-3, 1e-4)  # TAR@FAR points reported beside the 10-fold accuracy
@@ -246,7 +236,7 @@ def _sphereface_protocol(features: torch.Tensor, pairs: PairList) -> tuple[KFold
         )
     scorer = sphereface_scorer(features, pairs)
     issame, fold = torch.as_tensor(pairs.issame), torch.as_tensor(pairs.fold)
-    return _kfold(scorer, issame, fold, SPHEREFACE_THRESHOLDS), _out_of_fold_scores(scorer, fold)
+    return _kfold(scorer, issame, fold, SPHEREFACE_THRESHOLDS), out_of_fold_scores(scorer, fold)
 
 
 PAIR_PROTOCOLS: dict[str, Callable[[torch.Tensor, PairList], tuple[KFoldResult, torch.Tensor]]] = {

@@ -7,7 +7,6 @@ crash loses nothing and a re-run skips the trials that finished.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from tqdm.auto import tqdm
 
 from amlit.errors import ConfigError
@@ -31,77 +29,14 @@ from amlit.sweep.schema import load_sweep
 
 TRIALS_FILE = "trials.csv"
 FINISHED = "finished"
-_CONFIG_FLAGS = ("--config", "-c")
 
 
-# ---- keeping trials apart: every output path of the run's config goes under the trial's folder -----------------
-def _config_files(argv: Sequence[str]) -> list[tuple[int, Path]]:
-    """(index of the path item, path) of each ``--config`` / ``-c`` given in a LightningCLI argv."""
-    found = []
-    for index, item in enumerate(argv):
-        if item in _CONFIG_FLAGS and index + 1 < len(argv):
-            found.append((index + 1, Path(argv[index + 1])))
-        elif item.startswith("--config="):
-            found.append((index, Path(item.split("=", 1)[1])))
-    return found
-
-
-def _merge(base: dict, update: Mapping) -> dict:
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
-
-
-def _relocate(value: Any, root: str, target: Path) -> Any:
-    """``value`` with every string path equal to or under ``root`` moved under ``target``."""
-    if isinstance(value, str) and value.strip():
-        path = os.path.normpath(value)
-        if path == root or path.startswith(root + os.sep):
-            return str(target / os.path.relpath(path, root)) if path != root else str(target)
-        return value
-    if isinstance(value, Mapping):
-        return {key: _relocate(item, root, target) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_relocate(item, root, target) for item in value]
-    return value
-
-
-def _changes(old: Any, new: Any) -> Any:
-    """The part of ``new`` that differs from ``old``: changed mapping keys (keeping ``class_path`` so jsonargparse
-    merges into the same class), whole lists (a later config replaces a list), else the new value."""
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        changed = {key: _changes(old.get(key), value) for key, value in new.items() if old.get(key) != value}
-        if changed and "class_path" in new:
-            changed = {"class_path": new["class_path"], **changed}
-        return changed
-    return new
-
-
+# ---- keeping trials apart: every output of a run goes under trainer.default_root_dir -----------------------------
 def isolate_trial_outputs(argv: list[str], trial_dir: Path) -> list[str]:
-    """``argv`` with the trial's outputs (logs, checkpoints, embeddings, ...) moved under ``trial_dir``.
-
-    The configs keep every output under ``trainer.default_root_dir`` (e.g. ``runs/demo``). Every string of the
-    merged ``--config`` files equal to or under that folder is moved under ``trial_dir``, and the changed settings
-    are written to ``trial_dir/outputs.yaml``, passed as one more ``--config`` right after the last one (so the
-    sweep's ``${args}`` still override it). Without a config that names a root, ``--trainer.default_root_dir``
-    is appended.
-    """
-    configs = _config_files(argv)
-    merged: dict = {}
-    for _, path in configs:
-        if path.is_file():
-            _merge(merged, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    root = (merged.get("trainer") or {}).get("default_root_dir")
-    if not configs or not isinstance(root, str):
-        return [*argv, f"--trainer.default_root_dir={trial_dir}"]
-    relocated = _relocate(merged, os.path.normpath(root), trial_dir)
-    overlay = trial_dir / "outputs.yaml"
-    overlay.write_text(yaml.safe_dump(_changes(merged, relocated), sort_keys=False), encoding="utf-8")
-    after = configs[-1][0] + 1
-    return [*argv[:after], "--config", str(overlay), *argv[after:]]
+    """``argv`` with the trial's run folder set to ``trial_dir``: the configs leave every output setting (logs,
+    checkpoints, embeddings, results) unset, so the CLI places them all in ``trainer.default_root_dir``
+    (``amlit.cli.place_outputs``). Appended last, it wins over a root folder named by a config or a parameter."""
+    return [*argv, f"--trainer.default_root_dir={trial_dir}"]
 
 
 def _use_this_python(argv: list[str]) -> list[str]:

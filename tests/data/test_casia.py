@@ -241,7 +241,7 @@ def test_an_image_that_fails_in_a_loader_worker_is_one_message_and_exit_2(tiny_t
     worker process, and still reaches the user as one line naming the file, exit status 2, no traceback."""
     import sys
 
-    from conftest import REPO
+    from conftest import paper_fit_args
 
     from amlit.cli import main
 
@@ -249,15 +249,9 @@ def test_an_image_that_fails_in_a_loader_worker_is_one_message_and_exit_2(tiny_t
     victim = sorted(root.glob("*/*.jpg"))[0]
     victim.write_text("an HTML error page saved as a JPEG")
     monkeypatch.chdir(tmp_path)
-    args = [
-        "amlit", "fit", f"--config={REPO / 'configs' / 'amsoftmax_casia.yaml'}", "--trainer.accelerator=cpu",
-        "--trainer.devices=1", "--trainer.max_steps=20", f"--trainer.default_root_dir={tmp_path}",
-        f"--data.train.root={root}", "--data.train.check_files=false", "--data.train.on_bad=fail",
-        *[f"--data.{key}=null" for key in ("lfw_root", "lfw_pairs", "blufr_config", "megaface_probes")],
-        "--data.megaface_distractors=null", "--data.exclude_id_lists=[]", "--data.batch_size=72",
-        "--data.num_workers=1", "--model.backbone.width_multiplier=0.125",
-    ]  # fmt: skip
-    monkeypatch.setattr(sys, "argv", args)
+    args = [*paper_fit_args(tmp_path), "--trainer.max_steps=20", f"--data.train.root={root}"]
+    args += ["--data.train.check_files=false", "--data.train.on_bad=fail", "--data.batch_size=72"]
+    monkeypatch.setattr(sys, "argv", ["amlit", *args, "--data.num_workers=1"])
     with pytest.raises(SystemExit) as info:
         main()
     error = capsys.readouterr().err

@@ -112,3 +112,16 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
         write_atomically(target, b"second")
     assert target.read_bytes() == b"first"  # the old file is whole
     assert sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]  # no temporary left behind
+
+
+def test_a_jpeg_whose_frame_header_sits_behind_a_large_exif_block_still_tells_its_size(tmp_path):
+    from amlit.data.images import check_image_file, read_image_size
+
+    image = np.random.default_rng(7).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    encoded = cv2.imencode(".jpg", image)[1].tobytes()
+    exif = b"Exif\x00\x00" + bytes(20_000)  # an APP1 segment of 20 KB before the frame header, as cameras write
+    data = encoded[:2] + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + encoded[2:]
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(data)
+    assert read_image_size(path) == (50, 70) and check_image_file(path).size == (50, 70)
+    assert decode_image(data).shape == (50, 70, 3)

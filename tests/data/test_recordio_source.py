@@ -212,7 +212,7 @@ def test_rec_export_writes_a_tree_image_folder_can_train_from(rec, samples, tmp_
 
 @pytest.mark.slow
 def test_paper_config_fits_one_step_from_a_rec(rec, tmp_path, monkeypatch):
-    from conftest import REPO
+    from conftest import paper_fit_args
 
     from amlit.cli import run_cli
 
@@ -220,23 +220,13 @@ def test_paper_config_fits_one_step_from_a_rec(rec, tmp_path, monkeypatch):
     (tmp_path / "ex.txt").write_text("0000513\n")
     cli = run_cli(
         [
-            "fit",
-            f"--config={REPO / 'configs' / 'amsoftmax_casia.yaml'}",
-            f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.accelerator=cpu",
-            "--trainer.devices=1",
+            *paper_fit_args(tmp_path),
             "--trainer.fast_dev_run=1",
             "--data.train=amlit.data.RecordIO",
             f"--data.train.path={rec}",
             f"--data.train.identity_list={tmp_path / 'ids.txt'}",
             f"--data.exclude_id_lists=[{tmp_path / 'ex.txt'}]",
-            "--data.lfw_root=null",
-            "--data.lfw_pairs=null",
-            "--data.blufr_config=null",
-            "--data.megaface_probes=null",
-            "--data.megaface_distractors=null",
-            "--data.batch_size=4",
-            "--data.num_workers=0",
+            "--model.backbone.width_multiplier=1.0",
         ]
     )
     assert cli.trainer.global_step == 1 and cli.datamodule.num_classes == len(CASIA_IDS) - 1

@@ -106,30 +106,14 @@ def test_a_tree_of_another_size_is_refused_in_one_message(tmp_path, check_files)
 
 
 def test_that_hint_works_a_tree_of_another_size_trains_with_data_image_size(tmp_path, monkeypatch):
-    from conftest import REPO
+    from conftest import paper_fit_args
 
     from amlit.cli import run_cli
 
     monkeypatch.chdir(tmp_path)  # the config's relative run folders land here
     tree(tmp_path / "casia", {f"{k:07d}": 3 for k in range(1, 5)}, size=(112, 92))
-    cli = run_cli(
-        [
-            "fit",
-            f"--config={REPO / 'configs' / 'amsoftmax_casia.yaml'}",
-            f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.accelerator=cpu",
-            "--trainer.devices=1",
-            "--trainer.fast_dev_run=1",
-            f"--data.train.root={tmp_path / 'casia'}",
-            "--data.image_size=[112,92]",
-            *[f"--data.{key}=null" for key in ("lfw_root", "lfw_pairs", "blufr_config")],
-            *[f"--data.{key}=null" for key in ("megaface_probes", "megaface_distractors")],
-            "--data.exclude_id_lists=[]",
-            "--data.batch_size=4",
-            "--data.num_workers=0",
-            "--model.backbone.width_multiplier=0.125",
-        ]
-    )
+    args = [*paper_fit_args(tmp_path), "--trainer.fast_dev_run=1", f"--data.train.root={tmp_path / 'casia'}"]
+    cli = run_cli([*args, "--data.image_size=[112,92]"])
     assert cli.trainer.global_step == 1 and cli.model.backbone.input_size == (112, 92)
 
 

@@ -10,11 +10,11 @@ from amlit.eval.verification import (
     SPHEREFACE_THRESHOLDS,
     best_threshold,
     kfold_accuracy,
+    out_of_fold_scores,
     pair_verification_metrics,
     roc_metrics,
-    sphereface_fold_scores,
     sphereface_kfold_accuracy,
-    sphereface_pair_scores,
+    sphereface_scorer,
     tar_at_far,
     threshold_accuracy,
 )
@@ -314,7 +314,7 @@ def test_sphereface_kfold_matches_a_float64_numpy_transcription_of_evaluation_m(
     np.testing.assert_allclose(result.accuracies.numpy(), accuracies)
     np.testing.assert_allclose(result.thresholds.numpy(), thresholds, atol=1e-12)
     for k, expected in enumerate(fold_scores):  # every pair's score under each fold's centering
-        got = sphereface_fold_scores(torch.tensor(concat, dtype=torch.float32), pairs, k)
+        got = sphereface_scorer(torch.tensor(concat, dtype=torch.float32), pairs)(k)
         np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-12)
     # The mean subtraction matters here: plain cosines of the concatenation score differently.
     plain = kfold_accuracy(
@@ -338,10 +338,10 @@ def test_sphereface_protocol_takes_concatenated_features_and_skips_missing_image
     assert metrics["threshold"] == pytest.approx(thresholds.mean())
     # ROC scores: each pair scored with its own held-out fold's centering.
     kept = pairs.select(keep)
-    scores = sphereface_pair_scores(torch.tensor(concat), kept)
+    scores = out_of_fold_scores(sphereface_scorer(torch.tensor(concat), kept), torch.as_tensor(kept.fold))
     for k in range(5):
         in_fold = kept.fold == k
         np.testing.assert_allclose(
-            scores.numpy()[in_fold], sphereface_fold_scores(torch.tensor(concat), kept, k).numpy()[in_fold]
+            scores.numpy()[in_fold], sphereface_scorer(torch.tensor(concat), kept)(k).numpy()[in_fold]
         )
     assert metrics["auc"] == pytest.approx(roc_metrics(scores, torch.tensor(kept.issame))["auc"])

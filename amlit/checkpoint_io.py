@@ -1,0 +1,208 @@
+"""Checkpoint files that survive full disks and damage, and never run code from a file.
+
+Lightning's default ``TorchCheckpointIO`` (2.6) serializes into memory and lets fsspec write through a temporary
+file in the *system* temp dir; when the checkpoint folder is on another filesystem (a Docker volume, NFS, Lustre),
+the final step is a copy over the old file, so a full disk cuts the last good ``last.ckpt`` short. Loading trusts
+``torch.load``: a truncated file gives a traceback, a flipped byte inside a tensor gives silently wrong weights, and
+``--weights_only=false`` runs whatever code a pickle carries.
+
+``SafeCheckpointIO`` (installed by ``amlit``'s CLI unless the config names another ``CheckpointIO``):
+
+- **save**: stores a SHA-256 of every tensor and plain value of the checkpoint under ``amlit_checksum``, writes to
+  a temporary file *beside* the target, flushes and fsyncs it, renames it over the target (atomic on POSIX) and
+  fsyncs the folder. Any failure removes the temporary file, keeps the old checkpoint and raises ``StorageError``.
+- **load**: always ``weights_only=True`` (tensors and plain Python values; no code runs), whatever
+  ``--weights_only`` says. A missing file, an unreadable one, a checksum mismatch, or a file holding other pickled
+  objects is refused with one message (``MissingDataError`` / ``BadDataError``: ``amlit`` prints it, exit 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import pickle
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.utilities import rank_zero_warn
+
+from amlit.errors import BadDataError, MissingDataError, StorageError
+
+CHECKSUM_KEY = "amlit_checksum"
+_UNSAFE = re.compile(r"GLOBAL ([\w.]+)")  # how torch names an object its weights-only loader refuses
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _on_cpu(storage, location):
+    """``map_location`` that keeps tensors on the CPU, as Lightning's own loader does (a GPU checkpoint loads on a
+    machine without one; Lightning moves the state to the device afterwards)."""
+    return storage
+
+
+def checkpoint_digest(checkpoint: Any) -> str:
+    """SHA-256 over every tensor (dtype, shape, bytes) and plain value (bool/int/float/str/None) of a checkpoint,
+    with the dict keys that lead to it, in a fixed order; ``amlit_checksum`` itself is left out.
+
+    Computed from the objects, not the file bytes, so it can be stored inside the file and checked after a
+    ``weights_only`` load. Other leaf types are skipped (a weights-only load cannot rebuild them anyway).
+    """
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().reshape(-1).contiguous().cpu()
+            digest.update(f"T{flat.dtype}{tuple(value.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy())  # raw bytes of any dtype (bf16 too), no copy
+        elif isinstance(value, dict):
+            items = sorted(((repr(k), v) for k, v in value.items() if k != CHECKSUM_KEY), key=lambda kv: kv[0])
+            digest.update(f"D{len(items)}".encode())
+            for key, item in items:
+                digest.update(key.encode())
+                feed(item)
+        elif isinstance(value, list | tuple):
+            digest.update(f"L{len(value)}".encode())
+            for item in value:
+                feed(item)
+        elif type(value) in _PLAIN:
+            digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+    feed(checkpoint)
+    return digest.hexdigest()
+
+
+def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through a temporary file in the same folder: ``write(file)``, flush, fsync, rename over
+    ``path``, fsync the folder. On any failure the temporary file is removed and ``path`` is left as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+    try:
+        # os.open, not mkstemp: the file gets the usual permissions (umask), as torch.save would give it.
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+    with contextlib.suppress(OSError):  # some filesystems (NFS, FUSE) refuse to fsync a folder
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Atomic, checksummed checkpoint writes; weights-only, verified loads (see the module docstring).
+
+    Remote paths (``s3://`` ...) are written by Lightning's own code (object stores replace objects whole);
+    the checksum and the load checks apply to them too.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        checkpoint[CHECKSUM_KEY] = {"sha256": checkpoint_digest(checkpoint)}
+        if not _is_local(path):
+            super().save_checkpoint(checkpoint, path)
+            return
+        path = Path(path)
+        existed = path.is_file()
+        try:
+            write_atomically(path, lambda file: torch.save(checkpoint, file))
+        except Exception as error:
+            cause = _os_error(error)  # torch's zip writer reports a failed write as a RuntimeError about its position
+            if cause is None:
+                raise
+            kept = f"the previous {path.name} is kept unchanged" if existed else f"no file was left at {path}"
+            raise StorageError(
+                f"could not write the checkpoint {path}: {cause.strerror or cause}; {kept}. "
+                + ("Free some space (a write needs room for one more checkpoint) or " if _is_full(cause) else "")
+                + "fix the folder, then resume with --ckpt_path last"
+            ) from error
+
+    def load_checkpoint(self, path, map_location: Any = _on_cpu, weights_only: bool | None = None) -> dict[str, Any]:
+        # `weights_only` (the --weights_only flag) is deliberately not honoured: see _untrusted_message.
+        return load_verified(path, map_location)
+
+
+def load_verified(path, map_location: Any = _on_cpu) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with one clear ``UserInputError`` for a missing, unreadable,
+    damaged (checksum mismatch) or code-carrying file. A file without an amlit checksum loads with a warning."""
+    filesystem = get_filesystem(path)
+    if not filesystem.exists(str(path)):
+        raise MissingDataError(f"checkpoint not found: {path}. Give the path of an existing .ckpt file")
+    try:
+        with filesystem.open(str(path), "rb") as file:
+            checkpoint = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's weights-only loader refused an object, or a broken pickle
+        if _UNSAFE.search(str(error)):
+            raise BadDataError(_untrusted_message(path, str(error))) from None
+        raise BadDataError(_unreadable_message(path, error)) from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, IndexError) as error:
+        raise BadDataError(_unreadable_message(path, error)) from None
+    missing = {"state_dict", "pytorch-lightning_version"} - set(checkpoint if isinstance(checkpoint, dict) else ())
+    if missing:  # e.g. a bare state dict (.pth) of another project
+        raise BadDataError(
+            f"{path} is not a Lightning checkpoint (no {' or '.join(sorted(missing))}): give a .ckpt that amlit fit "
+            "wrote"
+        )
+    stored = (checkpoint.get(CHECKSUM_KEY) or {}).get("sha256")
+    if stored is None:
+        rank_zero_warn(
+            f"{path} has no amlit checksum (written by another tool or an older amlit): its integrity is not checked"
+        )
+    elif stored != checkpoint_digest(checkpoint):
+        raise BadDataError(
+            f"{path} is damaged: its contents no longer match the checksum amlit stored when writing it (a disk or "
+            "copy error changed the file). Use an older checkpoint, or copy this one again from its source"
+        )
+    return checkpoint
+
+
+def _unreadable_message(path, error: BaseException) -> str:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return (
+        f"{path} cannot be read as a checkpoint ({reason}): it is truncated or damaged, e.g. by a write that "
+        "was cut short. Use an older checkpoint, or start a new run without --ckpt_path"
+    )
+
+
+def _untrusted_message(path, torch_message: str) -> str:
+    found = _UNSAFE.search(torch_message)
+    what = f" ({found.group(1)})" if found and found.group(1) else ""
+    return (
+        f"{path} was refused: besides weights it holds pickled Python objects{what}, which only loading with "
+        "weights_only=false could rebuild, and that lets the file run any code it carries. amlit writes "
+        "checkpoints that load as weights only, so amlit did not write this file as it is now; it is not loaded "
+        "(whatever --weights_only says). Use a checkpoint that amlit wrote"
+    )
+
+
+def _is_local(path) -> bool:
+    return "://" not in str(path)
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The ``OSError`` behind ``error`` (itself, its cause or its context), if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _is_full(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
