@@ -191,6 +191,7 @@ def test_table1_demo_plan_trains_tests_and_reports_a_row(tmp_path, monkeypatch):
     )
     log = (tmp_path / "sweep" / "trial-0" / "output.log").read_text()
     assert table["status"].tolist() == ["finished"], log[-3000:]
+    assert 0 <= table["val/heldout/acc"].iloc[0] <= 1  # the fit's validation, though the test logged after it
     results = json.loads((tmp_path / "sweep" / "trial-0" / "results" / "results.json").read_text())
     checkpoint = tmp_path / "sweep" / "trial-0" / "checkpoints" / "last.ckpt"
     assert results["checkpoint"] == str(checkpoint)  # tested the trained weights, not an untrained network

@@ -422,6 +422,10 @@ def test_final_metric_is_the_last_logged_value_of_the_newest_log(tmp_path):
     assert read_final_metric(tmp_path, "val/heldout/acc") == 0.7
     assert math.isnan(read_final_metric(tmp_path, "val/other"))
     assert math.isnan(read_final_metric(tmp_path / "nothing", "val/heldout/acc"))
+    tested = tmp_path / "logs" / "version_2"  # `amlit test` after fit (amlit.sweep.trial): a newer log without it
+    tested.mkdir()
+    (tested / "metrics.csv").write_text("step,test/lfw/acc\n0,0.8\n")
+    assert read_final_metric(tmp_path, "val/heldout/acc") == 0.7
 
 
 def test_sweep_tool_command_dry_run_prints_the_trial_commands(tmp_path, monkeypatch, capsys):

@@ -116,12 +116,12 @@ def generated_shapes(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     for index, label in enumerate(labels):
         canvas = np.zeros((56, 56), dtype=np.uint8)
         _draw(canvas, int(label), stroke=int(rng.integers(3, 8)))
-        angle, scale = rng.uniform(-25, 25), rng.uniform(0.6, 1.15)
+        angle, scale = rng.uniform(-12, 12), rng.uniform(0.8, 1.1)
         matrix = cv2.getRotationMatrix2D((28, 28), angle, scale)
-        matrix[:, 2] += rng.uniform(-7, 7, size=2)
+        matrix[:, 2] += rng.uniform(-4, 4, size=2)
         canvas = cv2.warpAffine(canvas, matrix, (56, 56))
         small = cv2.resize(canvas, (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
-        small = cv2.GaussianBlur(small, (3, 3), rng.uniform(0.1, 1.2)) * rng.uniform(0.4, 1.0)
-        small += rng.normal(0, rng.uniform(3, 15), size=small.shape)  # sensor noise of varying strength
+        small = cv2.GaussianBlur(small, (3, 3), rng.uniform(0.1, 1.0)) * rng.uniform(0.5, 1.0)
+        small += rng.normal(0, rng.uniform(3, 10), size=small.shape)  # sensor noise of varying strength
         images[index] = np.clip(small, 0, 255).astype(np.uint8)
     return images, labels.astype(np.int64)

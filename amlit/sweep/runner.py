@@ -55,15 +55,15 @@ def _use_this_python(argv: list[str]) -> list[str]:
 
 # ---- results -----------------------------------------------------------------------------------------------------
 def read_final_metric(run_dir: Path, metric: str) -> float:
-    """Last logged value of ``metric`` in the newest CSVLogger ``metrics.csv`` under ``run_dir`` (NaN if none)."""
-    files = sorted(run_dir.rglob("metrics.csv"), key=lambda path: path.stat().st_mtime)
-    if not files:
-        return math.nan
-    table = pd.read_csv(files[-1])
-    if metric not in table.columns:
-        return math.nan
-    values = table[metric].dropna()
-    return float(values.iloc[-1]) if len(values) else math.nan
+    """Last logged value of ``metric`` in the newest CSVLogger ``metrics.csv`` under ``run_dir`` that logged it (NaN
+    if none): a trial that trains and then tests (``amlit.sweep.trial``) leaves the test's log newest."""
+    files = sorted(run_dir.rglob("metrics.csv"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for file in files:
+        table = pd.read_csv(file)
+        values = table[metric].dropna() if metric in table.columns else []
+        if len(values):
+            return float(values.iloc[-1])
+    return math.nan
 
 
 def _write_atomically(table: pd.DataFrame, path: Path) -> None:
