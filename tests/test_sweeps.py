@@ -422,8 +422,8 @@ def test_sweep_tool_command_dry_run_prints_the_trial_commands(tmp_path, monkeypa
     )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(TABLE1_MARGINS)
-    assert lines[0].endswith("--model.head.margin=0.25 --model.head.scale=30.0 --trainer.max_steps=2")
-    assert f"--config {output / 'trial-0' / 'outputs.yaml'}" in lines[0]
+    run_folder = f"--trainer.default_root_dir={output / 'trial-0'}"
+    assert lines[0].endswith(f"--model.head.margin=0.25 --model.head.scale=30.0 {run_folder} --trainer.max_steps=2")
     assert not (output / "trials.csv").exists()
 
 
