@@ -214,7 +214,7 @@ class CasiaDataModule(L.LightningDataModule):
             "num_classes": self.num_classes,
             "train_images": int(len(table)),
             "image_size": list(self.image_size),
-            **training_provenance(train, alignment_template, self.train_table, exclude_id_lists),
+            **training_provenance(train, alignment_template, self.image_size, self.train_table, exclude_id_lists),
         }
         report += f" -> {self.num_classes} training classes, {len(self.train_table)} training images"
         rank_zero_info(report)

@@ -88,7 +88,7 @@ def alignment_template(contract: InputContract, source: str, template: str | Non
                 f"input of {source} (known templates: {known})"
             )
         chosen = AlignTemplate(tuple((float(x), float(y)) for x, y in record["points"]), contract.image_size)
-        if contract.template is not None and chosen.points != contract.template.points:
+        if contract.template is not None and not np.allclose(chosen.array(), contract.template.array(), atol=1e-6):
             raise ConfigError(
                 f"{source} was trained on faces aligned with {contract.template_name}, not {template}: leave out "
                 "--template (the model's own template is used)"

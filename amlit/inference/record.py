@@ -13,8 +13,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from amlit.data.align import TEMPLATES, AlignTemplate
-from amlit.data.images import CROP_X, can_serve
+from amlit.data.align import TEMPLATES, AlignTemplate, template_at
 from amlit.errors import BadDataError
 
 RECORD_KEY = "amlit_inference"
@@ -49,17 +48,15 @@ def backbone_spec(backbone) -> dict:
 
 
 def template_record(name: str | None, image_size: tuple[int, int]) -> dict | None:
-    """The template the network's input crops follow, at ``image_size``: the named one, or insightface's 112x112
-    one cut to 112x96 (8 px off each side: SphereFace's points) as amlit serves such crops; None if unknown."""
-    if name is None or name not in TEMPLATES:
+    """The template the network's input crops follow, at ``image_size`` (``amlit.data.align.template_at``), as plain
+    data; None when unknown or not at that size."""
+    template = template_at(name, image_size) if name in TEMPLATES else None
+    if template is None:
         return None
-    template = TEMPLATES[name]
-    if tuple(template.size) == tuple(image_size):
-        return {"name": name, "size": list(image_size), "points": [list(p) for p in template.points]}
-    if can_serve(template.size, image_size):
-        points = [[x - CROP_X, y] for x, y in template.points]
-        return {"name": f"{name} cut to {image_size[0]}x{image_size[1]}", "size": list(image_size), "points": points}
-    return None
+    label = (
+        name if tuple(TEMPLATES[name].size) == tuple(image_size) else f"{name} cut to {image_size[0]}x{image_size[1]}"
+    )
+    return {"name": label, "size": list(image_size), "points": [list(p) for p in template.points]}
 
 
 def inference_record(module, trainer) -> dict:
