@@ -74,7 +74,10 @@ def train_and_test(run: Path) -> TrainedAndTested:
     from amlit.cli import run_cli
 
     callbacks = [
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": str(run / "ckpt")}},
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"dirpath": str(run / "ckpt"), "save_last": True, "save_top_k": 0},
+        },
         {
             "class_path": "amlit.callbacks.ResultsWriter",
             "init_args": {"output_dir": str(run / "results"), "model_license": "test license"},
@@ -111,7 +114,7 @@ def train_and_test(run: Path) -> TrainedAndTested:
     real_pair_scores = verification.pair_scores
     try:
         run_cli(["fit", *args, "--trainer.max_steps=1"])
-        (checkpoint,) = (run / "ckpt").glob("*.ckpt")
+        checkpoint = run / "ckpt" / "last.ckpt"
 
         def spy(features, pairs):
             scores = real_pair_scores(features, pairs)
