@@ -59,14 +59,17 @@ def template_record(name: str | None, image_size: tuple[int, int]) -> dict | Non
     return {"name": label, "size": list(image_size), "points": [list(p) for p in template.points]}
 
 
-def inference_record(module, trainer) -> dict:
-    """The record of a ``FaceVerificationModule`` being trained or tested by ``trainer`` (None outside one)."""
-    from amlit.callbacks import _saved_config  # Lightning: only where a checkpoint is being written anyway
-
-    backbone = module.backbone
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    manifest = datamodule.manifest() if hasattr(datamodule, "manifest") else {}
-    image_size = tuple(getattr(datamodule, "image_size", None) or backbone.input_size)
+def backbone_record(
+    backbone,
+    pixel_mean: float = 128.0,
+    pixel_std: float = 128.0,
+    alignment_template: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    training: dict | None = None,
+) -> dict:
+    """The inference record of ``backbone`` fed ``image_size`` crops (default: its ``input_size``) aligned with
+    ``alignment_template`` (a ``TEMPLATES`` name), normalized as (x - pixel_mean) / pixel_std."""
+    image_size = tuple(image_size or backbone.input_size)
     return {
         "format": RECORD_FORMAT,
         "backbone": backbone_spec(backbone),
@@ -75,17 +78,34 @@ def inference_record(module, trainer) -> dict:
         "input": {
             "image_size": list(image_size),
             "channels": "RGB",
-            "pixel_mean": float(module.hparams.pixel_mean),
-            "pixel_std": float(module.hparams.pixel_std),
-            "alignment_template": template_record(manifest.get("alignment_template"), image_size),
+            "pixel_mean": float(pixel_mean),
+            "pixel_std": float(pixel_std),
+            "alignment_template": template_record(alignment_template, image_size),
         },
         "feature": FEATURE,
-        "training": {
-            "global_step": int(trainer.global_step) if trainer is not None else None,
-            "manifest": manifest,
-            "config": _saved_config(trainer) if trainer is not None else None,
-        },
+        "training": training or {"global_step": None, "manifest": {}, "config": None},
     }
+
+
+def inference_record(module, trainer) -> dict:
+    """The record of a ``FaceVerificationModule`` being trained or tested by ``trainer`` (None outside one)."""
+    from amlit.callbacks import _saved_config  # Lightning: only where a checkpoint is being written anyway
+
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    manifest = datamodule.manifest() if hasattr(datamodule, "manifest") else {}
+    training = {
+        "global_step": int(trainer.global_step) if trainer is not None else None,
+        "manifest": manifest,
+        "config": _saved_config(trainer) if trainer is not None else None,
+    }
+    return backbone_record(
+        module.backbone,
+        module.hparams.pixel_mean,
+        module.hparams.pixel_std,
+        manifest.get("alignment_template"),
+        getattr(datamodule, "image_size", None),
+        training,
+    )
 
 
 @dataclass(frozen=True)

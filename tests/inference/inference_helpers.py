@@ -13,7 +13,7 @@ import torch
 from amlit.backbones import SphereFace
 from amlit.checkpoint_io import SafeCheckpointIO
 from amlit.data.synthetic import SyntheticSpec
-from amlit.inference.record import RECORD_FORMAT, RECORD_KEY, backbone_spec, template_record
+from amlit.inference.record import RECORD_KEY, backbone_record
 
 EMBEDDING_DIM = 16
 REPO = Path(__file__).resolve().parents[2]
@@ -25,21 +25,7 @@ SPEC = SyntheticSpec(
 
 def record_of(backbone: SphereFace, template: str | None = "sphereface_112x96") -> dict:
     """An inference record as FaceVerificationModule.on_save_checkpoint writes it, for ``backbone``."""
-    return {
-        "format": RECORD_FORMAT,
-        "backbone": backbone_spec(backbone),
-        "parameters": sum(p.numel() for p in backbone.parameters()),
-        "embedding_dim": backbone.embedding_dim,
-        "input": {
-            "image_size": list(backbone.input_size),
-            "channels": "RGB",
-            "pixel_mean": 128.0,
-            "pixel_std": 128.0,
-            "alignment_template": template_record(template, backbone.input_size),
-        },
-        "feature": "L2-normalize(f(image) + f(mirror(image)))",
-        "training": {"global_step": 3, "manifest": {"train": "somewhere"}, "config": None},
-    }
+    return backbone_record(backbone, alignment_template=template)
 
 
 def write_checkpoint(path: Path, template: str | None = "sphereface_112x96", seed: int = 0, **extra) -> SphereFace:
