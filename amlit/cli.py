@@ -165,6 +165,9 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     from amlit.data.packed import pack
     from amlit.data.recordio_source import rec_export, rec_info
     from amlit.eval.score import export_megaface, score_blufr, score_lfw, score_megaface
+    from amlit.inference.embed import embed
+    from amlit.inference.onnx_export import export_onnx
+    from amlit.inference.verify import verify
     from amlit.sweep import run_sweep
 
     return {
@@ -182,8 +185,11 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
         },
         "export": {
             "megaface": export_megaface,
+            "onnx": export_onnx,
         },
         "sweep": run_sweep,
+        "embed": embed,
+        "verify": verify,
     }
 
 

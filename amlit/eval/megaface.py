@@ -31,7 +31,7 @@ import math
 import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,14 @@ import torch
 from amlit import keys
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.curves import Curve
-from amlit.eval.far import FarRule, check_far, tar_at_far, top_impostors_needed
+from amlit.eval.far import (
+    FarRule,
+    calibration_impostors_needed,
+    calibration_metrics,
+    check_far,
+    tar_at_far,
+    top_impostors_needed,
+)
 from amlit.listfiles import read_entries
 from amlit.progress import progress_bar
 
@@ -197,7 +204,8 @@ def evaluate_megaface(
 
     Returns ``rank1`` (identification rate at rank 1), ``tar@far=<far>`` (``amlit.keys.far_key``, e.g.
     ``tar@far=1e-6``), ``cmc`` (Curve, ranks 1..max_rank), ``roc`` (Curve, log FAR), and the counts
-    ``num_probes``, ``num_distractors``, ``num_identification_trials``, ``num_genuine_pairs``.
+    ``num_probes``, ``num_distractors``, ``num_identification_trials``, ``num_genuine_pairs``; the calibrated
+    ``threshold@far=<FAR>`` with ``num_impostors`` (``amlit.eval.far.calibration_metrics``).
     """
     if probe_features.ndim != 2 or distractor_features.ndim != 2:
         raise BadDataError(
@@ -218,10 +226,12 @@ def evaluate_megaface(
     if labels.shape != (len(probes),):
         raise BadDataError(f"got {len(labels)} probe labels for {len(probes)} probe features; expected one each")
     num_impostors = len(probes) * len(distractor_features)
+    roc_exact = top_impostors_needed(far, num_impostors, "interpolated")  # exact ROC points, as many as any rule reads
     scan = scan_distractors(
         probes,
         distractor_features,
-        num_top_impostors=top_impostors_needed(far, num_impostors, "interpolated"),  # every rule's, and the ROC's
+        # Every rule's and the ROC's, and the calibrated thresholds' (FAR 1e-3 at 1M distractors: 3.5M kept).
+        num_top_impostors=max(roc_exact, calibration_impostors_needed(num_impostors)),
         max_rank=max_rank,
         roc_bins=roc_bins,
         chunk=chunk,
@@ -235,11 +245,12 @@ def evaluate_megaface(
         "rank1": float(cmc[0]),
         keys.far_key(far): _tar(genuine, scan.top_impostors, num_impostors, far, far_rule),
         "cmc": Curve(np.arange(1, max_rank + 1, dtype=np.float64), cmc, x_label="rank", y_label="identification rate"),
-        "roc": roc_curve(genuine, scan),
+        "roc": roc_curve(genuine, replace(scan, top_impostors=scan.top_impostors[:roc_exact])),
         "num_probes": float(len(probes)),
         "num_distractors": float(len(distractor_features)),
         "num_identification_trials": float(_same_identity(labels).sum()),
         "num_genuine_pairs": float(len(genuine)),
+        **calibration_metrics(scan.top_impostors, num_impostors),
     }
 
 
