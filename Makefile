@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,onnx]"
 	$(BIN)/python -m pip download --quiet --no-deps -c constraints.txt sweeps -d $(VENV)/wheels
 	$(BIN)/python -c "import torch, lightning; print('torch', torch.__version__, '| lightning', lightning.__version__)"
 	touch $@

@@ -74,15 +74,19 @@ class EmbeddingWriter(BasePredictionWriter):
 class ResultsWriter(Callback):
     """After ``test``: ``results.json`` (flat ``{metric_key: number}`` plus ``config``, ``manifest`` and
     ``checkpoint``), ``results.csv`` (one row: the metric keys as columns), ``curves.json`` (every curve's points,
-    ``amlit.eval.curves.save_curves``) and PNG plots of the curves (ROC, CMC).
+    ``amlit.eval.curves.save_curves``), PNG plots of the curves (ROC, CMC) and the model card
+    (``model_card.md``/``.json``, with ``model_license`` as its license and the calibrated thresholds).
 
     Files go to ``output_dir``, or to the logger's directory (``trainer.log_dir``) when unset; plots are also sent
     to loggers that take images (wandb). Only rank 0 writes. This is the results-file interface of the design.
     """
 
-    def __init__(self, output_dir: str | Path | None = None, plots: bool = True) -> None:
+    def __init__(
+        self, output_dir: str | Path | None = None, plots: bool = True, model_license: str | None = None
+    ) -> None:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.plots = plots
+        self.model_license = model_license
 
     def on_test_end(self, trainer, pl_module) -> None:
         # trainer.log_dir broadcasts from rank 0, so every rank reads it before rank 0 goes on alone.
@@ -107,10 +111,19 @@ class ResultsWriter(Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "log_image") and written:
                 logger.log_image(key="test/plots", images=[str(p) for p in written], caption=[p.stem for p in written])
+        self._write_model_card(trainer, pl_module, metrics, output_dir)
         rank_zero_info(
-            f"{_results_table('test', metrics)}\nwrote results.json, results.csv, {CURVES_FILE} and "
-            f"{len(written)} plot(s) to {output_dir}"
+            f"{_results_table('test', metrics)}\nwrote results.json, results.csv, {CURVES_FILE}, model_card.md/.json "
+            f"and {len(written)} plot(s) to {output_dir}"
         )
+
+    def _write_model_card(self, trainer, pl_module, metrics: dict[str, float], output_dir: Path) -> None:
+        """``model_card.md``/``.json`` beside results.json: the model, its data, the results and calibrated
+        thresholds (``amlit.inference.model_card``; ``amlit verify --calibration`` reads the .json)."""
+        from amlit.inference.model_card import card_from_test, write_card
+
+        card = card_from_test(pl_module, trainer, metrics, output_dir / "results.json", self.model_license)
+        write_card(output_dir, card)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         """``amlit validate`` prints its metrics as ``test`` does (during ``fit`` the loggers and the progress bar

@@ -169,6 +169,9 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
     from amlit.figures.gradient import figure_gradient
     from amlit.figures.psi import figure_psi
     from amlit.figures.toy import figure_toy
+    from amlit.inference.embed import embed
+    from amlit.inference.onnx_export import export_onnx
+    from amlit.inference.verify import verify
     from amlit.report import make_report
     from amlit.sweep import run_sweep
 
@@ -187,6 +190,7 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
         },
         "export": {
             "megaface": export_megaface,
+            "onnx": export_onnx,
         },
         "sweep": run_sweep,
         "report": make_report,
@@ -198,6 +202,8 @@ def tool_commands() -> dict[str, Callable | dict[str, Callable]]:
         "convert": {
             "caffe": convert_caffe,
         },
+        "embed": embed,
+        "verify": verify,
     }
 
 

@@ -27,6 +27,7 @@ from amlit.eval.curves import Curve
 from amlit.eval.evalset import Views
 from amlit.eval.metrics import EmbeddingCollector
 from amlit.heads import AMSoftmax, MarginHead
+from amlit.inference.record import RECORD_KEY, inference_record
 
 # The settings held in the optimizer and schedule states that a checkpoint restores (see on_train_start).
 OPTIMIZER_HPARAMS = ("learning_rate", "momentum", "weight_decay", "lr_milestones", "lr_gamma", "bias_lr_factor")
@@ -151,6 +152,11 @@ class FaceVerificationModule(L.LightningModule):
         )
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(hp.lr_milestones), gamma=hp.lr_gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every checkpoint says how to use it on new faces (backbone, crop, template, normalization, training
+        data): ``amlit embed``/``verify``/``export`` read it instead of guessing (``amlit.inference.record``)."""
+        checkpoint[RECORD_KEY] = inference_record(self, self._trainer)
 
     # ---- resuming with changed optimizer settings ---------------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -33,7 +33,15 @@ import torch
 
 from amlit import keys
 from amlit.errors import BadDataError, MissingDataError
-from amlit.eval.far import FarRule, accept_rate, operating_points, tar_at_far, top_impostors_needed
+from amlit.eval.far import (
+    FarRule,
+    accept_rate,
+    calibration_impostors_needed,
+    calibration_metrics,
+    operating_points,
+    tar_at_far,
+    top_impostors_needed,
+)
 
 VR_FARS = (1e-4, 1e-3)  # verification FAR points reported (toolkit default 1e-3; AM-Softmax also 1e-4)
 DIR_FAR = 1e-2  # open-set identification FAR point reported, at rank 1
@@ -202,11 +210,25 @@ def blufr_verification(
     chunk: int = 2048,
     far_rule: FarRule = "evalroc",
 ) -> torch.Tensor:
-    """EvalROC on the cosine scores of ``features`` (N, D), L2-normalized, labels (N,) -> VR per FAR (F,) float64.
+    """EvalROC on the cosine scores of ``features`` (N, D), L2-normalized, labels (N,) -> VR per FAR (F,) float64,
+    from :func:`verification_scores` (chunked, never the N x N matrix)."""
+    _, num_impostors = count_pairs(torch.as_tensor(labels))
+    if num_impostors == 0:
+        raise ValueError("the ROC threshold needs at least one impostor score")
+    k = max(top_impostors_needed(far, num_impostors, far_rule) for far in far_points)
+    genuine, top, _ = verification_scores(features, labels, k, chunk)
+    return torch.tensor([tar_at_far(genuine, top, num_impostors, far, far_rule) for far in far_points])
 
-    Never builds the N x N matrix: rows are scored in chunks of ``chunk`` against the rows before them (the strict
-    lower triangle), on the features' device. All genuine scores are kept (~0.2 M for a BLUFR trial); of the impostor
-    scores only a running top-k, k = the most any FAR point reads under ``far_rule``.
+
+def verification_scores(
+    features: torch.Tensor, labels: torch.Tensor, num_top_impostors: int, chunk: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(all genuine scores (G,), the ``num_top_impostors`` largest impostor scores (K,) descending, N_impostor) of
+    the strict lower triangle of the cosine matrix of ``features`` (N, D), L2-normalized, with labels (N,).
+
+    Never builds the N x N matrix: rows are scored in chunks of ``chunk`` against the rows before them, on the
+    features' device. All genuine scores are kept (~0.2 M for a BLUFR trial); of the impostor scores only a running
+    top-k.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -216,7 +238,7 @@ def blufr_verification(
     _, num_impostors = count_pairs(labels)
     if num_impostors == 0:
         raise ValueError("the ROC threshold needs at least one impostor score")
-    k = max(top_impostors_needed(far, num_impostors, far_rule) for far in far_points)
+    k = max(1, num_top_impostors)
     genuine_parts = []
     top = torch.empty(0, dtype=torch.float64, device=device)  # (<= k,) largest impostor scores so far
     for start in range(0, len(features), chunk):
@@ -236,7 +258,7 @@ def blufr_verification(
     genuine = torch.cat(genuine_parts) if genuine_parts else torch.empty(0, dtype=torch.float64)
     if len(genuine) == 0:
         raise ValueError("the ROC needs at least one genuine score")
-    return torch.tensor([tar_at_far(genuine, top, num_impostors, far, far_rule) for far in far_points])
+    return genuine, top, num_impostors
 
 
 def open_set_identification(
@@ -326,14 +348,18 @@ def align_features(
 def blufr_trial(
     features: torch.Tensor, config: BlufrConfig, trial: int, chunk: int = 2048, far_rule: FarRule = "evalroc"
 ) -> dict[str, float]:
-    """One trial (0-based) on features (N, D) in ``config.image_list`` order: VR@FAR 1e-4 and 1e-3, DIR@1e-2 rank 1."""
+    """One trial (0-based) on features (N, D) in ``config.image_list`` order: VR@FAR 1e-4 and 1e-3, DIR@1e-2 rank 1,
+    and the calibrated verification thresholds with the trial's ``num_impostors`` (``calibration_metrics``)."""
     labels = torch.as_tensor(config.labels)
     test = torch.as_tensor(config.test_index[trial])
     gallery = torch.as_tensor(config.gallery_index[trial])
     probe = torch.as_tensor(config.probe_index[trial])
     to = features.device
-    rates = blufr_verification(features[test.to(to)], labels[test], VR_FARS, chunk=chunk, far_rule=far_rule)
-    result = {f"vr@far={keys.far_name(far)}": float(rate) for far, rate in zip(VR_FARS, rates, strict=True)}
+    _, num_impostors = count_pairs(labels[test])
+    needed = [top_impostors_needed(far, num_impostors, far_rule) for far in VR_FARS]
+    needed.append(calibration_impostors_needed(num_impostors))
+    genuine, top, _ = verification_scores(features[test.to(to)], labels[test], max(needed), chunk)
+    result = {f"vr@far={keys.far_name(far)}": tar_at_far(genuine, top, num_impostors, far, far_rule) for far in VR_FARS}
     result[f"dir@far={keys.far_name(DIR_FAR)},rank={DIR_RANK}"] = open_set_identification(
         features[gallery.to(to)],
         labels[gallery],
@@ -343,7 +369,7 @@ def blufr_trial(
         DIR_RANK,
         far_rule=far_rule,
     )
-    return result
+    return result | calibration_metrics(top, num_impostors)  # this trial's thresholds (summarize_calibration)
 
 
 def summarize_trials(trials: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -365,9 +391,29 @@ def evaluate_blufr(
 ) -> dict[str, float]:
     """All trials of ``config`` on L2-normalized features given with their image names (a name -> (D,) mapping, or
     (names, (M, D) tensor)). Returns mean, std (ddof=1) and mean - std over the trials of ``vr@far=1e-4``,
-    ``vr@far=1e-3`` and ``dir@far=1e-2,rank=1``; the BLUFR figure to report is ``..._mean_minus_std``."""
+    ``vr@far=1e-3`` and ``dir@far=1e-2,rank=1``; the BLUFR figure to report is ``..._mean_minus_std``. Also the
+    calibrated thresholds (``summarize_calibration``)."""
     if config.num_trials == 0:
         raise BadDataError("the BLUFR config has no trials")
     features = align_features(features_by_name, config)
     trials = [blufr_trial(features, config, t, chunk, far_rule) for t in range(config.num_trials)]
-    return summarize_trials(trials)
+    calibration = [{k: v for k, v in trial.items() if _is_calibration(k)} for trial in trials]
+    rates = [{k: v for k, v in trial.items() if not _is_calibration(k)} for trial in trials]
+    return summarize_trials(rates) | summarize_calibration(calibration)
+
+
+def _is_calibration(key: str) -> bool:
+    return key == keys.NUM_IMPOSTORS or key.startswith(keys.THRESHOLD_PREFIX)
+
+
+def summarize_calibration(trials: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Thresholds over the trials: ``threshold@far=<FAR>`` = their mean and ``..._std`` (ddof=1) for each FAR that
+    every trial resolves; ``num_impostors`` = the smallest trial's impostor count (each threshold rests on at least
+    that many impostor pairs of its trial)."""
+    summary = {keys.NUM_IMPOSTORS: min(trial[keys.NUM_IMPOSTORS] for trial in trials)}
+    for key in trials[0]:
+        if key != keys.NUM_IMPOSTORS and all(key in trial for trial in trials):
+            values = np.array([trial[key] for trial in trials], dtype=np.float64)
+            summary[key] = float(values.mean())
+            summary[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return summary

@@ -32,7 +32,7 @@ import math
 import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,14 @@ import torch
 from amlit import keys
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.curves import Curve
-from amlit.eval.far import FarRule, check_far, tar_at_far, top_impostors_needed
+from amlit.eval.far import (
+    FarRule,
+    calibration_impostors_needed,
+    calibration_metrics,
+    check_far,
+    tar_at_far,
+    top_impostors_needed,
+)
 from amlit.listfiles import read_entries
 from amlit.progress import progress_bar
 
@@ -242,7 +249,8 @@ def evaluate_megaface(
     the number of distractors (``rank1_by_distractor_count``, nested random subsets, ``distractor_seed``):
     ``rank1@distractors=<n>`` (``amlit.keys.distractors_key``) for each n of ``distractor_counts`` up to N, and
     the Curve ``rank1_vs_distractors`` (those n and N). The extra pass covers the largest n below N only (10% of
-    the work at 1M distractors).
+    the work at 1M distractors). Also the calibrated ``threshold@far=<FAR>`` with ``num_impostors``
+    (``amlit.eval.far.calibration_metrics``).
     """
     if probe_features.ndim != 2 or distractor_features.ndim != 2:
         raise BadDataError(
@@ -263,10 +271,12 @@ def evaluate_megaface(
     if labels.shape != (len(probes),):
         raise BadDataError(f"got {len(labels)} probe labels for {len(probes)} probe features; expected one each")
     num_impostors = len(probes) * len(distractor_features)
+    roc_exact = top_impostors_needed(far, num_impostors, "interpolated")  # exact ROC points, as many as any rule reads
     scan = scan_distractors(
         probes,
         distractor_features,
-        num_top_impostors=top_impostors_needed(far, num_impostors, "interpolated"),  # every rule's, and the ROC's
+        # Every rule's and the ROC's, and the calibrated thresholds' (FAR 1e-3 at 1M distractors: 3.5M kept).
+        num_top_impostors=max(roc_exact, calibration_impostors_needed(num_impostors)),
         max_rank=max_rank,
         roc_bins=roc_bins,
         chunk=chunk,
@@ -293,11 +303,12 @@ def evaluate_megaface(
         "rank1": float(cmc[0]),
         keys.far_key(far): _tar(genuine, scan.top_impostors, num_impostors, far, far_rule),
         "cmc": Curve(np.arange(1, max_rank + 1, dtype=np.float64), cmc, x_label="rank", y_label="identification rate"),
-        "roc": roc_curve(genuine, scan),
+        "roc": roc_curve(genuine, replace(scan, top_impostors=scan.top_impostors[:roc_exact])),
         "num_probes": float(len(probes)),
         "num_distractors": float(len(distractor_features)),
         "num_identification_trials": float(_same_identity(labels).sum()),
         "num_genuine_pairs": float(len(genuine)),
+        **calibration_metrics(scan.top_impostors, num_impostors),
     }
 
 

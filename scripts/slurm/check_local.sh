@@ -134,6 +134,9 @@ NodeName=$node NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$(($(awk '/MemTotal/ 
 PartitionName=check Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 export SLURM_CONF=$cluster/slurm.conf
+# The jobs' progress bar is how this script sees the step (latest_step); in a log file amlit refreshes it only
+# every 100 batches (TQDM_MINITERS), so ask for every batch here. sbatch passes the environment to the jobs.
+export TQDM_MINITERS=1
 sleep 1
 slurmctld -D -f "$SLURM_CONF" >"$cluster/log/slurmctld.out" 2>&1 &
 daemons+=($!)
