@@ -223,4 +223,3 @@ def test_slurm_array_task_runs_its_own_row_into_its_own_folder(tmp_path):
     assert "--config=configs/heads/normface.yaml" in line  # row 3 of sweeps/table1.yaml
     assert line.endswith(f"--trainer.default_root_dir={tmp_path / 'table1' / 'row-3' / 'trial-3'}")
     assert sorted(p.name for p in (tmp_path / "table1").iterdir()) == ["row-3"]
-
