@@ -18,7 +18,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_cli import CONFIGS
-from test_training import callbacks_config, demo_args
+from training_helpers import callbacks_config, demo_args
 
 from amlit.callbacks import NonFiniteGuard
 from amlit.checkpoint_io import CHECKSUM_KEY, SafeCheckpointIO, load_verified

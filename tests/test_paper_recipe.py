@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from test_cli import CONFIGS, overrides
-from test_training import callbacks_config, demo_args, final_weights, logged_losses
+from training_helpers import callbacks_config, demo_args, final_weights, logged_losses
 
 from amlit.cli import run_cli
 

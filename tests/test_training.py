@@ -1,4 +1,5 @@
-"""Training robustness on the demo config and tiny data: exact resume, NaN/Inf guard, SIGTERM, DDP equivalence."""
+"""Training robustness on the demo config and tiny data: exact resume, kill -9, SIGTERM/SIGUSR1, DDP equivalence
+(the NaN/Inf guard: test_callbacks.py)."""
 
 from __future__ import annotations
 
@@ -16,61 +17,13 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-from test_cli import CONFIGS, overrides
+from training_helpers import callbacks_config, demo_args, final_weights, logged_losses
 
-from amlit.callbacks import NonFiniteGuard, NonFiniteTrainingError
 from amlit.checkpoint_io import load_verified
 from amlit.cli import run_cli
 from amlit.run_lock import RunFolderBusyError
 
 STEPS_PER_EPOCH = 6  # tiny demo data: 8 training identities x 6 images, batch 8
-
-
-def callbacks_config(
-    tmp_path: Path, *extra: dict, every_n_train_steps: int | None = None, policy: str = "stop", name: str = "callbacks"
-):
-    """A config file replacing the demo's callbacks: last.ckpt (optionally every n steps), the guard, SIGTERM."""
-    checkpoint = {"dirpath": str(tmp_path / "checkpoints"), "save_last": True, "save_top_k": 0}
-    if every_n_train_steps:
-        checkpoint["every_n_train_steps"] = every_n_train_steps
-    callbacks = [
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": checkpoint},
-        {"class_path": "amlit.callbacks.NonFiniteGuard", "init_args": {"policy": policy, "max_consecutive": 2}},
-        {"class_path": "amlit.callbacks.CheckpointOnSigterm"},
-        *extra,
-    ]
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
-    return path
-
-
-def demo_args(tiny_tree, run_dir: Path, data_root: Path, *more: str) -> list[str]:
-    """Demo config on tiny data; every step logged to <run_dir>/logs/version_*/metrics.csv."""
-    args = overrides("demo.yaml", tiny_tree, run_dir)
-    args = [a for a in args if not a.startswith("--data.root=")] + [f"--data.root={data_root}"]
-    return [
-        "--config",
-        str(CONFIGS / "demo.yaml"),
-        *args,
-        f"--trainer.logger.init_args.save_dir={run_dir}",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.num_sanity_val_steps=0",
-        "--model.backbone.init_args.width_multiplier=0.125",  # CPU-sized
-        *more,
-    ]
-
-
-def logged_losses(run_dir: Path, version: Path | None = None) -> pd.Series:
-    """train/loss per step over every version (run) logged under run_dir, or of one ``version`` folder, by step."""
-    files = [version / "metrics.csv"] if version else sorted((run_dir / "logs").glob("version_*/metrics.csv"))
-    frames = [pd.read_csv(p) for p in files]
-    rows = pd.concat(frames)[["step", "train/loss"]].dropna()
-    return rows.set_index("step")["train/loss"].sort_index()
-
-
-def final_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
 
 
 TOTAL_STEPS = 9  # crosses the first epoch's end (6 batches)
@@ -149,65 +102,6 @@ def test_kill_9_loses_only_the_steps_since_the_periodic_checkpoint_and_frees_the
     assert list(after.index) == list(range(4, TOTAL_STEPS))  # steps 4 and 5 were lost and are trained again
     for curve in [*killed, after]:  # what the killed run had logged, and the resumed run: both on the same curve
         np.testing.assert_allclose(curve.to_numpy(), expected.loc[curve.index].to_numpy(), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_guard_stop_keeps_the_last_good_checkpoint(tiny_tree, tmp_path, data_root, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    poison = {"class_path": "training_helpers.PoisonSteps", "init_args": {"steps": [3]}}
-    cfg = callbacks_config(tmp_path, poison, every_n_train_steps=2)
-    args = [*demo_args(tiny_tree, tmp_path, data_root, "--trainer.max_steps=6"), "--config", str(cfg)]
-    with pytest.raises(NonFiniteTrainingError, match="optimizer step 3: stopped before applying it") as info:
-        run_cli(["fit", *args])
-    assert "learning_rate" in str(info.value) and "bf16-mixed" in str(info.value)
-    assert f"The newest checkpoint of this run, {tmp_path / 'checkpoints' / 'last.ckpt'}, was" in str(info.value)
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    assert checkpoint["global_step"] == 2  # written after step 2; nothing after the NaN
-    assert all(bool(value.isfinite().all()) for value in checkpoint["state_dict"].values())
-
-
-@pytest.mark.slow
-def test_guard_skip_leaves_weights_and_momentum_untouched_and_counts(tiny_tree, tmp_path, data_root, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    poison = {"class_path": "training_helpers.PoisonSteps", "init_args": {"steps": [2]}}
-    snapshot = {"class_path": "training_helpers.SnapshotAroundStep", "init_args": {"step": 2}}
-    cfg = callbacks_config(tmp_path, poison, snapshot, policy="skip")
-    cli = run_cli(["fit", *demo_args(tiny_tree, tmp_path, data_root, "--trainer.max_steps=4"), "--config", str(cfg)])
-    assert cli.trainer.global_step == 4
-    (guard,) = [c for c in cli.trainer.callbacks if isinstance(c, NonFiniteGuard)]
-    assert guard.skipped == 1
-    assert float(cli.trainer.callback_metrics["train/nonfinite_skips"]) == 1.0
-    (snap,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "SnapshotAroundStep"]
-    before, after = snap.before, snap.after
-    assert before.keys() == after.keys() and any(k.startswith("momentum/") for k in before)
-    for name in before:
-        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
-    assert all(bool(p.isfinite().all()) for p in cli.model.parameters())
-    # the steps around the skipped one did train: the momentum buffers exist and the weights moved from init
-    assert snap.changed_by_next_step
-
-
-@pytest.mark.slow
-def test_guard_skip_stops_after_max_consecutive(tiny_tree, tmp_path, data_root, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    poison = {"class_path": "training_helpers.PoisonSteps", "init_args": {"steps": [1, 2]}}
-    cfg = callbacks_config(tmp_path, poison, policy="skip")  # max_consecutive=2
-    with pytest.raises(NonFiniteTrainingError, match="optimizer step 2: 2 steps in a row skipped"):
-        run_cli(["fit", *demo_args(tiny_tree, tmp_path, data_root, "--trainer.max_steps=4"), "--config", str(cfg)])
-
-
-def test_guard_refuses_to_write_a_checkpoint_with_non_finite_weights():
-    guard = NonFiniteGuard()
-    trainer = type("T", (), {"global_step": 7, "ckpt_path": None, "checkpoint_callbacks": []})()
-    good = {"state_dict": {"w": torch.ones(3), "step": torch.tensor(3)}}
-    guard.on_save_checkpoint(trainer, None, good)
-    bad = {"state_dict": {"w": torch.tensor([1.0, float("inf")]), "b": torch.zeros(2)}}
-    with pytest.raises(
-        NonFiniteTrainingError, match="step 7: weights w are non-finite; checkpoint not written"
-    ) as info:
-        guard.on_save_checkpoint(trainer, None, bad)
-    # nothing was saved before (no checkpoint callback wrote, no resume): the message must not promise one
-    assert "No checkpoint was written before that step" in str(info.value) and "intact" not in str(info.value)
 
 
 def subprocess_env(**more: str) -> dict[str, str]:

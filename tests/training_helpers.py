@@ -1,12 +1,18 @@
-"""Callbacks that inject faults into a training run (used by tests through ``--trainer.callbacks+=...``)."""
+"""Training runs for the tests: the demo config on tiny data with the callbacks under test, what a run logged, and
+callbacks that inject faults into a run (used through ``--trainer.callbacks+=...``)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+from pathlib import Path
 
 import lightning as L
+import pandas as pd
+import torch
+import yaml
+from test_cli import CONFIGS, overrides
 
 
 class PoisonSteps(L.Callback):
@@ -77,3 +83,50 @@ class PauseAtStep(L.Callback):
             os.replace(self.marker + ".tmp", self.marker)
             while True:
                 time.sleep(1)
+
+
+def callbacks_config(
+    tmp_path: Path, *extra: dict, every_n_train_steps: int | None = None, policy: str = "stop", name: str = "callbacks"
+):
+    """A config file replacing the demo's callbacks: last.ckpt (optionally every n steps), the guard, SIGTERM."""
+    checkpoint = {"dirpath": str(tmp_path / "checkpoints"), "save_last": True, "save_top_k": 0}
+    if every_n_train_steps:
+        checkpoint["every_n_train_steps"] = every_n_train_steps
+    callbacks = [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": checkpoint},
+        {"class_path": "amlit.callbacks.NonFiniteGuard", "init_args": {"policy": policy, "max_consecutive": 2}},
+        {"class_path": "amlit.callbacks.CheckpointOnSigterm"},
+        *extra,
+    ]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
+    return path
+
+
+def demo_args(tiny_tree, run_dir: Path, data_root: Path, *more: str) -> list[str]:
+    """Demo config on tiny data; every step logged to <run_dir>/logs/version_*/metrics.csv."""
+    args = overrides("demo.yaml", tiny_tree, run_dir)
+    args = [a for a in args if not a.startswith("--data.root=")] + [f"--data.root={data_root}"]
+    return [
+        "--config",
+        str(CONFIGS / "demo.yaml"),
+        *args,
+        f"--trainer.logger.init_args.save_dir={run_dir}",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.num_sanity_val_steps=0",
+        "--model.backbone.init_args.width_multiplier=0.125",  # CPU-sized
+        *more,
+    ]
+
+
+def logged_losses(run_dir: Path, version: Path | None = None) -> pd.Series:
+    """train/loss per step over every version (run) logged under run_dir, or of one ``version`` folder, by step."""
+    files = [version / "metrics.csv"] if version else sorted((run_dir / "logs").glob("version_*/metrics.csv"))
+    frames = [pd.read_csv(p) for p in files]
+    rows = pd.concat(frames)[["step", "train/loss"]].dropna()
+    return rows.set_index("step")["train/loss"].sort_index()
+
+
+def final_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
