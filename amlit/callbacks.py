@@ -13,15 +13,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import yaml
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
-from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from amlit import keys
-from amlit.compat import save_last_checkpoint
+from amlit.compat import save_last_checkpoint, saved_run_config
 from amlit.errors import ConfigError
 from amlit.eval.curves import CURVES_FILE, Curve, save_curves
 from amlit.eval.plots import plot_curves
@@ -101,7 +99,7 @@ class ResultsWriter(Callback):
         document = {
             **metrics,
             "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
-            "config": _saved_config(trainer),
+            "config": saved_run_config(trainer),
             "manifest": datamodule.manifest() if hasattr(datamodule, "manifest") else None,
         }
         (output_dir / "results.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
@@ -139,14 +137,6 @@ class ResultsWriter(Callback):
 def _results_table(stage: str, metrics: dict[str, float]) -> str:
     width = max(map(len, metrics), default=0)
     return f"{stage} results:\n" + "\n".join(f"  {key:<{width}}  {value:.6g}" for key, value in metrics.items())
-
-
-def _saved_config(trainer) -> dict | None:
-    """The resolved run config, as LightningCLI's ``SaveConfigCallback`` holds it (None outside the CLI)."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, SaveConfigCallback):
-            return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False, skip_check=True))
-    return None
 
 
 class NonFiniteGuard(Callback):

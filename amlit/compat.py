@@ -58,6 +58,17 @@ def save_last_checkpoint(saver, trainer) -> None:
     saver._save_last_checkpoint(trainer, saver._monitor_candidates(trainer))
 
 
+def saved_run_config(trainer) -> dict | None:
+    """The resolved run config, as LightningCLI's ``SaveConfigCallback`` holds it (None outside the CLI)."""
+    import yaml
+    from lightning.pytorch.cli import SaveConfigCallback
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, SaveConfigCallback):
+            return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False, skip_check=True))
+    return None
+
+
 # ---- wandb -----------------------------------------------------------------------------------------------------
 def wandb_settings():
     """wandb's resolved settings (server URL, API key from the environment or settings files), or None when the

@@ -89,14 +89,14 @@ def backbone_record(
 
 def inference_record(module, trainer) -> dict:
     """The record of a ``FaceVerificationModule`` being trained or tested by ``trainer`` (None outside one)."""
-    from amlit.callbacks import _saved_config  # Lightning: only where a checkpoint is being written anyway
+    from amlit.compat import saved_run_config  # Lightning: only where a checkpoint is being written anyway
 
     datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
     manifest = datamodule.manifest() if hasattr(datamodule, "manifest") else {}
     training = {
         "global_step": int(trainer.global_step) if trainer is not None else None,
         "manifest": manifest,
-        "config": _saved_config(trainer) if trainer is not None else None,
+        "config": saved_run_config(trainer) if trainer is not None else None,
     }
     return backbone_record(
         module.backbone,
