@@ -11,17 +11,10 @@ from pathlib import Path
 
 from amlit.data.images import write_atomically
 from amlit.inference.calibration import ACCEPT_RULE, CARD_JSON, calibration_from_metrics
+from amlit.report.paper import TABLE1_COLUMNS
 
 CARD_MARKDOWN = "model_card.md"
 # Table 1 of the AM-Softmax paper: its columns, as amlit test's keys.
-TABLE1_COLUMNS = (
-    ("LFW accuracy (10 folds)", "test/lfw/acc"),
-    ("BLUFR VR@FAR=0.01% (mean - std)", "test/blufr/vr@far=1e-4_mean_minus_std"),
-    ("BLUFR VR@FAR=0.1% (mean - std)", "test/blufr/vr@far=1e-3_mean_minus_std"),
-    ("BLUFR DIR@FAR=1% rank 1 (mean - std)", "test/blufr/dir@far=1e-2,rank=1_mean_minus_std"),
-    ("MegaFace rank-1 identification", "test/megaface/rank1"),
-    ("MegaFace TAR@FAR=1e-6", "test/megaface/tar@far=1e-6"),
-)
 INTENDED_USE = (
     "1:1 face verification (are two face images the same person?) and embeddings for face search/clustering on "
     "face images aligned as described under Input; research on margin-based face recognition losses."
@@ -38,8 +31,8 @@ KNOWN_LIMITS = (
 
 
 def table1(metrics: dict[str, float]) -> dict[str, float]:
-    """The Table 1 columns ``metrics`` has (label -> value)."""
-    return {label: float(metrics[key]) for label, key in TABLE1_COLUMNS if key in metrics}
+    """The Table 1 columns ``metrics`` has (the paper's column title -> value; ``amlit.report.paper``)."""
+    return {column.title: float(metrics[column.key]) for column in TABLE1_COLUMNS if column.key in metrics}
 
 
 def build_card(

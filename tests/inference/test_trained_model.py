@@ -80,8 +80,8 @@ def test_amlit_test_writes_the_model_card(tested_run):
     assert card["training"]["global_step"] == 1 and card["training"]["manifest"]["num_classes"] == 12
     assert card["training"]["config"]["data"]["init_args"]["val_identities"] == 0
     results = json.loads((tested_run.results / "results.json").read_text())
-    assert card["evaluation"]["table1"]["LFW accuracy (10 folds)"] == results["test/lfw/acc"]
-    assert card["evaluation"]["table1"]["MegaFace TAR@FAR=1e-6"] == results["test/megaface/tar@far=1e-6"]
+    assert card["evaluation"]["table1"]["LFW 6,000 pairs"] == results["test/lfw/acc"]
+    assert card["evaluation"]["table1"]["MegaFace VR@FAR=1e-6"] == results["test/megaface/tar@far=1e-6"]
     assert card["calibration"]["sets"]["megaface"] == {
         "num_impostors": 2400,
         "thresholds": {"1e-3": results["test/megaface/threshold@far=1e-3"]},
