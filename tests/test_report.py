@@ -116,6 +116,7 @@ def test_report_writes_both_tables_and_figure6_from_tested_runs(tested_runs, tmp
             assert table.loc[name, f"{column.name}_delta"] == pytest.approx(ours - published)
     assert table.loc["arcface", ["lfw_paper", "lfw_delta"]].isna().all()  # no paper number to compare with
     assert (table.loc["am035", ["m", "s"]] == ["0.35", "30"]).all()
+    assert (table["megaface_distractors"] == 40).all()  # not the paper's 1M: said beside every row
 
     second = pd.read_csv(output / "table2.csv").set_index("run")
     assert (second["overlap_removal"] == "no").all()  # the generated data removes no identity

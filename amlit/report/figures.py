@@ -30,10 +30,13 @@ def overlay(curves: list[tuple[str, Curve]], title: str, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 5), dpi=120)
-    for label, curve in curves:
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (label, curve) in enumerate(curves):
         x, y = (curve.x[curve.x > 0], curve.y[curve.x > 0]) if curve.log_x else (curve.x, curve.y)
-        marker = "o" if len(x) <= 12 else None  # CMC ranks and distractor counts: show the measured points
-        axes.plot(x, y, label=label, marker=marker, markersize=3)
+        marker = "os^D"[index // len(colours) % 4] if len(x) <= 12 else None  # CMC ranks, distractor counts
+        # past the colour cycle (10 colours; Table 1 has 15 rows) the line style tells runs of one colour apart
+        style = ("-", "--", ":", "-.")[index // len(colours) % 4]
+        axes.plot(x, y, label=label, color=colours[index % len(colours)], linestyle=style, marker=marker, markersize=3)
     first = curves[0][1]
     if first.log_x:
         axes.set_xscale("log")
