@@ -7,7 +7,7 @@ L2-normalized features, which ranks exactly like the cosine score s used here, s
   distractor set D and every other image p in I \\ {g} is a probe: one trial per ordered pair (p, g) of distinct
   same-identity images (3,530 FaceScrub images of 80 identities -> ~155k trials). The rank of the trial is
   ``1 + #{d in D : s(p, d) >= s(p, g)}``: **a distractor that ties the mate counts against the probe** (the
-  pessimistic convention; a float32 tie is rare). CMC(r) = fraction of trials with rank <= r, i.e.
+  pessimistic convention). CMC(r) = fraction of trials with rank <= r, i.e.
   ``s(p, g) > r-th largest s(p, d)``, so a running per-probe top-r of distractor scores is all that is kept.
   Rank-1 identification rate = CMC(1) (the devkit's ``cmc[1][0]``).
 - Verification. Genuine scores: every unordered pair of distinct same-identity probe images; impostor scores: every
@@ -20,8 +20,10 @@ L2-normalized features, which ranks exactly like the cosine score s used here, s
   impostor score) for j < k + 2, and above that points read from a histogram of all impostor scores with bins of
   width 2 / ``roc_bins`` in cosine (operating points at the bin edges).
 
-Scores are computed in the features' dtype (float32 normally: the matmul is the cost; float64 for checks) on
-``device`` (CUDA when available), distractors streamed in chunks of ``chunk`` rows: the P x N matrix never exists.
+Scores are exact float64 values as far as any result depends on them: the products run in float32 (float64 for
+float64 features) on ``device`` (CUDA when available), distractors streamed in chunks of ``chunk`` rows (the P x N
+matrix never exists), and the few scores that decide a rank or a threshold are recomputed in float64
+(``amlit.eval.exact``). The histogram behind the binned part of the ROC bins the float32 scores.
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ import torch
 from amlit import keys
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.curves import Curve
+from amlit.eval.exact import RunningTop, full_precision_matmul, pair_dots, rounding_bound
 from amlit.eval.far import FarRule, check_far, tar_at_far, top_impostors_needed
 from amlit.listfiles import read_entries
 from amlit.progress import progress_bar
 
 MEGAFACE_FAR = 1e-6  # the verification point reported for challenge 1
 MAX_RANK = 10  # CMC ranks kept (running top-10 of distractor scores per probe)
+EXTRA_PER_PROBE = 6  # float32 scores kept per probe beyond max_rank, for its float64 top max_rank
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,16 @@ def scan_distractors(
 ) -> DistractorScan:
     """One chunked pass: probe_features (P, D) against distractor_features (N, D), both L2-normalized.
 
-    Per chunk of c distractors: scores (P, c) = one matmul; merged into the per-probe top-``max_rank``, the global
-    top-``num_top_impostors`` (only scores above the current K-th largest are candidates, so after the first chunks
-    few survive) and the histogram. Memory: O(P * c) on the device, whatever N is.
+    Per chunk of c distractors one product gives the scores (P, c) already in histogram units u = (s + 1) B / 2
+    (``addmm`` of the probes scaled by B / 2 onto B / 2), so binning them is one cast and one ``bincount``. One
+    comparison with each probe's current cut finds the few scores that can still enter its top ``max_rank`` (plus
+    ``EXTRA_PER_PROBE``) or the global top ``num_top_impostors``; they are merged with their (probe, distractor)
+    index. Memory: O(P * c) on the device, whatever N is.
+
+    Products run in float32 (float64 for float64 features); at the end every kept score that can decide is
+    recomputed in float64 (``amlit.eval.exact``), so ``top_per_probe`` and ``top_impostors`` are the float64 values.
+    A probe whose kept scores cannot settle its float64 top ``max_rank`` (ties within the float32 error) is
+    rescored in float64 against every distractor.
     """
     if chunk < 1 or max_rank < 1 or num_top_impostors < 1 or roc_bins < 1:
         raise ConfigError(
@@ -92,24 +103,111 @@ def scan_distractors(
         )
     device = torch.device(device) if device is not None else default_device()
     probes = probe_features.to(device)
+    dtype = torch.float64 if probes.dtype == torch.float64 else torch.float32
     num_probes, num_distractors = len(probes), len(distractor_features)
-    per_probe = torch.full((num_probes, max_rank), -math.inf, dtype=probes.dtype, device=device)
-    top = torch.empty(0, dtype=probes.dtype, device=device)  # (<= K,) largest impostor scores so far, descending
-    histogram = torch.zeros(roc_bins, dtype=torch.int64, device=device)
-    starts = range(0, num_distractors, chunk)
-    for start in progress_bar(starts, desc="MegaFace distractors", unit="chunk", disable=not progress, leave=False):
-        block = distractor_features[start : start + chunk].to(device, probes.dtype, non_blocking=True)  # (c, D)
-        scores = probes @ block.T  # (P, c)
-        width = min(max_rank, scores.shape[1])
-        merged = torch.cat([per_probe, scores.topk(width, dim=1).values], dim=1)  # (P, max_rank + width)
-        per_probe = merged.topk(max_rank, dim=1).values
-        flat = scores.reshape(-1)
-        if len(top) == num_top_impostors:  # only scores above the K-th largest can change the top-K values
-            flat = flat[flat > top[-1]]
-        candidates = torch.cat([top, flat])
-        top = candidates.topk(min(num_top_impostors, len(candidates))).values
-        histogram += torch.bincount(histogram_bins(scores, roc_bins).reshape(-1), minlength=roc_bins)
-    return DistractorScan(per_probe, top, histogram, num_probes * num_distractors)
+    half = roc_bins / 2
+    scaled = probes.to(dtype) * half  # (P, D): u = scaled . d + B / 2
+    shift = torch.tensor(half, dtype=dtype, device=device)
+    # |u - (s64 + 1) B / 2| <= margin: the score's bound, scaled, plus the rounding of B p / 2 and of adding B / 2.
+    unit = 2.0**-24 if dtype == torch.float32 else 2.0**-53
+    margin = half * (2 * rounding_bound(probe_features, distractor_features, dtype) + 4 * unit)
+
+    kept = max_rank + EXTRA_PER_PROBE  # per probe, rescored in float64 at the end
+    row_values = torch.full((num_probes, kept), -math.inf, dtype=dtype, device=device)  # u, descending
+    row_columns = torch.full((num_probes, kept), -1, dtype=torch.long, device=device)
+    top = RunningTop(num_top_impostors, margin, device, dtype)
+    histogram = torch.zeros(roc_bins + 1, dtype=torch.int64, device=device)
+    width = min(chunk, num_distractors)
+    scores_buffer = torch.empty(num_probes * width, dtype=dtype, device=device)
+    bins_buffer = torch.empty(num_probes * width, dtype=torch.int32, device=device)
+    probe_index = torch.arange(num_probes, device=device)
+    with full_precision_matmul():
+        starts = range(0, num_distractors, chunk)
+        for start in progress_bar(starts, desc="MegaFace distractors", unit="chunk", disable=not progress, leave=False):
+            block = distractor_features[start : start + chunk].to(device, dtype, non_blocking=True)  # (c, D)
+            width = len(block)
+            u = torch.addmm(shift, scaled, block.T, out=scores_buffer[: num_probes * width].view(num_probes, width))
+            # Truncation is the floor for u >= 0; u < 0 (s < -1 by rounding) lands in bin 0, u >= B in bin B.
+            bins = bins_buffer[: num_probes * width].copy_(u.view(-1))
+            histogram += torch.bincount(bins, minlength=roc_bins + 1)
+            if not torch.isfinite(row_values[:, -1]).all():  # the first piece(s): each probe's largest by top-k
+                taken, index = u.topk(min(kept, width), dim=1)  # (P, t)
+                rows = probe_index[:, None].expand_as(index).reshape(-1)
+                values, columns = taken.reshape(-1), (index + start).reshape(-1)
+                row_values, row_columns = _merge_rows(row_values, row_columns, rows, values, columns)
+                top.add(values, rows, columns)
+                top.raise_cut(taken)  # they are scores of the stream: the K largest are at least as large
+                u.scatter_(1, index, -math.inf)  # taken; the piece's other scores go to the global top below
+                if not top.has_cut:  # fewer taken than K (a small or a huge K): the piece's own K-th largest
+                    top.raise_cut(u)
+                rows, columns = ((u >= top.cut) & (u > -math.inf)).nonzero(as_tuple=True)
+                top.add(u[rows, columns], rows, columns + start)
+                continue
+            cut = torch.minimum(row_values[:, -1], top.cut)[:, None]  # (P, 1)
+            rows, columns = (u >= cut).nonzero(as_tuple=True)
+            values, columns = u[rows, columns], columns + start
+            row_values, row_columns = _merge_rows(row_values, row_columns, rows, values, columns)
+            above = (values >= top.cut).nonzero().flatten()  # the per-probe candidates include lower ones
+            top.add(values[above], rows[above], columns[above])
+    histogram[roc_bins - 1] += histogram[roc_bins]
+    per_probe = _exact_row_tops(probes, distractor_features, row_values, row_columns, max_rank, margin, chunk)
+    _, rows, columns = top.kept()
+    exact = pair_dots(probes, distractor_features, rows, columns).sort(descending=True).values
+    return DistractorScan(per_probe, exact[:num_top_impostors], histogram[:roc_bins], num_probes * num_distractors)
+
+
+def _merge_rows(
+    values: torch.Tensor, columns: torch.Tensor, rows: torch.Tensor, new_values: torch.Tensor, new_columns: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``M`` largest of its kept (P, M) values and the new (row, value, column) triples; (P, M) each."""
+    num_rows, width = values.shape
+    all_rows = torch.cat([torch.arange(num_rows, device=rows.device).repeat_interleave(width), rows])
+    all_values = torch.cat([values.reshape(-1), new_values])
+    all_columns = torch.cat([columns.reshape(-1), new_columns])
+    order = torch.argsort(all_values, descending=True, stable=True)
+    order = order[torch.argsort(all_rows[order], stable=True)]  # by row, each row's values descending
+    all_rows, all_values, all_columns = all_rows[order], all_values[order], all_columns[order]
+    counts = torch.bincount(all_rows, minlength=num_rows)
+    position = torch.arange(len(all_rows), device=rows.device) - (counts.cumsum(0) - counts)[all_rows]
+    first = position < width  # every row holds at least `width` entries (its padded list)
+    merged_values, merged_columns = torch.empty_like(values), torch.empty_like(columns)
+    merged_values[all_rows[first], position[first]] = all_values[first]
+    merged_columns[all_rows[first], position[first]] = all_columns[first]
+    return merged_values, merged_columns
+
+
+def _exact_row_tops(
+    probes: torch.Tensor,
+    distractors: torch.Tensor,
+    values: torch.Tensor,
+    columns: torch.Tensor,
+    max_rank: int,
+    margin: float,
+    chunk: int,
+) -> torch.Tensor:
+    """(P, max_rank) float64 largest distractor scores per probe, descending, -inf padded, from the kept float32
+    candidates ``values``/``columns`` (P, M) with error ``margin``: rescored in float64 where the kept ones are
+    certainly a superset of the float64 top ``max_rank``, else from all distractors in float64."""
+    known = columns >= 0
+    exact = torch.full(values.shape, -math.inf, dtype=torch.float64, device=values.device)
+    probe_rows = torch.arange(len(values), device=values.device)[:, None].expand_as(columns)
+    exact[known] = pair_dots(probes, distractors, probe_rows[known], columns[known])
+    tops = exact.sort(dim=1, descending=True).values[:, :max_rank]
+    if values.shape[1] > max_rank:  # the last kept one is below every rival of the max_rank-th: nothing was left out
+        complete = (values[:, -1] < values[:, max_rank - 1] - 2 * margin) | ~known[:, -1]
+    else:
+        complete = ~known[:, -1]
+    for row in (~complete).nonzero().flatten().tolist():
+        scores = torch.cat(
+            [
+                distractors[s : s + chunk].to(probes.device).double() @ probes[row].double()
+                for s in range(0, len(distractors), chunk)
+            ]
+        )  # (N,) float64
+        best = torch.topk(scores, min(max_rank, len(scores))).values
+        tops[row] = -math.inf
+        tops[row, : len(best)] = best
+    return tops
 
 
 def _same_identity(labels: torch.Tensor) -> torch.Tensor:
@@ -123,14 +221,12 @@ def identification_cmc(probe_scores: torch.Tensor, labels: torch.Tensor, top_per
 
     Trial (p, g) succeeds at rank r iff ``s(p, g) > top_per_probe[p, r-1]`` (ties with a distractor fail).
     """
-    trials = _same_identity(labels)  # (P, P): row = probe p, column = gallery image g
-    num_trials = int(trials.sum())
-    if num_trials == 0:
+    probes, gallery = _same_identity(labels).nonzero(as_tuple=True)  # the trials (p, g)
+    if len(probes) == 0:
         raise BadDataError("MegaFace identification needs an identity with at least two probe images; none has")
-    successes = [
-        int(((probe_scores > top_per_probe[:, rank, None]) & trials).sum()) for rank in range(top_per_probe.shape[1])
-    ]  # loop over ranks (10), not probes
-    return np.asarray(successes, dtype=np.float64) / num_trials
+    mates = probe_scores[probes, gallery]  # (T,)
+    successes = (mates[:, None] > top_per_probe[probes]).sum(dim=0)  # (R,): trials beating the r-th distractor
+    return successes.double().cpu().numpy() / len(probes)
 
 
 def genuine_scores(probe_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -228,7 +324,8 @@ def evaluate_megaface(
         device=device,
         progress=progress,
     )
-    probe_scores = probes @ probes.T  # (P, P), same dtype and kernel as the distractor scores
+    exact = probes.double()
+    probe_scores = exact @ exact.T  # (P, P) float64, as the distractor scores the scan returns
     cmc = identification_cmc(probe_scores, labels, scan.top_per_probe)
     genuine = genuine_scores(probe_scores, labels)
     return {
