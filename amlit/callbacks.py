@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from amlit import keys
 from amlit.compat import save_last_checkpoint
 from amlit.errors import ConfigError
-from amlit.eval.curves import Curve
+from amlit.eval.curves import CURVES_FILE, Curve, save_curves
 from amlit.eval.plots import plot_curves
 from amlit.preemption import DeferredSignal
 
@@ -73,15 +73,20 @@ class EmbeddingWriter(BasePredictionWriter):
 
 class ResultsWriter(Callback):
     """After ``test``: ``results.json`` (flat ``{metric_key: number}`` plus ``config``, ``manifest`` and
-    ``checkpoint``), ``results.csv`` (one row: the metric keys as columns) and PNG plots of the curves (ROC, CMC).
+    ``checkpoint``), ``results.csv`` (one row: the metric keys as columns), ``curves.json`` (every curve's points,
+    ``amlit.eval.curves.save_curves``), PNG plots of the curves (ROC, CMC) and the model card
+    (``model_card.md``/``.json``, with ``model_license`` as its license and the calibrated thresholds).
 
     Files go to ``output_dir``, or to the logger's directory (``trainer.log_dir``) when unset; plots are also sent
     to loggers that take images (wandb). Only rank 0 writes. This is the results-file interface of the design.
     """
 
-    def __init__(self, output_dir: str | Path | None = None, plots: bool = True) -> None:
+    def __init__(
+        self, output_dir: str | Path | None = None, plots: bool = True, model_license: str | None = None
+    ) -> None:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.plots = plots
+        self.model_license = model_license
 
     def on_test_end(self, trainer, pl_module) -> None:
         # trainer.log_dir broadcasts from rank 0, so every rank reads it before rank 0 goes on alone.
@@ -101,14 +106,24 @@ class ResultsWriter(Callback):
         }
         (output_dir / "results.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
         pd.DataFrame([metrics]).to_csv(output_dir / "results.csv", index=False)
+        save_curves(curves, output_dir / CURVES_FILE)  # the curves' numbers, for `amlit report` (Figure 6)
         written = plot_curves(curves, output_dir / "plots") if self.plots and curves else []
         for logger in trainer.loggers:
             if hasattr(logger, "log_image") and written:
                 logger.log_image(key="test/plots", images=[str(p) for p in written], caption=[p.stem for p in written])
+        self._write_model_card(trainer, pl_module, metrics, output_dir)
         rank_zero_info(
-            f"{_results_table('test', metrics)}\nwrote results.json, results.csv and {len(written)} plot(s) to "
-            f"{output_dir}"
+            f"{_results_table('test', metrics)}\nwrote results.json, results.csv, {CURVES_FILE}, model_card.md/.json "
+            f"and {len(written)} plot(s) to {output_dir}"
         )
+
+    def _write_model_card(self, trainer, pl_module, metrics: dict[str, float], output_dir: Path) -> None:
+        """``model_card.md``/``.json`` beside results.json: the model, its data, the results and calibrated
+        thresholds (``amlit.inference.model_card``; ``amlit verify --calibration`` reads the .json)."""
+        from amlit.inference.model_card import card_from_test, write_card
+
+        card = card_from_test(pl_module, trainer, metrics, output_dir / "results.json", self.model_license)
+        write_card(output_dir, card)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         """``amlit validate`` prints its metrics as ``test`` does (during ``fit`` the loggers and the progress bar

@@ -69,8 +69,9 @@ def _score_tools() -> dict[str, Callable]:
 
 def _export_tools() -> dict[str, Callable]:
     from amlit.eval.score import export_megaface
+    from amlit.inference.onnx_export import export_onnx
 
-    return {"megaface": export_megaface}
+    return {"megaface": export_megaface, "onnx": export_onnx}
 
 
 def _sweep_tool() -> Callable:
@@ -79,12 +80,49 @@ def _sweep_tool() -> Callable:
     return run_sweep
 
 
+def _report_tool() -> Callable:
+    from amlit.report import make_report
+
+    return make_report
+
+
+def _figure_tools() -> dict[str, Callable]:
+    from amlit.figures.gradient import figure_gradient
+    from amlit.figures.psi import figure_psi
+    from amlit.figures.toy import figure_toy
+
+    return {"psi": figure_psi, "gradient": figure_gradient, "toy": figure_toy}
+
+
+def _convert_tools() -> dict[str, Callable]:
+    from amlit.convert.caffe import convert_caffe
+
+    return {"caffe": convert_caffe}
+
+
+def _embed_tool() -> Callable:
+    from amlit.inference.embed import embed
+
+    return embed
+
+
+def _verify_tool() -> Callable:
+    from amlit.inference.verify import verify
+
+    return verify
+
+
 # Subcommand -> what builds its function (or group of functions); only the chosen one is imported.
 TOOL_GROUPS: dict[str, Callable[[], Callable | dict[str, Callable]]] = {
     "data": _data_tools,
     "score": _score_tools,
     "export": _export_tools,
     "sweep": _sweep_tool,
+    "report": _report_tool,
+    "figure": _figure_tools,
+    "convert": _convert_tools,
+    "embed": _embed_tool,
+    "verify": _verify_tool,
 }
 
 

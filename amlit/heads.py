@@ -1,7 +1,8 @@
 """Margin heads: embedding (B, D) + labels (B,) -> cross-entropy loss over ``num_classes`` class weights.
 
 AM-Softmax (the paper's loss) and the baselines of its Table 1: Softmax (with optional dropout), Center loss,
-NormFace (= AM-Softmax with margin 0), A-Softmax (SphereFace), AM-Softmax without feature normalization.
+NormFace (= AM-Softmax with margin 0), A-Softmax (SphereFace), AM-Softmax without feature normalization; and the
+angular margins compared against it since: ArcFace and insightface's combined margin.
 Each loss is a small pure function on the cosine matrix plus a thin ``nn.Module`` that owns the class weights
 (layout (num_classes, embedding_dim) as in ``F.linear``). The cosine and the loss are computed in float32 even
 under bf16/fp16 autocast: ``scale * cos`` with scale 30 and a 10k-way log-softmax lose too much precision (and
@@ -11,6 +12,7 @@ overflow in fp16) otherwise.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -50,7 +52,7 @@ def normalized_cosine(embeddings: torch.Tensor, weight: torch.Tensor) -> torch.T
 def am_softmax_logits(
     cosine: torch.Tensor,
     labels: torch.Tensor,
-    margin: float,
+    margin: float | torch.Tensor,
     scale: float,
     conditional_margin: bool = False,
 ) -> torch.Tensor:
@@ -122,6 +124,13 @@ class AMSoftmax(MarginHead):
         conditional_margin: subtract the margin only where cos(theta_y) > margin, as the original Caffe layer.
         feature_normalization: ``False`` is Table 1's "AM-Softmax w/o FN": each sample's feature norm |f| takes
             the place of ``scale`` (logits |f| cos(theta_j) and |f| (cos(theta_y) - m); ``scale`` is unused).
+        margin_ramp: 0 (default) keeps the margin fixed from the first step, as the paper's Sec. 3.1 does. A value
+            r > 0 grows it as the original "w/o FN" prototxt (happynear/AMSoftmax
+            ``prototxt/face_train_test_wo_fn.prototxt``, Caffe ``LabelSpecificAdd`` with ``bias_base: 0,
+            bias_gamma: -5e-05, bias_power: 1, bias_min: -0.4``): at training forward t = 0, 1, ... the margin is
+            min(margin, r * t), i.e. 0 -> 0.4 over 8,000 iterations with r = 5e-5. The step counter is a buffer
+            (``iteration``), saved in checkpoints, so a resumed run continues the ramp; it counts forward passes,
+            as Caffe's layer does (with gradient accumulation: micro-batches).
     """
 
     def __init__(
@@ -132,27 +141,48 @@ class AMSoftmax(MarginHead):
         scale: float = 30.0,
         conditional_margin: bool = False,
         feature_normalization: bool = True,
+        margin_ramp: float = 0.0,
     ) -> None:
         super().__init__(embedding_dim, num_classes)
         if not 0.0 <= margin < 1.0:
             raise ConfigError(f"AM-Softmax margin must satisfy 0 <= margin < 1, got {margin} (paper: 0.35)")
         if not scale > 0.0:
             raise ConfigError(f"AM-Softmax scale must be > 0, got {scale} (paper: 30)")
+        if not 0.0 <= margin_ramp < 1.0:
+            raise ConfigError(
+                f"AM-Softmax margin_ramp must satisfy 0 <= margin_ramp < 1 (margin added per training step), got "
+                f"{margin_ramp} (the original w/o FN prototxt: 5e-05)"
+            )
         self.margin = float(margin)
         self.scale = float(scale)
         self.conditional_margin = conditional_margin
         self.feature_normalization = feature_normalization
+        self.margin_ramp = float(margin_ramp)
+        if self.margin_ramp:
+            # Only with a ramp, so that checkpoints of fixed-margin heads keep their keys.
+            self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    def current_margin(self) -> torch.Tensor | float:
+        """The margin of this step: ``margin``, or with a ramp min(margin, margin_ramp * t) at training forward
+        t = 0, 1, ... (a () float32 tensor on the weight's device: no host synchronisation per step)."""
+        if not self.margin_ramp:
+            return self.margin
+        return (self.margin_ramp * self.iteration.float()).clamp_max(self.margin)
 
     def logits(self, embeddings: torch.Tensor, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        margin = self.current_margin()
+        if self.margin_ramp and self.training:
+            self.iteration += 1
         if self.feature_normalization:
-            return am_softmax_logits(cosine, labels, self.margin, self.scale, self.conditional_margin)
+            return am_softmax_logits(cosine, labels, margin, self.scale, self.conditional_margin)
         norm = embeddings.norm(dim=1, keepdim=True)  # (B, 1) replaces s, with its gradient
-        return norm * am_softmax_logits(cosine, labels, self.margin, 1.0, self.conditional_margin)
+        return norm * am_softmax_logits(cosine, labels, margin, 1.0, self.conditional_margin)
 
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, margin={self.margin}, scale={self.scale}, "
-            f"conditional_margin={self.conditional_margin}, feature_normalization={self.feature_normalization}"
+            f"conditional_margin={self.conditional_margin}, feature_normalization={self.feature_normalization}, "
+            f"margin_ramp={self.margin_ramp}"
         )
 
 
@@ -235,6 +265,12 @@ def sphereface_psi(cosine: torch.Tensor, margin: int) -> torch.Tensor:
     return sign * chebyshev[margin](cosine) - 2.0 * k
 
 
+def a_softmax_target(target: torch.Tensor, margin: int, lam: torch.Tensor | float) -> torch.Tensor:
+    """A-Softmax's target cosine (lambda cos(theta_y) + psi(theta_y)) / (1 + lambda) (SphereFace's annealed blend;
+    the paper's Fig. 2 draws lambda = 0 and 5)."""
+    return (lam * target + sphereface_psi(target, margin)) / (1.0 + lam)
+
+
 class ASoftmax(MarginHead):
     """A-Softmax (SphereFace, Liu et al. 2017), Eq. 2-3: normalized weights, raw feature norm, multiplicative
     angular margin; the target logit |f| (lambda cos(theta_y) + psi(theta_y)) / (1 + lambda).
@@ -276,6 +312,141 @@ class ASoftmax(MarginHead):
         if self.training:
             self.iteration += 1
         index = labels[:, None]
-        target = cosine.gather(1, index)  # (B, 1)
-        blended = (lam * target + sphereface_psi(target, self.margin)) / (1.0 + lam)
+        blended = a_softmax_target(cosine.gather(1, index), self.margin, lam)  # (B, 1)
         return embeddings.norm(dim=1, keepdim=True) * cosine.scatter(1, index, blended)
+
+
+# ---- Angular margins (beyond the paper's Table 1: the heads users compare AM-Softmax against today) ------------
+_SINE_FLOOR = 1e-12  # sin^2 floor: finite gradients where cos(theta) is exactly +-1 (torch.where backprops both sides)
+_ACOS_LIMIT = 1.0 - 1e-6  # acos'(x) = -1/sqrt(1 - x^2) is infinite at +-1; clamped, theta >= 1.4e-3 rad
+
+
+def arcface_target(target: torch.Tensor, margin: float, easy_margin: bool = False) -> torch.Tensor:
+    """ArcFace's target logit (Deng et al., CVPR 2019, Eq. 3): cos(theta_y + m), from cos(theta_y) (B, 1) -> (B, 1).
+
+    Where theta_y + m would pass pi, cos(theta + m) rises again (no longer a margin); insightface replaces it
+    there, and so does this function, exactly as insightface does (``recognition/arcface_torch/losses.py`` at
+    commit eca1d9a, class ``ArcFace``, ``easy_margin = False``, and its mxnet ``train.py`` before it):
+
+    - default: ``cos(theta + m)`` where ``cos(theta) > cos(pi - m)`` (theta < pi - m), else
+      ``cos(theta) - m * sin(pi - m)`` (= cos(theta) - m sin(m); lower than -1 at theta = pi - m, so the logit
+      keeps decreasing, with a jump there);
+    - ``easy_margin``: ``cos(theta + m)`` where ``cos(theta) > 0``, else ``cos(theta)`` (no margin past 90 deg).
+
+    cos(theta + m) is computed as cos(theta) cos(m) - sin(theta) sin(m) with sin(theta) = sqrt(1 - cos^2), as
+    insightface does (no acos in the gradient path).
+    """
+    sine = (1.0 - target * target).clamp_min(_SINE_FLOOR).sqrt()
+    shifted = target * math.cos(margin) - sine * math.sin(margin)  # cos(theta + m)
+    if easy_margin:
+        return torch.where(target > 0, shifted, target)
+    return torch.where(target > math.cos(math.pi - margin), shifted, target - math.sin(math.pi - margin) * margin)
+
+
+def combined_margin_target(
+    target: torch.Tensor, multiplicative: float, angular: float, cosine_margin: float
+) -> torch.Tensor:
+    """insightface's combined margin cos(m1 theta_y + m2) - m3, from cos(theta_y) (B, 1) -> (B, 1).
+
+    m1 = 1, m3 = 0 is ArcFace's margin; m1 = 1, m2 = 0 is AM-Softmax's; m2 = m3 = 0 with integer m1 is A-Softmax's
+    psi at lambda = 0. Where m1 theta + m2 passes pi the cosine turns back up; this continues it the way
+    A-Softmax does (Liu et al. 2017, Eq. 3, ``amlit.heads.sphereface_psi``): with phi = m1 theta + m2 and
+    k = floor(phi / pi), psi = (-1)^k cos(phi) - 2k - m3, which equals insightface's form for phi <= pi and stays
+    continuous and decreasing up to theta = pi. (insightface's mxnet combined margin leaves it non-monotonic
+    there; its ArcFace has its own rule, ``arcface_target``, which this one does not reproduce past pi - m.)
+    """
+    theta = torch.acos(target.clamp(-_ACOS_LIMIT, _ACOS_LIMIT))
+    phi = multiplicative * theta + angular
+    k = torch.floor(phi.detach() / math.pi)
+    sign = 1.0 - 2.0 * torch.remainder(k, 2.0)  # (-1)^k
+    return sign * torch.cos(phi) - 2.0 * k - cosine_margin
+
+
+def target_margin_logits(cosine: torch.Tensor, labels: torch.Tensor, target_logit, scale: float) -> torch.Tensor:
+    """``scale * cos(theta_j)`` for j != y and ``scale * target_logit(cos(theta_y))``: (B, C) -> (B, C)."""
+    index = labels[:, None]  # (B, 1)
+    return scale * cosine.scatter(1, index, target_logit(cosine.gather(1, index)))
+
+
+def _check_scale(scale: float, name: str) -> None:
+    if not scale > 0.0:
+        raise ConfigError(f"{name} scale must be > 0, got {scale} (insightface: 64)")
+
+
+class ArcFace(MarginHead):
+    """ArcFace, additive angular margin (Deng et al., CVPR 2019): normalized features and weights, logits
+    ``s * cos(theta_j)`` and ``s * cos(theta_y + m)`` for the target, with insightface's rule past pi - m
+    (``arcface_target``).
+
+    Args:
+        embedding_dim, num_classes: as ``AMSoftmax``.
+        margin: angular margin m in radians, 0 <= m < pi/2 (ArcFace: 0.5).
+        scale: s > 0 (ArcFace: 64).
+        easy_margin: insightface's ``easy_margin``: no margin where cos(theta_y) <= 0.
+    """
+
+    def __init__(
+        self, embedding_dim: int, num_classes: int, margin: float = 0.5, scale: float = 64.0, easy_margin: bool = False
+    ) -> None:
+        super().__init__(embedding_dim, num_classes)
+        if not 0.0 <= margin < math.pi / 2:
+            raise ConfigError(f"ArcFace margin must satisfy 0 <= margin < pi/2 (radians), got {margin} (ArcFace: 0.5)")
+        _check_scale(scale, "ArcFace")
+        self.margin, self.scale, self.easy_margin = float(margin), float(scale), easy_margin
+
+    def logits(self, embeddings: torch.Tensor, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        target = partial(arcface_target, margin=self.margin, easy_margin=self.easy_margin)
+        return target_margin_logits(cosine, labels, target, self.scale)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, margin={self.margin}, scale={self.scale}, easy_margin={self.easy_margin}"
+
+
+class CombinedMargin(MarginHead):
+    """insightface's combined margin: normalized features and weights, target logit ``s * (cos(m1 theta_y + m2) -
+    m3)`` (``combined_margin_target``), other logits ``s * cos(theta_j)``.
+
+    Args:
+        embedding_dim, num_classes: as ``AMSoftmax``.
+        multiplicative_margin: m1 >= 1 (SphereFace-like; 1 = none).
+        angular_margin: m2 in radians, 0 <= m2 < pi/2 (ArcFace-like).
+        cosine_margin: m3, 0 <= m3 < 1 (AM-Softmax-like).
+        scale: s > 0. Defaults m1, m2, m3, s = 1.0, 0.3, 0.2, 64: insightface's combined-margin setting.
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_classes: int,
+        multiplicative_margin: float = 1.0,
+        angular_margin: float = 0.3,
+        cosine_margin: float = 0.2,
+        scale: float = 64.0,
+    ) -> None:
+        super().__init__(embedding_dim, num_classes)
+        if not multiplicative_margin >= 1.0:
+            raise ConfigError(f"combined margin: multiplicative_margin (m1) must be >= 1, got {multiplicative_margin}")
+        if not 0.0 <= angular_margin < math.pi / 2:
+            raise ConfigError(f"combined margin: angular_margin (m2) must satisfy 0 <= m2 < pi/2, got {angular_margin}")
+        if not 0.0 <= cosine_margin < 1.0:
+            raise ConfigError(f"combined margin: cosine_margin (m3) must satisfy 0 <= m3 < 1, got {cosine_margin}")
+        _check_scale(scale, "combined margin")
+        self.multiplicative_margin = float(multiplicative_margin)
+        self.angular_margin = float(angular_margin)
+        self.cosine_margin = float(cosine_margin)
+        self.scale = float(scale)
+
+    def logits(self, embeddings: torch.Tensor, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        target = partial(
+            combined_margin_target,
+            multiplicative=self.multiplicative_margin,
+            angular=self.angular_margin,
+            cosine_margin=self.cosine_margin,
+        )
+        return target_margin_logits(cosine, labels, target, self.scale)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, multiplicative_margin={self.multiplicative_margin}, "
+            f"angular_margin={self.angular_margin}, cosine_margin={self.cosine_margin}, scale={self.scale}"
+        )

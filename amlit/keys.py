@@ -23,5 +23,21 @@ def far_key(far: float) -> str:
     return f"tar@far={far_name(far)}"
 
 
+def distractors_key(count: int) -> str:
+    """MegaFace rank-1 identification with ``count`` distractors: 1000 -> ``rank1@distractors=1000``."""
+    return f"rank1@distractors={int(count)}"
+
+
 def eval_key(stage: str, eval_set: str, metric: str) -> str:
     return f"{stage}/{eval_set}/{metric}"
+
+
+# Calibration (amlit.eval.far.calibrated_thresholds): per test set, the cosine to accept at (>=) for a FAR, and the
+# number of impostor pairs behind it (BLUFR: per trial, the smallest of its trials; thresholds averaged over trials).
+NUM_IMPOSTORS = "num_impostors"
+THRESHOLD_PREFIX = "threshold@far="
+
+
+def threshold_key(far: float) -> str:
+    """Metric key of the calibrated cosine threshold at a FAR: 1e-3 -> ``threshold@far=1e-3``."""
+    return f"{THRESHOLD_PREFIX}{far_name(far)}"

@@ -27,6 +27,7 @@ from amlit.eval.curves import Curve
 from amlit.eval.evalset import Views
 from amlit.eval.metrics import EmbeddingCollector
 from amlit.heads import AMSoftmax, MarginHead
+from amlit.inference.record import RECORD_KEY, inference_record
 
 # The settings held in the optimizer and schedule states that a checkpoint restores (see on_train_start).
 OPTIMIZER_HPARAMS = ("learning_rate", "momentum", "weight_decay", "lr_milestones", "lr_gamma", "bias_lr_factor")
@@ -117,6 +118,8 @@ class FaceVerificationModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         embeddings = self(images)  # (B, D)
+        # Read before the forward, which advances a margin ramp (AMSoftmax.margin_ramp).
+        margin = self.head.current_margin() if isinstance(self.head, AMSoftmax) else 0.0
         out = self.head(embeddings, labels)
         with torch.no_grad():
             accuracy = (out.cosine.argmax(dim=1) == labels).float().mean()
@@ -125,10 +128,16 @@ class FaceVerificationModule(L.LightningModule):
         if is_logging_step(self.trainer):
             # Only on steps whose metrics reach the loggers: the (C, D) weight norms and five log calls per step
             # would otherwise be spent on values nobody sees. All stay on the device (no host sync here).
-            margin = self.head.margin if isinstance(self.head, AMSoftmax) else 0.0
             diagnostics = margin_diagnostics(out.cosine, labels, margin, embeddings, self.head.weight)
             self.log_dict(diagnostics)
         return out.loss
+
+    def _param_groups(self) -> list[tuple[list[nn.Parameter], float, float]]:
+        """(parameters, learning-rate factor, weight decay) per SGD parameter group: weights, then biases."""
+        hp = self.hparams
+        biases = [p for name, p in self.named_parameters() if name.endswith(".bias")]
+        others = [p for name, p in self.named_parameters() if not name.endswith(".bias")]
+        return [(others, 1.0, hp.weight_decay), (biases, hp.bias_lr_factor, 0.0)]
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -143,6 +152,11 @@ class FaceVerificationModule(L.LightningModule):
         )
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(hp.lr_milestones), gamma=hp.lr_gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every checkpoint says how to use it on new faces (backbone, crop, template, normalization, training
+        data): ``amlit embed``/``verify``/``export`` read it instead of guessing (``amlit.inference.record``)."""
+        checkpoint[RECORD_KEY] = inference_record(self, self._trainer)
 
     # ---- resuming with changed optimizer settings ---------------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -127,7 +127,7 @@ def test_predict_writes_the_embeddings_file(tiny_tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
     cli = run_cli(["predict", *args, "--data.eval_batch_size=16"])
-    saved = np.load(tmp_path / "runs" / "demo" / "embeddings.npz")
+    saved = np.load(tmp_path / "embeddings.npz")  # in the run folder (--trainer.default_root_dir)
     loader = cli.trainer.predict_dataloaders
     assert set(loader.dataset.files) >= set(cli.datamodule.lfw.images)  # every test image (LFW pairs + BLUFR list)
     assert saved["names"].tolist() == loader.dataset.files

@@ -219,3 +219,203 @@ def test_center_loss_term_and_center_update():
         members = features[labels == j]
         delta = (centers[j] - members).sum(0) / (1 + len(members))
         torch.testing.assert_close(head.centers[j], centers[j] - 0.5 * delta)
+
+
+# ---- ArcFace and the combined margin: float64 oracles, including the angles near pi - m ------------------------
+def _features_at_angles(weight_row: torch.Tensor, angles: list[float], seed: int = 0) -> torch.Tensor:
+    """(len(angles), D) float64 features at exactly these angles (radians) to ``weight_row``, norms 0.5..2."""
+    generator = torch.Generator().manual_seed(seed)
+    w = weight_row.double() / weight_row.double().norm()
+    rows = []
+    for i, angle in enumerate(angles):
+        other = torch.randn(len(w), generator=generator, dtype=torch.float64)
+        other -= (other @ w) * w
+        other /= other.norm()
+        rows.append((0.5 + 0.25 * i) * (math.cos(angle) * w + math.sin(angle) * other))
+    return torch.stack(rows)
+
+
+def arcface_psi_reference(cos, margin, easy_margin=False):
+    """insightface's rule (arcface_torch/losses.py @eca1d9a, easy_margin False/True), written with acos."""
+    theta = math.acos(max(-1.0, min(1.0, cos)))
+    if easy_margin:
+        return math.cos(theta + margin) if cos > 0 else cos
+    return math.cos(theta + margin) if cos > math.cos(math.pi - margin) else cos - margin * math.sin(margin)
+
+
+def combined_psi_reference(cos, m1, m2, m3):
+    phi = m1 * math.acos(max(-1.0, min(1.0, cos))) + m2
+    k = math.floor(phi / math.pi)
+    return (-1) ** k * math.cos(phi) - 2 * k - m3
+
+
+def _margin_loss_reference(features, weight, labels, scale, psi):
+    rows = []
+    for f, y in zip(features.tolist(), labels.tolist(), strict=True):
+        rows.append([scale * (psi(_cos(f, w)) if j == y else _cos(f, w)) for j, w in enumerate(weight.tolist())])
+    return _cross_entropy(rows, labels.tolist())
+
+
+def _near_threshold_batch(head, threshold, seed=0):
+    """Targets on both sides of the angle ``threshold`` where the target logit changes branch (pi - m for ArcFace),
+    1e-3 rad away (float32 cannot flip the branch), at 0 and pi exactly, and some in between."""
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    angles = [threshold - 1e-3, threshold + 1e-3, math.pi, 0.0, 0.3, 1.2, 2.0, (threshold + math.pi) / 2]
+    features = torch.cat(
+        [
+            _features_at_angles(head.weight[y].detach(), [a], seed + i)
+            for i, (y, a) in enumerate(zip(labels, angles, strict=True))
+        ]
+    )
+    return features, labels
+
+
+@pytest.mark.parametrize(("margin", "scale", "easy"), [(0.5, 64.0, False), (0.3, 30.0, False), (0.5, 64.0, True)])
+def test_arcface_matches_insightface_rule_in_float64(margin, scale, easy):
+    from amlit.heads import ArcFace, arcface_target
+
+    torch.manual_seed(3)
+    head = ArcFace(embedding_dim=6, num_classes=4, margin=margin, scale=scale, easy_margin=easy).double()
+    features, labels = _near_threshold_batch(head, math.pi - margin)
+    features.requires_grad_(True)
+    loss = head(features, labels).loss
+    expected = _margin_loss_reference(
+        features.detach(), head.weight.detach(), labels, scale, lambda c: arcface_psi_reference(c, margin, easy)
+    )
+    assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-5)  # the head computes in float32
+    if not easy:  # just below pi - m the margin applies (cos(pi - 1e-3) ~ -1), just above it the fallback
+        below, above = torch.tensor([[math.cos(math.pi - margin - 1e-3)], [math.cos(math.pi - margin + 1e-3)]]).unbind()
+        assert arcface_target(below, margin).item() == pytest.approx(math.cos(math.pi - 1e-3), abs=1e-6)
+        assert arcface_target(above, margin).item() == pytest.approx(
+            math.cos(math.pi - margin + 1e-3) - margin * math.sin(margin), abs=1e-6
+        )
+    loss.backward()
+    assert torch.isfinite(features.grad).all()  # also at theta = 0 and theta = pi exactly
+    # gradients against float64 autograd of the acos form, on the samples away from 0 and pi (acos' is infinite)
+    keep = torch.tensor([0, 1, 4, 5, 6, 7])
+    f = features.detach()[keep].clone().requires_grad_(True)
+    w = head.weight.detach().clone().requires_grad_(True)
+    cosine = F.normalize(f) @ F.normalize(w).T
+    target = cosine[torch.arange(len(keep)), labels[keep]]
+    theta = torch.acos(target)
+    if easy:
+        psi_t = torch.where(target > 0, torch.cos(theta + margin), target)
+    else:
+        psi_t = torch.where(
+            target > math.cos(math.pi - margin), torch.cos(theta + margin), target - margin * math.sin(margin)
+        )
+    logits = cosine.scatter(1, labels[keep][:, None], psi_t[:, None])
+    F.cross_entropy(scale * logits, labels[keep], reduction="sum").backward()
+    f_sub = features.detach()[keep].clone().requires_grad_(True)
+    head.zero_grad()
+    (head(f_sub, labels[keep]).loss * len(keep)).backward()
+    torch.testing.assert_close(f_sub.grad, f.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(head.weight.grad, w.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("m1", "m2", "m3"), [(1.0, 0.3, 0.2), (1.35, 0.0, 0.0), (1.0, 0.5, 0.0), (4.0, 0.0, 0.0)])
+def test_combined_margin_matches_float64_formula(m1, m2, m3):
+    from amlit.heads import CombinedMargin
+
+    torch.manual_seed(4)
+    head = CombinedMargin(6, 4, multiplicative_margin=m1, angular_margin=m2, cosine_margin=m3, scale=30.0).double()
+    features, labels = _near_threshold_batch(head, (math.pi - m2) / m1)  # where m1 theta + m2 = pi
+    # theta = pi and 0 exactly (rows 2, 3) only for finite gradients: the acos clamp (|cos| <= 1 - 1e-6) moves them
+    # by 1.4e-3 rad, the price of a bounded gradient where d psi / d cos is infinite
+    features.requires_grad_(True)
+    head(features, labels).loss.backward()
+    assert torch.isfinite(features.grad).all()
+    keep = torch.tensor([0, 1, 4, 5, 6, 7])  # both sides of the threshold, and in between
+    expected = _margin_loss_reference(
+        features.detach()[keep],
+        head.weight.detach(),
+        labels[keep],
+        30.0,
+        lambda c: combined_psi_reference(c, m1, m2, m3),
+    )
+    assert head(features.detach()[keep], labels[keep]).loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_combined_margin_special_cases_are_arcface_am_softmax_and_a_softmax():
+    from amlit.heads import arcface_target, combined_margin_target, sphereface_psi
+
+    theta = torch.linspace(0.01, math.pi - 0.01, 2001, dtype=torch.float64)
+    cos = torch.cos(theta)[:, None]
+    below = theta[:, None] < math.pi - 0.5  # where insightface's ArcFace uses cos(theta + m)
+    arc = arcface_target(cos, 0.5)
+    torch.testing.assert_close(combined_margin_target(cos, 1.0, 0.5, 0.0)[below], arc[below])
+    torch.testing.assert_close(combined_margin_target(cos, 1.0, 0.0, 0.35), cos - 0.35)
+    torch.testing.assert_close(combined_margin_target(cos, 4.0, 0.0, 0.0), sphereface_psi(cos, 4))
+    # decreasing in theta for every setting, also past m1 theta + m2 = pi (where cos would turn back up)
+    for m1, m2, m3 in [(1.0, 0.5, 0.0), (1.35, 0.2, 0.1), (2.5, 0.3, 0.0)]:
+        psi = combined_margin_target(cos, m1, m2, m3).squeeze(1)
+        assert torch.all(psi[1:] < psi[:-1]), (m1, m2, m3)
+    # insightface's ArcFace fallback keeps decreasing too (with its jump down at pi - m)
+    assert torch.all(arc.squeeze(1)[1:] < arc.squeeze(1)[:-1])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["ArcFace", "CombinedMargin"])
+def test_angular_margin_heads_stay_float32_under_autocast(name, dtype):
+    import amlit.heads
+
+    torch.manual_seed(5)
+    head = getattr(amlit.heads, name)(embedding_dim=8, num_classes=4)
+    features, labels = torch.randn(6, 8), torch.randint(0, 4, (6,))
+    reference = head(features, labels).loss
+    with torch.autocast("cpu", dtype=dtype):
+        out = head(features.to(dtype), labels)
+    assert out.loss.dtype == out.cosine.dtype == torch.float32
+    assert out.loss.item() == pytest.approx(reference.item(), rel=3e-2)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("ArcFace", {"margin": -0.1}, "0 <= margin < pi/2"),
+        ("ArcFace", {"margin": 1.6}, "0 <= margin < pi/2"),
+        ("ArcFace", {"scale": 0.0}, "scale must be > 0"),
+        ("CombinedMargin", {"multiplicative_margin": 0.9}, "m1"),
+        ("CombinedMargin", {"angular_margin": 2.0}, "m2"),
+        ("CombinedMargin", {"cosine_margin": 1.0}, "m3"),
+        ("CombinedMargin", {"scale": -1.0}, "scale must be > 0"),
+        ("AMSoftmax", {"margin_ramp": -1e-5}, "margin_ramp"),
+    ],
+)
+def test_angular_margin_settings_out_of_range_are_refused(name, kwargs, match):
+    import amlit.heads
+
+    with pytest.raises(ConfigError, match=match):
+        getattr(amlit.heads, name)(embedding_dim=8, num_classes=4, **kwargs)
+
+
+# ---- the AM-Softmax margin ramp of the original "w/o FN" prototxt ----------------------------------------------
+def test_margin_ramp_follows_caffe_label_specific_add_and_is_checkpointed():
+    features, labels = _batch(6)
+    ramp, margin = 0.15, 0.4  # reaches the margin at the 3rd step (Caffe: min(-bias_min, -bias_gamma * t))
+    head = AMSoftmax(5, 4, margin=margin, scale=30.0, margin_ramp=ramp).double()
+    for step in range(5):
+        expected_margin = min(margin, ramp * step)  # bias_base + (1 + gamma t)^1 - 1, clamped, for t = 0, 1, ...
+        expected = reference_am_softmax_loss(features, head.weight.detach(), labels, expected_margin, 30.0)
+        assert head(features, labels).loss.item() == pytest.approx(expected, rel=1e-5), step
+    assert int(head.iteration) == 5
+    head.eval()
+    head(features, labels)
+    assert int(head.iteration) == 5  # evaluation does not advance it
+    restored = AMSoftmax(5, 4, margin=margin, scale=30.0, margin_ramp=ramp)
+    restored.load_state_dict(head.state_dict())
+    assert int(restored.iteration) == 5 and float(restored.current_margin()) == pytest.approx(margin)
+    assert "iteration" not in AMSoftmax(5, 4).state_dict()  # fixed-margin checkpoints keep their keys
+
+
+def test_wo_fn_overlay_is_the_prototxt_ramp():
+    import yaml
+    from conftest import REPO
+
+    overlay = yaml.safe_load((REPO / "configs" / "heads" / "amsoftmax_wo_fn.yaml").read_text())["model"]["head"]
+    head = AMSoftmax(8, 4, **overlay["init_args"])
+    assert not head.feature_normalization
+    # label_specific_add_param { bias_gamma: -5e-05 bias_min: -0.4 }: 0 at t = 0, 0.2 at t = 4000, 0.4 from 8000 on
+    for step, expected in [(0, 0.0), (4000, 0.2), (8000, 0.4), (20000, 0.4)]:
+        head.iteration.fill_(step)
+        assert float(head.current_margin()) == pytest.approx(expected, abs=1e-6)

@@ -3,7 +3,6 @@
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -110,7 +109,7 @@ def test_offline_fit_records_config_manifest_metrics_and_config_file(tiny_tree, 
         ]
     )
     cli.trainer.loggers[0].experiment.finish()  # flush the run file, as the end of the process would
-    (run_file,) = Path("runs/demo/wandb").glob("offline-run-*/run-*.wandb")
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")  # the run folder holds wandb's files
     run = read_run(run_file)
 
     head = run["config"]["model"]["head"]["init_args"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -50,7 +51,10 @@ def valid_sweep() -> dict:
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda path: path.name)
 def test_every_shipped_sweep_validates_and_selects_on_held_out_identities(path):
     config = load_sweep(path)
-    assert config["metric"] == {"name": "val/heldout/acc", "goal": "maximize"}
+    if "metric" not in config:  # a report (sweeps/table1.yaml): a grid that trains and tests every row, selects nothing
+        assert config["method"] == "grid" and "amlit.sweep.trial" in config["command"]
+    else:
+        assert config["metric"] == {"name": "val/heldout/acc", "goal": "maximize"}
     assert config["command"].index("--config") < config["command"].index("${args}")  # the sweep overrides the config
 
 
@@ -112,10 +116,14 @@ def test_every_swept_command_parses_with_the_cli_and_writes_only_into_its_trial(
         trial_dir = tmp_path / f"trial-{index}"
         trial_dir.mkdir()
         argv = isolate_trial_outputs(render_command(config["command"], parameters), trial_dir)
-        cli_args = argv[argv.index("amlit") + 1 :]
+        if "amlit.sweep.trial" in argv:  # fit, then test with the same arguments
+            cli_args = ["fit", *argv[argv.index("amlit.sweep.trial") + 1 :]]
+        else:
+            cli_args = argv[argv.index("amlit") + 1 :]
         full = parsed_run_config(cli_args)
         for key, value in parameters.items():
-            assert _dotted(full, key) == value, key
+            if key != "config":  # a whole run-config overlay (tests/test_report.py checks those)
+                assert _dotted(full, key) == value, key
         loggers = full["trainer"]["logger"]  # one logger or a list (wandb + CSV)
         outputs = [
             full["trainer"]["default_root_dir"],
@@ -382,6 +390,15 @@ def test_runner_records_every_trial_as_it_goes_and_resumes(tmp_path, capsys, mon
     assert len(calls) == 1 and calls[0][-1].endswith("trial-2")  # only the failed trial runs again
 
 
+def test_runner_runs_only_the_selected_trials(tmp_path):
+    sweep = _fake_sweep(tmp_path, [1, 2, 3])
+    table = run_sweep(sweep, output=tmp_path / "out", trials=[1])
+    assert table["trial"].tolist() == [1] and table["x"].tolist() == [2]  # a SLURM array task's row only
+    assert not (tmp_path / "out" / "trial-0").exists()
+    with pytest.raises(ConfigError, match=r"has trials 0\.\.2; there is no trial 3"):
+        run_sweep(sweep, output=tmp_path / "out", trials=[3])
+
+
 def test_runner_refuses_an_output_folder_of_a_changed_sweep(tmp_path):
     output = tmp_path / "out"
     run_sweep(_fake_sweep(tmp_path, [1]), output=output)
@@ -405,6 +422,10 @@ def test_final_metric_is_the_last_logged_value_of_the_newest_log(tmp_path):
     assert read_final_metric(tmp_path, "val/heldout/acc") == 0.7
     assert math.isnan(read_final_metric(tmp_path, "val/other"))
     assert math.isnan(read_final_metric(tmp_path / "nothing", "val/heldout/acc"))
+    tested = tmp_path / "logs" / "version_2"  # `amlit test` after fit (amlit.sweep.trial): a newer log without it
+    tested.mkdir()
+    (tested / "metrics.csv").write_text("step,test/lfw/acc\n0,0.8\n")
+    assert read_final_metric(tmp_path, "val/heldout/acc") == 0.7
 
 
 def test_sweep_tool_command_dry_run_prints_the_trial_commands(tmp_path, monkeypatch, capsys):
@@ -421,8 +442,8 @@ def test_sweep_tool_command_dry_run_prints_the_trial_commands(tmp_path, monkeypa
     )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(TABLE1_MARGINS)
-    assert lines[0].endswith("--model.head.margin=0.25 --model.head.scale=30.0 --trainer.max_steps=2")
-    assert f"--config {output / 'trial-0' / 'outputs.yaml'}" in lines[0]
+    run_folder = f"--trainer.default_root_dir={output / 'trial-0'}"
+    assert lines[0].endswith(f"--model.head.margin=0.25 --model.head.scale=30.0 {run_folder} --trainer.max_steps=2")
     assert not (output / "trials.csv").exists()
 
 
@@ -465,8 +486,12 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
 
 def test_dockerfile_runs_amlit_as_a_non_root_user_with_data_and_runs_volumes():
     instructions = _dockerfile_instructions()
-    base = next(value for name, value in instructions if name == "FROM")
-    assert base.startswith("pytorch/pytorch:") and not base.endswith(":latest")
+    assert next(value for name, value in instructions if name == "FROM") == "${BASE_IMAGE}"
+    base = next(value for name, value in instructions if name == "ARG").removeprefix("BASE_IMAGE=")
+    # The image's torch is the tested one: the default base's tag carries the torch version of constraints.txt.
+    constraints = (REPO / "constraints.txt").read_text(encoding="utf-8")
+    tested = re.search(r"^torch==([0-9.]+)", constraints, re.MULTILINE).group(1)
+    assert base.startswith(f"pytorch/pytorch:{tested}-cuda") and base.endswith("-runtime")
     assert [value for name, value in instructions if name == "ENTRYPOINT"] == ['["amlit"]']
     user = [value for name, value in instructions if name == "USER"][-1]
     assert user not in ("root", "0")

@@ -92,6 +92,7 @@ class SphereFace(nn.Module):
         self.depth = depth
         self.embedding_dim = embedding_dim
         self.input_size = (int(height), int(width))
+        self.width_multiplier = width_multiplier  # each __init__ argument is an attribute: checkpoints record them
         widths = [max(1, round(w * width_multiplier)) for w in BASE_WIDTHS]
 
         stages, in_channels = [], 3

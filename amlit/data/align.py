@@ -29,7 +29,15 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from amlit.data.images import accepted_extensions, decode_image, read_image_size, scan_images, write_image_atomically
+from amlit.data.images import (
+    CROP_X,
+    INSIGHTFACE_SIZE,
+    accepted_extensions,
+    decode_image,
+    read_image_size,
+    scan_images,
+    write_image_atomically,
+)
 from amlit.data.landmarks import LandmarkFormat, read_landmarks
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.progress import progress_bar
@@ -69,6 +77,20 @@ def get_template(name: str) -> AlignTemplate:
     if name not in TEMPLATES:
         raise ConfigError(f"unknown alignment template {name!r}: choose one of {', '.join(TEMPLATES)}")
     return TEMPLATES[name]
+
+
+def template_at(name: str, image_size: tuple[int, int]) -> AlignTemplate | None:
+    """Template ``name`` as it lands in crops of ``image_size`` (H, W): itself at its own size, insightface's
+    112x112 one cut by 8 px a side to 112x96 (= SphereFace's points: amlit serves such crops so); None otherwise."""
+    template = get_template(name)
+    if tuple(template.size) == tuple(image_size):
+        return template
+    if tuple(template.size) == INSIGHTFACE_SIZE and tuple(image_size) == (
+        INSIGHTFACE_SIZE[0],
+        INSIGHTFACE_SIZE[1] - 2 * CROP_X,
+    ):
+        return AlignTemplate(tuple((x - CROP_X, y) for x, y in template.points), tuple(image_size))
+    return None
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ from amlit.data.device_resident import (
 )
 from amlit.data.megaface import MegaFaceImages, megaface_images
 from amlit.data.overlap import assign_labels, read_id_list, remove_identities
+from amlit.data.provenance import training_provenance
 from amlit.data.sampling import EpochShardSampler, ResumableLoader
 from amlit.data.sources import ImageFiles, TrainingImages
 from amlit.data.verification_bin import bin_eval_set
@@ -106,6 +107,10 @@ class CasiaDataModule(L.LightningDataModule):
             (model selection never looks at LFW); 10 folds from 20 identities on, fewer below. 0 disables.
         val_pairs_per_fold: matched (and as many mismatched) held-out pairs per fold, 10 folds.
         image_size: (H, W) of the aligned crops.
+        alignment_template: the five-point template the training crops were aligned with
+            (``sphereface_112x96``, ``insightface_112x112``); recorded in checkpoints and model cards so that
+            ``amlit embed`` aligns new faces the same way. None: what the source records (``alignment.json`` of
+            ``amlit data align``, a pack's manifest, an insightface 112x112 ``.rec``), else unrecorded.
         batch_size: global training batch, divided by the number of devices.
         eval_batch_size: per-device batch for embedding evaluation images.
         num_workers: DataLoader worker processes per device.
@@ -135,6 +140,7 @@ class CasiaDataModule(L.LightningDataModule):
         val_identities: int = 0,
         val_pairs_per_fold: int = 100,
         image_size: tuple[int, int] = (112, 96),
+        alignment_template: str | None = None,
         batch_size: int = 256,
         eval_batch_size: int = 256,
         num_workers: int = 4,
@@ -233,6 +239,7 @@ class CasiaDataModule(L.LightningDataModule):
             "num_classes": self.num_classes,
             "train_images": int(len(table)),
             "image_size": list(self.image_size),
+            **training_provenance(train, alignment_template, self.image_size, self.train_table, exclude_id_lists),
         }
         report += f" -> {self.num_classes} training classes, {len(self.train_table)} training images"
         rank_zero_info(report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from amlit.data.align import TEMPLATES
 from amlit.data.casia import CasiaDataModule
 from amlit.data.sources import ImageFolder
 from amlit.data.synthetic import SyntheticSpec, blufr_config_for, generate, megaface_distractors_for
@@ -61,5 +62,11 @@ class SyntheticFacesDataModule(CasiaDataModule):
                 else None
             ),
             image_size=image_size,
+            # The faces are drawn on the SphereFace template (insightface's when 112x112 wide); other sizes: none.
+            alignment_template=kwargs.pop("alignment_template", _template_of_size(spec.image_size)),
             **kwargs,
         )
+
+
+def _template_of_size(image_size: tuple[int, int]) -> str | None:
+    return next((name for name, template in TEMPLATES.items() if template.size == tuple(image_size)), None)

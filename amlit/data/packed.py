@@ -328,6 +328,9 @@ class PackedShards(TrainingImages):
     def required_paths(self) -> list[tuple[Path, str, str]]:
         return [(self.root, "root", "folder written by `amlit data pack` (manifest.json + shard-*.u8)")]
 
+    def alignment_template(self) -> str | None:
+        return self.manifest.get("alignment_template")  # `amlit data pack --alignment_template=...`
+
     @property
     def manifest(self) -> dict:
         """The checked manifest: complete, of a known format, every shard present with the size its count needs."""

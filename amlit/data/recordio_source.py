@@ -172,6 +172,10 @@ class RecordIO(TrainingImages):
     def identities_are_ids(self) -> bool:
         return self.identity_list is not None
 
+    def alignment_template(self) -> str | None:
+        # insightface's packed 112x112 sets (faces_webface_112x112, ms1m, ...) all use its template; other sizes: ?
+        return "insightface_112x112" if self.stored_size() == INSIGHTFACE_SIZE else None
+
     def required_paths(self) -> list[tuple[Path, str, str]]:
         paths = [
             (self.rec_path, "path", "insightface train.rec (or the folder holding it)"),

@@ -7,6 +7,7 @@ identities and ``num_classes`` are settled before any image is read; then it ser
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,6 +65,11 @@ class TrainingImages(ABC):
         """Whether ``identity`` holds the dataset's own identity ids (CASIA's 7-digit ids), which exclusion lists
         name; False where only class numbers are known (a .rec without its identity list)."""
         return True
+
+    def alignment_template(self) -> str | None:
+        """The five-point template (``amlit.data.align.TEMPLATES`` name) the stored faces were aligned with, where
+        the source records it; None when it does not (``data.alignment_template`` then says it)."""
+        return None
 
 
 class ImageFiles(Dataset):
@@ -160,6 +166,11 @@ class ImageFolder(TrainingImages):
 
     def required_paths(self) -> list[tuple[Path, str, str]]:
         return [(self.root, "root", "aligned training tree <identity id>/<image>.jpg")]
+
+    def alignment_template(self) -> str | None:
+        """From ``alignment.json``, which ``amlit data align`` writes into the trees it aligns."""
+        info = self.root / "alignment.json"
+        return json.loads(info.read_text(encoding="utf-8")).get("template") if info.is_file() else None
 
     def image_table(self, image_size: tuple[int, int]) -> pd.DataFrame:
         if not self.root.is_dir():

@@ -39,6 +39,8 @@ from amlit.eval.exact import RunningTop, full_precision_matmul, pair_dots, round
 from amlit.eval.far import (
     FarRule,
     accept_rate,
+    calibration_impostors_needed,
+    calibration_metrics,
     deciding_ranks,
     operating_points,
     tar_at_far,
@@ -497,14 +499,18 @@ def align_features(
 def blufr_trial(
     features: torch.Tensor, config: BlufrConfig, trial: int, chunk: int = 2048, far_rule: FarRule = "evalroc"
 ) -> dict[str, float]:
-    """One trial (0-based) on features (N, D) in ``config.image_list`` order: VR@FAR 1e-4 and 1e-3, DIR@1e-2 rank 1."""
+    """One trial (0-based) on features (N, D) in ``config.image_list`` order: VR@FAR 1e-4 and 1e-3, DIR@1e-2 rank 1,
+    and the calibrated verification thresholds with the trial's ``num_impostors`` (``calibration_metrics``)."""
     labels = torch.as_tensor(config.labels)
     test = torch.as_tensor(config.test_index[trial])
     gallery = torch.as_tensor(config.gallery_index[trial])
     probe = torch.as_tensor(config.probe_index[trial])
     to = features.device
-    rates = blufr_verification(features[test.to(to)], labels[test], VR_FARS, chunk=chunk, far_rule=far_rule)
-    result = {f"vr@far={keys.far_name(far)}": float(rate) for far, rate in zip(VR_FARS, rates, strict=True)}
+    _, num_impostors = count_pairs(labels[test])
+    needed = [top_impostors_needed(far, num_impostors, far_rule) for far in VR_FARS]
+    needed.append(calibration_impostors_needed(num_impostors))
+    genuine, top, _ = verification_scores(features[test.to(to)], labels[test], max(needed), chunk)
+    result = {f"vr@far={keys.far_name(far)}": tar_at_far(genuine, top, num_impostors, far, far_rule) for far in VR_FARS}
     result[f"dir@far={keys.far_name(DIR_FAR)},rank={DIR_RANK}"] = open_set_identification(
         features[gallery.to(to)],
         labels[gallery],
@@ -514,7 +520,7 @@ def blufr_trial(
         DIR_RANK,
         far_rule=far_rule,
     )
-    return result
+    return result | calibration_metrics(top, num_impostors)  # this trial's thresholds (summarize_calibration)
 
 
 def summarize_trials(trials: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -536,9 +542,29 @@ def evaluate_blufr(
 ) -> dict[str, float]:
     """All trials of ``config`` on L2-normalized features given with their image names (a name -> (D,) mapping, or
     (names, (M, D) tensor)). Returns mean, std (ddof=1) and mean - std over the trials of ``vr@far=1e-4``,
-    ``vr@far=1e-3`` and ``dir@far=1e-2,rank=1``; the BLUFR figure to report is ``..._mean_minus_std``."""
+    ``vr@far=1e-3`` and ``dir@far=1e-2,rank=1``; the BLUFR figure to report is ``..._mean_minus_std``. Also the
+    calibrated thresholds (``summarize_calibration``)."""
     if config.num_trials == 0:
         raise BadDataError("the BLUFR config has no trials")
     features = align_features(features_by_name, config)
     trials = [blufr_trial(features, config, t, chunk, far_rule) for t in range(config.num_trials)]
-    return summarize_trials(trials)
+    calibration = [{k: v for k, v in trial.items() if _is_calibration(k)} for trial in trials]
+    rates = [{k: v for k, v in trial.items() if not _is_calibration(k)} for trial in trials]
+    return summarize_trials(rates) | summarize_calibration(calibration)
+
+
+def _is_calibration(key: str) -> bool:
+    return key == keys.NUM_IMPOSTORS or key.startswith(keys.THRESHOLD_PREFIX)
+
+
+def summarize_calibration(trials: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Thresholds over the trials: ``threshold@far=<FAR>`` = their mean and ``..._std`` (ddof=1) for each FAR that
+    every trial resolves; ``num_impostors`` = the smallest trial's impostor count (each threshold rests on at least
+    that many impostor pairs of its trial)."""
+    summary = {keys.NUM_IMPOSTORS: min(trial[keys.NUM_IMPOSTORS] for trial in trials)}
+    for key in trials[0]:
+        if key != keys.NUM_IMPOSTORS and all(key in trial for trial in trials):
+            values = np.array([trial[key] for trial in trials], dtype=np.float64)
+            summary[key] = float(values.mean())
+            summary[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return summary

@@ -31,6 +31,7 @@ from typing import Literal
 
 import torch
 
+from amlit import keys
 from amlit.errors import ConfigError
 
 FarRule = Literal["evalroc", "at_most", "interpolated"]
@@ -147,3 +148,48 @@ def tar_at_far(
 ) -> float:
     """TAR at ``far`` under ``rule``: genuine scores (G,), the largest impostor scores (K,) sorted descending."""
     return accept_rate(genuine, operating_points(top_impostors, num_impostors, far, rule))
+
+
+# ---- calibrated thresholds: the cosine to deploy at a FAR --------------------------------------------------------
+CALIBRATION_FARS = (1e-3, 1e-4, 1e-5, 1e-6)  # FARs whose thresholds ``amlit test`` stores where a set resolves them
+CALIBRATION_RULE: FarRule = "evalroc"  # one closed threshold per FAR: accept a pair when its cosine >= threshold
+
+
+def resolves(far: float, num_impostors: int) -> bool:
+    """Whether ``num_impostors`` impostor scores can measure ``far``: at least one false accept at that FAR
+    (FAR x N >= 1, FAR read as the decimal it prints as). Below that the threshold would only be "above every
+    impostor seen", which says nothing about the FAR reached on new pairs."""
+    return far_count(far, num_impostors) >= 1
+
+
+def calibration_impostors_needed(num_impostors: int, fars: Sequence[float] = CALIBRATION_FARS) -> int:
+    """How many of the largest impostor scores ``calibrated_thresholds`` reads (0 when no FAR is resolved)."""
+    return max(
+        (top_impostors_needed(far, num_impostors, CALIBRATION_RULE) for far in fars if resolves(far, num_impostors)),
+        default=0,
+    )
+
+
+def calibrated_thresholds(
+    top_impostors: torch.Tensor, num_impostors: int, fars: Sequence[float] = CALIBRATION_FARS
+) -> dict[float, float]:
+    """The cosine threshold reaching each FAR of ``fars`` that the set resolves (``resolves``), from the largest
+    impostor scores (K,) sorted descending (K >= ``calibration_impostors_needed``).
+
+    The ``evalroc`` operating point (``operating_points``): with k = round(FAR x N) false accepts allowed, the
+    threshold is the k-th largest impostor score and a pair is accepted when its cosine is >= it, so exactly k
+    impostors of this set (ties aside) are accepted: the deployable reading of "TAR at FAR" of the same set.
+    """
+    thresholds = {}
+    for far in fars:
+        if resolves(far, num_impostors):
+            (point,) = operating_points(top_impostors, num_impostors, far, CALIBRATION_RULE)
+            assert point.inclusive  # k >= 1 and k < N: the k-th largest impostor itself is accepted
+            thresholds[far] = point.threshold
+    return thresholds
+
+
+def calibration_metrics(top_impostors: torch.Tensor, num_impostors: int) -> dict[str, float]:
+    """``num_impostors`` and ``threshold@far=<FAR>`` for every FAR of ``CALIBRATION_FARS`` the set resolves."""
+    thresholds = calibrated_thresholds(top_impostors, num_impostors)
+    return {keys.NUM_IMPOSTORS: float(num_impostors), **{keys.threshold_key(f): t for f, t in thresholds.items()}}

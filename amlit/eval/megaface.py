@@ -7,7 +7,7 @@ L2-normalized features, which ranks exactly like the cosine score s used here, s
   distractor set D and every other image p in I \\ {g} is a probe: one trial per ordered pair (p, g) of distinct
   same-identity images (3,530 FaceScrub images of 80 identities -> ~155k trials). The rank of the trial is
   ``1 + #{d in D : s(p, d) >= s(p, g)}``: **a distractor that ties the mate counts against the probe** (the
-  pessimistic convention). CMC(r) = fraction of trials with rank <= r, i.e.
+  pessimistic convention; a float32 tie is rare). CMC(r) = fraction of trials with rank <= r, i.e.
   ``s(p, g) > r-th largest s(p, d)``, so a running per-probe top-r of distractor scores is all that is kept.
   Rank-1 identification rate = CMC(1) (the devkit's ``cmc[1][0]``).
 - Verification. Genuine scores: every unordered pair of distinct same-identity probe images; impostor scores: every
@@ -20,20 +20,19 @@ L2-normalized features, which ranks exactly like the cosine score s used here, s
   impostor score) for j < k + 2, and above that points read from a histogram of all impostor scores with bins of
   width 2 / ``roc_bins`` in cosine (operating points at the bin edges).
 
-Scores are exact float64 values as far as any result depends on them: the products run in float32 (float64 for
-float64 features) on ``device`` (CUDA when available), distractors streamed in chunks of ``chunk`` rows (the P x N
-matrix never exists), and the few scores that decide a rank or a threshold are recomputed in float64
-(``amlit.eval.exact``). The histogram behind the binned part of the ROC bins the float32 scores.
+Scores are computed in the features' dtype (float32 normally: the matmul is the cost; float64 for checks) on
+``device`` (CUDA when available), distractors streamed in chunks of ``chunk`` rows: the P x N matrix never exists.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +41,22 @@ import torch
 from amlit import keys
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.curves import Curve
-from amlit.eval.exact import RunningTop, full_precision_matmul, pair_dots, rounding_bound
-from amlit.eval.far import FarRule, check_far, tar_at_far, top_impostors_needed
+from amlit.eval.far import (
+    FarRule,
+    calibration_impostors_needed,
+    calibration_metrics,
+    check_far,
+    tar_at_far,
+    top_impostors_needed,
+)
 from amlit.listfiles import read_entries
 from amlit.progress import progress_bar
 
 MEGAFACE_FAR = 1e-6  # the verification point reported for challenge 1
 MAX_RANK = 10  # CMC ranks kept (running top-10 of distractor scores per probe)
-EXTRA_PER_PROBE = 6  # float32 scores kept per probe beyond max_rank, for its float64 top max_rank
+# The devkit's distractor set sizes (templatelists/megaface_features_list.json_<size>_<set>): rank-1 is reported at
+# each, the way MegaFace's papers plot identification against the number of distractors.
+DISTRACTOR_COUNTS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -85,16 +92,9 @@ def scan_distractors(
 ) -> DistractorScan:
     """One chunked pass: probe_features (P, D) against distractor_features (N, D), both L2-normalized.
 
-    Per chunk of c distractors one product gives the scores (P, c) already in histogram units u = (s + 1) B / 2
-    (``addmm`` of the probes scaled by B / 2 onto B / 2), so binning them is one cast and one ``bincount``. One
-    comparison with each probe's current cut finds the few scores that can still enter its top ``max_rank`` (plus
-    ``EXTRA_PER_PROBE``) or the global top ``num_top_impostors``; they are merged with their (probe, distractor)
-    index. Memory: O(P * c) on the device, whatever N is.
-
-    Products run in float32 (float64 for float64 features); at the end every kept score that can decide is
-    recomputed in float64 (``amlit.eval.exact``), so ``top_per_probe`` and ``top_impostors`` are the float64 values.
-    A probe whose kept scores cannot settle its float64 top ``max_rank`` (ties within the float32 error) is
-    rescored in float64 against every distractor.
+    Per chunk of c distractors: scores (P, c) = one matmul; merged into the per-probe top-``max_rank``, the global
+    top-``num_top_impostors`` (only scores above the current K-th largest are candidates, so after the first chunks
+    few survive) and the histogram. Memory: O(P * c) on the device, whatever N is.
     """
     if chunk < 1 or max_rank < 1 or num_top_impostors < 1 or roc_bins < 1:
         raise ConfigError(
@@ -103,111 +103,24 @@ def scan_distractors(
         )
     device = torch.device(device) if device is not None else default_device()
     probes = probe_features.to(device)
-    dtype = torch.float64 if probes.dtype == torch.float64 else torch.float32
     num_probes, num_distractors = len(probes), len(distractor_features)
-    half = roc_bins / 2
-    scaled = probes.to(dtype) * half  # (P, D): u = scaled . d + B / 2
-    shift = torch.tensor(half, dtype=dtype, device=device)
-    # |u - (s64 + 1) B / 2| <= margin: the score's bound, scaled, plus the rounding of B p / 2 and of adding B / 2.
-    unit = 2.0**-24 if dtype == torch.float32 else 2.0**-53
-    margin = half * (2 * rounding_bound(probe_features, distractor_features, dtype) + 4 * unit)
-
-    kept = max_rank + EXTRA_PER_PROBE  # per probe, rescored in float64 at the end
-    row_values = torch.full((num_probes, kept), -math.inf, dtype=dtype, device=device)  # u, descending
-    row_columns = torch.full((num_probes, kept), -1, dtype=torch.long, device=device)
-    top = RunningTop(num_top_impostors, margin, device, dtype)
-    histogram = torch.zeros(roc_bins + 1, dtype=torch.int64, device=device)
-    width = min(chunk, num_distractors)
-    scores_buffer = torch.empty(num_probes * width, dtype=dtype, device=device)
-    bins_buffer = torch.empty(num_probes * width, dtype=torch.int32, device=device)
-    probe_index = torch.arange(num_probes, device=device)
-    with full_precision_matmul():
-        starts = range(0, num_distractors, chunk)
-        for start in progress_bar(starts, desc="MegaFace distractors", unit="chunk", disable=not progress, leave=False):
-            block = distractor_features[start : start + chunk].to(device, dtype, non_blocking=True)  # (c, D)
-            width = len(block)
-            u = torch.addmm(shift, scaled, block.T, out=scores_buffer[: num_probes * width].view(num_probes, width))
-            # Truncation is the floor for u >= 0; u < 0 (s < -1 by rounding) lands in bin 0, u >= B in bin B.
-            bins = bins_buffer[: num_probes * width].copy_(u.view(-1))
-            histogram += torch.bincount(bins, minlength=roc_bins + 1)
-            if not torch.isfinite(row_values[:, -1]).all():  # the first piece(s): each probe's largest by top-k
-                taken, index = u.topk(min(kept, width), dim=1)  # (P, t)
-                rows = probe_index[:, None].expand_as(index).reshape(-1)
-                values, columns = taken.reshape(-1), (index + start).reshape(-1)
-                row_values, row_columns = _merge_rows(row_values, row_columns, rows, values, columns)
-                top.add(values, rows, columns)
-                top.raise_cut(taken)  # they are scores of the stream: the K largest are at least as large
-                u.scatter_(1, index, -math.inf)  # taken; the piece's other scores go to the global top below
-                if not top.has_cut:  # fewer taken than K (a small or a huge K): the piece's own K-th largest
-                    top.raise_cut(u)
-                rows, columns = ((u >= top.cut) & (u > -math.inf)).nonzero(as_tuple=True)
-                top.add(u[rows, columns], rows, columns + start)
-                continue
-            cut = torch.minimum(row_values[:, -1], top.cut)[:, None]  # (P, 1)
-            rows, columns = (u >= cut).nonzero(as_tuple=True)
-            values, columns = u[rows, columns], columns + start
-            row_values, row_columns = _merge_rows(row_values, row_columns, rows, values, columns)
-            above = (values >= top.cut).nonzero().flatten()  # the per-probe candidates include lower ones
-            top.add(values[above], rows[above], columns[above])
-    histogram[roc_bins - 1] += histogram[roc_bins]
-    per_probe = _exact_row_tops(probes, distractor_features, row_values, row_columns, max_rank, margin, chunk)
-    _, rows, columns = top.kept()
-    exact = pair_dots(probes, distractor_features, rows, columns).sort(descending=True).values
-    return DistractorScan(per_probe, exact[:num_top_impostors], histogram[:roc_bins], num_probes * num_distractors)
-
-
-def _merge_rows(
-    values: torch.Tensor, columns: torch.Tensor, rows: torch.Tensor, new_values: torch.Tensor, new_columns: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's ``M`` largest of its kept (P, M) values and the new (row, value, column) triples; (P, M) each."""
-    num_rows, width = values.shape
-    all_rows = torch.cat([torch.arange(num_rows, device=rows.device).repeat_interleave(width), rows])
-    all_values = torch.cat([values.reshape(-1), new_values])
-    all_columns = torch.cat([columns.reshape(-1), new_columns])
-    order = torch.argsort(all_values, descending=True, stable=True)
-    order = order[torch.argsort(all_rows[order], stable=True)]  # by row, each row's values descending
-    all_rows, all_values, all_columns = all_rows[order], all_values[order], all_columns[order]
-    counts = torch.bincount(all_rows, minlength=num_rows)
-    position = torch.arange(len(all_rows), device=rows.device) - (counts.cumsum(0) - counts)[all_rows]
-    first = position < width  # every row holds at least `width` entries (its padded list)
-    merged_values, merged_columns = torch.empty_like(values), torch.empty_like(columns)
-    merged_values[all_rows[first], position[first]] = all_values[first]
-    merged_columns[all_rows[first], position[first]] = all_columns[first]
-    return merged_values, merged_columns
-
-
-def _exact_row_tops(
-    probes: torch.Tensor,
-    distractors: torch.Tensor,
-    values: torch.Tensor,
-    columns: torch.Tensor,
-    max_rank: int,
-    margin: float,
-    chunk: int,
-) -> torch.Tensor:
-    """(P, max_rank) float64 largest distractor scores per probe, descending, -inf padded, from the kept float32
-    candidates ``values``/``columns`` (P, M) with error ``margin``: rescored in float64 where the kept ones are
-    certainly a superset of the float64 top ``max_rank``, else from all distractors in float64."""
-    known = columns >= 0
-    exact = torch.full(values.shape, -math.inf, dtype=torch.float64, device=values.device)
-    probe_rows = torch.arange(len(values), device=values.device)[:, None].expand_as(columns)
-    exact[known] = pair_dots(probes, distractors, probe_rows[known], columns[known])
-    tops = exact.sort(dim=1, descending=True).values[:, :max_rank]
-    if values.shape[1] > max_rank:  # the last kept one is below every rival of the max_rank-th: nothing was left out
-        complete = (values[:, -1] < values[:, max_rank - 1] - 2 * margin) | ~known[:, -1]
-    else:
-        complete = ~known[:, -1]
-    for row in (~complete).nonzero().flatten().tolist():
-        scores = torch.cat(
-            [
-                distractors[s : s + chunk].to(probes.device).double() @ probes[row].double()
-                for s in range(0, len(distractors), chunk)
-            ]
-        )  # (N,) float64
-        best = torch.topk(scores, min(max_rank, len(scores))).values
-        tops[row] = -math.inf
-        tops[row, : len(best)] = best
-    return tops
+    per_probe = torch.full((num_probes, max_rank), -math.inf, dtype=probes.dtype, device=device)
+    top = torch.empty(0, dtype=probes.dtype, device=device)  # (<= K,) largest impostor scores so far, descending
+    histogram = torch.zeros(roc_bins, dtype=torch.int64, device=device)
+    starts = range(0, num_distractors, chunk)
+    for start in progress_bar(starts, desc="MegaFace distractors", unit="chunk", disable=not progress, leave=False):
+        block = distractor_features[start : start + chunk].to(device, probes.dtype, non_blocking=True)  # (c, D)
+        scores = probes @ block.T  # (P, c)
+        width = min(max_rank, scores.shape[1])
+        merged = torch.cat([per_probe, scores.topk(width, dim=1).values], dim=1)  # (P, max_rank + width)
+        per_probe = merged.topk(max_rank, dim=1).values
+        flat = scores.reshape(-1)
+        if len(top) == num_top_impostors:  # only scores above the K-th largest can change the top-K values
+            flat = flat[flat > top[-1]]
+        candidates = torch.cat([top, flat])
+        top = candidates.topk(min(num_top_impostors, len(candidates))).values
+        histogram += torch.bincount(histogram_bins(scores, roc_bins).reshape(-1), minlength=roc_bins)
+    return DistractorScan(per_probe, top, histogram, num_probes * num_distractors)
 
 
 def _same_identity(labels: torch.Tensor) -> torch.Tensor:
@@ -221,12 +134,14 @@ def identification_cmc(probe_scores: torch.Tensor, labels: torch.Tensor, top_per
 
     Trial (p, g) succeeds at rank r iff ``s(p, g) > top_per_probe[p, r-1]`` (ties with a distractor fail).
     """
-    probes, gallery = _same_identity(labels).nonzero(as_tuple=True)  # the trials (p, g)
-    if len(probes) == 0:
+    trials = _same_identity(labels)  # (P, P): row = probe p, column = gallery image g
+    num_trials = int(trials.sum())
+    if num_trials == 0:
         raise BadDataError("MegaFace identification needs an identity with at least two probe images; none has")
-    mates = probe_scores[probes, gallery]  # (T,)
-    successes = (mates[:, None] > top_per_probe[probes]).sum(dim=0)  # (R,): trials beating the r-th distractor
-    return successes.double().cpu().numpy() / len(probes)
+    successes = [
+        int(((probe_scores > top_per_probe[:, rank, None]) & trials).sum()) for rank in range(top_per_probe.shape[1])
+    ]  # loop over ranks (10), not probes
+    return np.asarray(successes, dtype=np.float64) / num_trials
 
 
 def genuine_scores(probe_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -276,6 +191,41 @@ def roc_curve(genuine: torch.Tensor, scan: DistractorScan) -> Curve:
     return Curve(far, tar, x_label="false accept rate", y_label="true accept rate", log_x=True)
 
 
+def rank1_by_distractor_count(
+    probe_features: torch.Tensor,
+    labels: torch.Tensor,
+    distractor_features: torch.Tensor,
+    counts: Sequence[int],
+    seed: int = 0,
+    chunk: int = 16384,
+    progress: bool = True,
+) -> dict[int, float]:
+    """Rank-1 identification rate with n distractors for each n in ``counts`` below N = len(distractor_features).
+
+    The subsets are nested prefixes of one permutation of the distractors (``numpy.random.default_rng(seed)``), so
+    a larger set contains every smaller one and rank-1 can only fall as n grows; trials as ``evaluate_megaface``.
+    One pass over the largest prefix keeps each probe's best distractor score and reads it at every n. Counts >= N
+    are left out (``evaluate_megaface`` reports n = N as ``rank1``). probe_features (P, D) and labels (P,) on the
+    scoring device, distractor_features (N, D) anywhere.
+    """
+    num_distractors = len(distractor_features)
+    wanted = sorted({int(n) for n in counts if 0 < int(n) < num_distractors})
+    if not wanted:
+        return {}
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(num_distractors)[: wanted[-1]])
+    probe_scores = probe_features @ probe_features.T  # (P, P)
+    best = torch.full((len(probe_features), 1), -math.inf, dtype=probe_features.dtype, device=probe_features.device)
+    rates = {}
+    # chunks of at most `chunk` rows that end on every wanted count
+    pieces = [(a, min(a + chunk, n)) for low, n in itertools.pairwise([0, *wanted]) for a in range(low, n, chunk)]
+    for a, b in progress_bar(pieces, desc="MegaFace distractor counts", disable=not progress, leave=False):
+        block = distractor_features[order[a:b]].to(probe_features.device, probe_features.dtype)  # (c, D)
+        best = torch.maximum(best, (probe_features @ block.T).amax(dim=1, keepdim=True))  # (P, 1)
+        if b in wanted:
+            rates[b] = float(identification_cmc(probe_scores, labels, best)[0])
+    return rates
+
+
 def evaluate_megaface(
     probe_features: torch.Tensor,
     probe_labels: torch.Tensor | Sequence[int],
@@ -287,13 +237,20 @@ def evaluate_megaface(
     chunk: int = 16384,
     device: torch.device | str | None = None,
     progress: bool = True,
+    distractor_counts: Sequence[int] = DISTRACTOR_COUNTS,
+    distractor_seed: int = 0,
 ) -> dict[str, float | Curve]:
     """MegaFace challenge 1 on L2-normalized features: probes (P, D) with identity labels (P,), distractors (N, D)
     (any N, e.g. the devkit's 10 .. 1,000,000; kept where they are and streamed to ``device`` in chunks).
 
     Returns ``rank1`` (identification rate at rank 1), ``tar@far=<far>`` (``amlit.keys.far_key``, e.g.
     ``tar@far=1e-6``), ``cmc`` (Curve, ranks 1..max_rank), ``roc`` (Curve, log FAR), and the counts
-    ``num_probes``, ``num_distractors``, ``num_identification_trials``, ``num_genuine_pairs``.
+    ``num_probes``, ``num_distractors``, ``num_identification_trials``, ``num_genuine_pairs``; and rank-1 against
+    the number of distractors (``rank1_by_distractor_count``, nested random subsets, ``distractor_seed``):
+    ``rank1@distractors=<n>`` (``amlit.keys.distractors_key``) for each n of ``distractor_counts`` up to N, and
+    the Curve ``rank1_vs_distractors`` (those n and N). The extra pass covers the largest n below N only (10% of
+    the work at 1M distractors). Also the calibrated ``threshold@far=<FAR>`` with ``num_impostors``
+    (``amlit.eval.far.calibration_metrics``).
     """
     if probe_features.ndim != 2 or distractor_features.ndim != 2:
         raise BadDataError(
@@ -314,29 +271,44 @@ def evaluate_megaface(
     if labels.shape != (len(probes),):
         raise BadDataError(f"got {len(labels)} probe labels for {len(probes)} probe features; expected one each")
     num_impostors = len(probes) * len(distractor_features)
+    roc_exact = top_impostors_needed(far, num_impostors, "interpolated")  # exact ROC points, as many as any rule reads
     scan = scan_distractors(
         probes,
         distractor_features,
-        num_top_impostors=top_impostors_needed(far, num_impostors, "interpolated"),  # every rule's, and the ROC's
+        # Every rule's and the ROC's, and the calibrated thresholds' (FAR 1e-3 at 1M distractors: 3.5M kept).
+        num_top_impostors=max(roc_exact, calibration_impostors_needed(num_impostors)),
         max_rank=max_rank,
         roc_bins=roc_bins,
         chunk=chunk,
         device=device,
         progress=progress,
     )
-    exact = probes.double()
-    probe_scores = exact @ exact.T  # (P, P) float64, as the distractor scores the scan returns
+    probe_scores = probes @ probes.T  # (P, P), same dtype and kernel as the distractor scores
     cmc = identification_cmc(probe_scores, labels, scan.top_per_probe)
     genuine = genuine_scores(probe_scores, labels)
+    by_count = rank1_by_distractor_count(
+        probes, labels, distractor_features, distractor_counts, distractor_seed, chunk, progress
+    )
+    by_count[len(distractor_features)] = float(cmc[0])  # all of them: the CMC's rank 1
+    shown = {keys.distractors_key(n): rate for n, rate in by_count.items() if n in set(distractor_counts)}
     return {
+        **shown,
+        "rank1_vs_distractors": Curve(
+            np.array(sorted(by_count), dtype=np.float64),
+            np.array([by_count[n] for n in sorted(by_count)]),
+            x_label="distractors",
+            y_label="rank-1 identification rate",
+            log_x=True,
+        ),
         "rank1": float(cmc[0]),
         keys.far_key(far): _tar(genuine, scan.top_impostors, num_impostors, far, far_rule),
         "cmc": Curve(np.arange(1, max_rank + 1, dtype=np.float64), cmc, x_label="rank", y_label="identification rate"),
-        "roc": roc_curve(genuine, scan),
+        "roc": roc_curve(genuine, replace(scan, top_impostors=scan.top_impostors[:roc_exact])),
         "num_probes": float(len(probes)),
         "num_distractors": float(len(distractor_features)),
         "num_identification_trials": float(_same_identity(labels).sum()),
         "num_genuine_pairs": float(len(genuine)),
+        **calibration_metrics(scan.top_impostors, num_impostors),
     }
 
 

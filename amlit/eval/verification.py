@@ -25,7 +25,7 @@ from amlit import keys
 from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
 from amlit.eval.evalset import Views
-from amlit.eval.far import FarRule
+from amlit.eval.far import FarRule, calibration_metrics
 from amlit.eval.far import tar_at_far as tar_at_far_from_top
 from amlit.eval.pairs import PairList
 
@@ -190,7 +190,8 @@ def _order_preserving_unit_scores(scores: torch.Tensor) -> torch.Tensor:
 def roc_metrics(
     scores: torch.Tensor, issame: torch.Tensor, far_points: Sequence[float] = TAR_FARS, far_rule: FarRule = "evalroc"
 ) -> dict[str, float | Curve]:
-    """ROC measures of pair scores (P,) with labels (P,): ``auc``, ``eer``, ``tar@far=<FAR>`` and the ``roc`` curve.
+    """ROC measures of pair scores (P,) with labels (P,): ``auc``, ``eer``, ``tar@far=<FAR>``, the calibrated
+    ``threshold@far=<FAR>`` with ``num_impostors`` (``amlit.eval.far.calibration_metrics``) and the ``roc`` curve.
 
     ROC, AUC and EER via torchmetrics: a pair is accepted when its score >= threshold, one ROC point per distinct
     score (plus (0, 0)); AUC = trapezoidal area under it (= P(genuine > impostor) + P(tie) / 2); EER = (FAR + FRR)
@@ -212,6 +213,8 @@ def roc_metrics(
     }
     for point in far_points:
         metrics[keys.far_key(point)] = tar_at_far(scores, issame, point, far_rule)
+    impostors = scores[~issame].sort(descending=True).values
+    metrics.update(calibration_metrics(impostors, len(impostors)))  # the cosine to deploy at each resolved FAR
     metrics["roc"] = Curve(
         far.double().numpy(), tar.double().numpy(), "false accept rate", "true accept rate", log_x=True
     )

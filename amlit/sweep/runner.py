@@ -55,15 +55,15 @@ def _use_this_python(argv: list[str]) -> list[str]:
 
 # ---- results -----------------------------------------------------------------------------------------------------
 def read_final_metric(run_dir: Path, metric: str) -> float:
-    """Last logged value of ``metric`` in the newest CSVLogger ``metrics.csv`` under ``run_dir`` (NaN if none)."""
-    files = sorted(run_dir.rglob("metrics.csv"), key=lambda path: path.stat().st_mtime)
-    if not files:
-        return math.nan
-    table = pd.read_csv(files[-1])
-    if metric not in table.columns:
-        return math.nan
-    values = table[metric].dropna()
-    return float(values.iloc[-1]) if len(values) else math.nan
+    """Last logged value of ``metric`` in the newest CSVLogger ``metrics.csv`` under ``run_dir`` that logged it (NaN
+    if none): a trial that trains and then tests (``amlit.sweep.trial``) leaves the test's log newest."""
+    files = sorted(run_dir.rglob("metrics.csv"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for file in files:
+        table = pd.read_csv(file)
+        values = table[metric].dropna() if metric in table.columns else []
+        if len(values):
+            return float(values.iloc[-1])
+    return math.nan
 
 
 def _write_atomically(table: pd.DataFrame, path: Path) -> None:
@@ -110,6 +110,7 @@ def run_sweep(
     dry_run: bool = False,
     extra_args: list[str] | None = None,
     seed: int = 0,
+    trials: list[int] | None = None,
 ) -> pd.DataFrame:
     """Run a grid or random wandb sweep locally: each trial is a subprocess of the command the wandb agent runs.
 
@@ -124,6 +125,7 @@ def run_sweep(
         extra_args: arguments appended to every trial's command, after the swept ones
             (e.g. --extra_args+=--trainer.max_steps=100).
         seed: seed of the random sampler (random sweeps).
+        trials: run only these trial numbers (0-based), e.g. one SLURM array task's (scripts/slurm/table1_array.sbatch).
 
     Returns:
         One row per trial: trial, the parameters, status, exit_code, the metric, run_dir, seconds, command.
@@ -133,7 +135,12 @@ def run_sweep(
     metric = config.get("metric", {}).get("name", "")
     goal = config.get("metric", {}).get("goal", "minimize")
     output = Path(output) if output is not None else Path("runs") / "sweeps" / file.stem
-    trials = _plan(config, file, max_trials, seed)
+    planned = list(enumerate(_plan(config, file, max_trials, seed)))
+    if trials is not None:
+        outside = sorted(set(trials) - {index for index, _ in planned})
+        if outside:
+            raise ConfigError(f"{file} has trials 0..{len(planned) - 1}; there is no trial {outside[0]}")
+        planned = [(index, parameters) for index, parameters in planned if index in set(trials)]
     names = sorted(config["parameters"])
 
     trials_csv = output / TRIALS_FILE
@@ -142,7 +149,7 @@ def run_sweep(
     env = dict(os.environ)
     env.setdefault("WANDB_RUN_GROUP", config.get("name", file.stem))
 
-    progress = progress_bar(list(enumerate(trials)), desc=f"sweep {file.name}", unit="trial", disable=dry_run)
+    progress = progress_bar(planned, desc=f"sweep {file.name}", unit="trial", disable=dry_run)
     for index, parameters in progress:
         params_json = json.dumps(parameters, sort_keys=True)
         previous = rows.get(index)

@@ -279,7 +279,9 @@ def test_evaluate_blufr_summary():
     names = [f"{config.image_list[i][:10]}/{config.image_list[i]}" for i in order]
     result = evaluate_blufr((names, features[order]), config, chunk=17)
     keys = ["vr@far=1e-4", "vr@far=1e-3", "dir@far=1e-2,rank=1"]
-    assert list(result) == [f"{k}_{s}" for k in keys for s in ("mean", "std", "mean_minus_std")]
+    rates = [f"{k}_{s}" for k in keys for s in ("mean", "std", "mean_minus_std")]
+    assert list(result)[: len(rates)] == rates
+    assert list(result)[len(rates) :] == ["num_impostors", "threshold@far=1e-3", "threshold@far=1e-3_std"]
     labels = config.labels
     for key in keys:
         per_trial = []
@@ -297,6 +299,19 @@ def test_evaluate_blufr_summary():
         assert result[f"{key}_mean"] == pytest.approx(mean)
         assert result[f"{key}_std"] == pytest.approx(std)
         assert result[f"{key}_mean_minus_std"] == pytest.approx(mean - std)
+    # calibrated thresholds: per trial the k-th largest impostor cosine, k = round(1e-3 N) (k >= 1 in every trial:
+    # 1e-4 is not resolved, it is left out), averaged over the trials; num_impostors is the smallest trial's
+    thresholds, impostor_counts = [], []
+    for t in range(3):
+        x, y = features.numpy().astype(np.float64)[config.test_index[t]], labels[config.test_index[t]]
+        lower = np.tril(np.ones((len(y), len(y)), dtype=bool), -1)
+        impostors = np.sort((x @ x.T)[lower & (y[:, None] != y[None, :])])[::-1]
+        thresholds.append(impostors[math.floor(1e-3 * len(impostors) + 0.5) - 1])
+        impostor_counts.append(len(impostors))
+    assert 1e-4 * max(impostor_counts) < 1 <= 1e-3 * min(impostor_counts)
+    assert result["num_impostors"] == min(impostor_counts)
+    assert result["threshold@far=1e-3"] == pytest.approx(np.mean(thresholds))
+    assert result["threshold@far=1e-3_std"] == pytest.approx(np.std(thresholds, ddof=1))
     # the dict form gives the same numbers
     by_name = {name: features[i] for name, i in zip(names, order, strict=True)}
     assert evaluate_blufr(by_name, config) == pytest.approx(result)

@@ -318,3 +318,36 @@ def test_embeddings_file_errors_and_identity_selection(tmp_path):
     assert select_identities(names, tmp_path / "ids.txt").tolist() == [True, False, True, True]
     with pytest.raises(BadDataError, match=r"1 identities .* have no probe image"):
         select_identities(names[:2], tmp_path / "ids.txt")
+
+
+def test_rank1_by_distractor_count_on_nested_subsets_matches_brute_force():
+    """rank1@distractors=n is the brute-force rank-1 on the first n distractors of one seeded permutation; counts
+    at or above the available number are left out; the curve ends at all distractors with ``rank1``."""
+    probes, labels, distractors = random_set(7, identities=8, distractors=1500)
+    counts = (10, 100, 1000, 10_000)
+    result = evaluate_megaface(
+        *(torch.from_numpy(a) for a in (probes, labels, distractors)),
+        distractor_counts=counts,
+        distractor_seed=3,
+        chunk=64,  # the chunks must also end on 10, 100, 1000
+        device="cpu",
+        progress=False,
+    )
+    order = np.random.default_rng(3).permutation(len(distractors))
+    for n in (10, 100, 1000):
+        expected = brute_force(probes, labels, distractors[order[:n]], far=1e-3)[0]
+        assert result[f"rank1@distractors={n}"] == pytest.approx(expected[0]), n
+    assert "rank1@distractors=10000" not in result  # more than the 1,500 available
+    curve = result["rank1_vs_distractors"]
+    assert curve.x.tolist() == [10, 100, 1000, 1500] and curve.log_x
+    assert curve.y[-1] == result["rank1"] == pytest.approx(brute_force(probes, labels, distractors, far=1e-3)[0][0])
+    assert np.all(np.diff(curve.y) <= 0) and curve.y[0] > curve.y[-1]  # nested: more distractors never help
+    # another seed draws other subsets
+    other = evaluate_megaface(
+        *(torch.from_numpy(a) for a in (probes, labels, distractors)),
+        distractor_counts=counts,
+        distractor_seed=4,
+        device="cpu",
+        progress=False,
+    )
+    assert [other[f"rank1@distractors={n}"] for n in (10, 100)] != [result[f"rank1@distractors={n}"] for n in (10, 100)]

@@ -1,0 +1,1 @@
+"""``amlit convert ...``: weights made by other frameworks -> amlit checkpoints (``caffe.py``: Caffe .caffemodel)."""

@@ -1,0 +1,178 @@
+"""Faces to embed: an image folder or list, read as aligned crops or aligned on the fly from five-point landmarks
+with the template the model was trained with; served as uint8 (B, H, W, 3) RGB batches, bad images set aside.
+
+No torch here: the ONNX path of ``amlit embed``/``verify`` runs on numpy and onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from amlit.data.align import TEMPLATES, AlignTemplate, align_face, implausible_face, outside_image
+from amlit.data.images import decode_face, decode_image, scan_images
+from amlit.data.landmarks import LandmarkFormat, read_landmarks
+from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.inference.record import InputContract, template_record
+from amlit.listfiles import read_entries
+
+
+@dataclass(frozen=True)
+class FaceList:
+    """Images to embed: ``names`` as listed (relative to ``root``, or absolute), with five points per name when the
+    images are raw (``landmarks``: name -> (5, 2) x, y), None when they are aligned crops."""
+
+    root: Path
+    names: list[str]
+    landmarks: dict[str, np.ndarray] | None = None
+
+    def path(self, name: str) -> Path:
+        return Path(name) if os.path.isabs(name) else self.root / name
+
+
+def _clean(name: str) -> str:
+    return Path(name).as_posix().removeprefix("./")
+
+
+def list_faces(
+    images: str | Path,
+    root: str | Path | None = None,
+    landmarks: str | Path | None = None,
+    landmark_format: LandmarkFormat = "auto",
+) -> FaceList:
+    """``images``: a folder (every image below it, names relative to it) or a text file with one image path per
+    line (``#`` comments; relative to ``root``, by default the list's folder). ``landmarks``: a five-point file
+    (``amlit.data.landmarks`` formats) with paths relative to the same root: the images are raw and get aligned."""
+    images = Path(images)
+    if images.is_dir():
+        base = images
+        names = scan_images(images).images
+    elif images.is_file():
+        base = Path(root) if root is not None else images.parent
+        names = [_clean(entry) for _, entry in read_entries(images, "")]
+    else:
+        raise MissingDataError(f"images not found: {images}; pass a folder of images or a file listing one per line")
+    if not names:
+        raise BadDataError(f"{images} names no image (expected image files, or a list with one path per line)")
+    duplicated = [name for name, count in Counter(names).items() if count > 1]
+    if duplicated:
+        raise BadDataError(f"{images} lists {duplicated[0]} more than once: each image needs one feature")
+    return FaceList(base, names, face_landmarks(landmarks, landmark_format))
+
+
+def face_landmarks(landmarks: str | Path | None, landmark_format: LandmarkFormat = "auto") -> dict | None:
+    """image path -> (5, 2) x, y from a landmark file (``amlit.data.landmarks`` formats); None without one."""
+    if landmarks is None:
+        return None
+    table = read_landmarks(landmarks, landmark_format)
+    return dict(zip(map(_clean, table["path"]), table["landmarks"], strict=True))
+
+
+def alignment_template(contract: InputContract, source: str, template: str | None) -> AlignTemplate:
+    """The template raw faces are aligned with: the model's; ``template`` (a ``TEMPLATES`` name) only supplies it
+    for a model that does not record one, and must agree with a recorded one."""
+    if template is not None:
+        record = template_record(template, contract.image_size)
+        if record is None:
+            known = ", ".join(TEMPLATES)
+            raise ConfigError(
+                f"--template={template} does not give {contract.image_size[0]}x{contract.image_size[1]} crops, the "
+                f"input of {source} (known templates: {known})"
+            )
+        chosen = AlignTemplate(tuple((float(x), float(y)) for x, y in record["points"]), contract.image_size)
+        if contract.template is not None and not np.allclose(chosen.array(), contract.template.array(), atol=1e-6):
+            raise ConfigError(
+                f"{source} was trained on faces aligned with {contract.template_name}, not {template}: leave out "
+                "--template (the model's own template is used)"
+            )
+        return chosen
+    if contract.template is None:
+        raise ConfigError(
+            f"{source} does not record the alignment template it was trained with, so raw faces cannot be aligned "
+            f"for it without guessing: pass --template=<the template of its training crops> ({', '.join(TEMPLATES)}), "
+            "or give aligned crops (no --landmarks)"
+        )
+    return contract.template
+
+
+def load_face(faces: FaceList, name: str, size: tuple[int, int], template: AlignTemplate | None) -> np.ndarray:
+    """One face as (H, W, 3) uint8 RGB at ``size``: an aligned crop as stored (an insightface 112x112 crop is cut to
+    112x96 for a 112x96 model, as everywhere in amlit), or the raw image aligned with ``template`` at its landmarks.
+    Raises ``BadDataError`` with the reason for anything that cannot give such a face."""
+    path = faces.path(name)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise BadDataError(f"cannot read {path}: {error.strerror}") from None
+    if faces.landmarks is None:
+        return decode_face(data, size, str(path))
+    points = faces.landmarks.get(name)
+    if points is None:
+        raise BadDataError(f"{path}: no landmarks for it in the landmark file")
+    try:
+        image = decode_image(data)
+    except BadDataError as error:
+        raise BadDataError(f"{path}: {error}") from None
+    problem = implausible_face(points, template.array()) or outside_image(points, image.shape[:2])
+    if problem:
+        raise BadDataError(f"{path}: {problem}")
+    return cv2.cvtColor(align_face(image, points, template), cv2.COLOR_BGR2RGB)
+
+
+@contextmanager
+def _pool(workers: int):
+    """Decoding threads (OpenCV releases the GIL), each OpenCV call on one thread (no oversubscription)."""
+    if workers <= 1:
+        yield None
+        return
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with ThreadPool(workers) as pool:
+            yield pool
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def face_batches(
+    faces: FaceList,
+    indices: Sequence[int],
+    size: tuple[int, int],
+    template: AlignTemplate | None,
+    batch_size: int,
+    workers: int,
+) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
+    """For the faces ``indices`` (into ``faces.names``), in order: (indices embedded, uint8 batch (b, H, W, 3),
+    [(index, reason)] of the bad images met) per batch of at most ``batch_size`` good faces."""
+
+    def load(index: int) -> tuple[int, np.ndarray | None, str]:
+        try:
+            return index, load_face(faces, faces.names[index], size, template), ""
+        except BadDataError as error:
+            return index, None, str(error)
+
+    with _pool(workers) as pool:
+        results = map(load, indices) if pool is None else pool.imap(load, indices, chunksize=8)
+        kept: list[int] = []
+        images: list[np.ndarray] = []
+        bad: list[tuple[int, str]] = []
+        for index, image, reason in results:
+            if image is None:
+                bad.append((index, reason))
+            else:
+                kept.append(index)
+                images.append(image)
+            if len(images) == batch_size:
+                yield kept, np.stack(images), bad
+                kept, images, bad = [], [], []
+        if images or bad:
+            empty = np.empty((0, *size, 3), dtype=np.uint8)
+            yield kept, np.stack(images) if images else empty, bad

@@ -1,0 +1,235 @@
+"""``amlit embed`` on a small checkpoint: aligned crops, raw faces with landmarks, bad images, resuming, safety."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from inference_helpers import write_checkpoint
+
+from amlit.checkpoint_io import SafeCheckpointIO
+from amlit.cli import main, run_tool
+from amlit.data.align import TEMPLATES
+from amlit.data.synthetic import random_identity, render_face
+from amlit.errors import BadDataError, ConfigError
+from amlit.inference import embed as embed_module
+from amlit.inference.models import load_model
+
+SPHEREFACE = TEMPLATES["sphereface_112x96"]
+
+
+def aligned_faces(folder: Path, count: int, seed: int = 0) -> list[str]:
+    """``count`` generated 112x96 faces (on SphereFace's template) as lossless PNGs ``<k>/face.png``."""
+    rng = np.random.default_rng(seed)
+    names = []
+    for k in range(count):
+        face = render_face(random_identity(rng), rng)  # RGB
+        name = f"person{k}/face.png"
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / name), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+        names.append(name)
+    return names
+
+
+def torch_features(backbone, folder: Path, names: list[str]) -> np.ndarray:
+    """The test feature computed here from the decoded files: L2-normalize(f(x) + f(mirror(x))), float64."""
+    images = np.stack([cv2.cvtColor(cv2.imread(str(folder / n)), cv2.COLOR_BGR2RGB) for n in names])
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).double() - 128) / 128
+    with torch.no_grad():
+        both = backbone.double()(x) + backbone.double()(x.flip(-1))
+    backbone.float()
+    return torch.nn.functional.normalize(both, dim=1).numpy()
+
+
+def test_aligned_crops_embed_to_the_test_feature_and_bad_images_are_listed(tmp_path):
+    backbone = write_checkpoint(tmp_path / "model.ckpt")
+    names = aligned_faces(tmp_path / "faces", 5)
+    (tmp_path / "faces" / "broken").mkdir()
+    (tmp_path / "faces" / "broken" / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 50)  # a cut-off JPEG
+    cv2.imwrite(str(tmp_path / "faces" / "broken" / "big.png"), np.zeros((120, 100, 3), np.uint8))  # not aligned
+    output = tmp_path / "out" / "features.npz"
+    counts = run_tool(["embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'faces'}",
+                       f"--output={output}", "--batch_size=2", "--workers=2"])  # fmt: skip
+    assert counts == {"images": 7, "embedded": 5, "bad": 2}
+    with np.load(output, allow_pickle=False) as saved:
+        assert saved["names"].tolist() == names  # sorted, relative to the folder
+        np.testing.assert_allclose(saved["features"], torch_features(backbone, tmp_path / "faces", names), atol=2e-6)
+    bad = pd.read_csv(tmp_path / "out" / "features.bad.csv")
+    assert bad["image"].tolist() == ["broken/big.png", "broken/cut.jpg"]
+    assert "120x100 (HxW)" in bad["reason"][0] and "truncated JPEG" in bad["reason"][1]
+    assert not (tmp_path / "out" / "features.npz.partial").exists()
+    with pytest.raises(ConfigError, match="exists: pass --overwrite=true"):
+        run_tool(
+            ["embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'faces'}", f"--output={output}"]
+        )
+
+
+def test_raw_faces_are_aligned_with_the_models_template_from_their_landmarks(tmp_path):
+    write_checkpoint(tmp_path / "model.ckpt")
+    names = aligned_faces(tmp_path / "aligned", 4, seed=1)
+    # Raw images: each aligned face pasted into a larger canvas at a whole-pixel offset; its landmarks are the
+    # template's points moved by that offset, so aligning must give back the crop exactly.
+    lines = []
+    (tmp_path / "raw").mkdir()
+    for k, name in enumerate(names):
+        face = cv2.imread(str(tmp_path / "aligned" / name))
+        canvas = np.zeros((200, 180, 3), np.uint8)
+        dx, dy = 20 + 7 * k, 30 + 5 * k
+        canvas[dy : dy + 112, dx : dx + 96] = face
+        raw = f"raw{k}.png"
+        cv2.imwrite(str(tmp_path / "raw" / raw), canvas)
+        points = SPHEREFACE.array() + [dx, dy]
+        lines.append(raw + " " + " ".join(f"{v:.4f}" for v in points.ravel()))
+    cv2.imwrite(str(tmp_path / "raw" / "nolandmarks.png"), canvas)
+    points = SPHEREFACE.array()[[1, 0, 2, 4, 3]] + [20, 30]  # left and right swapped: not a face
+    cv2.imwrite(str(tmp_path / "raw" / "mirrored.png"), canvas)
+    lines.append("mirrored.png " + " ".join(f"{v:.4f}" for v in points.ravel()))
+    (tmp_path / "landmarks.txt").write_text("\n".join(lines) + "\n")
+
+    common = [f"--model={tmp_path / 'model.ckpt'}", "--workers=0"]
+    run_tool(["embed", *common, f"--images={tmp_path / 'aligned'}", f"--output={tmp_path / 'aligned.npz'}"])
+    counts = run_tool(["embed", *common, f"--images={tmp_path / 'raw'}", f"--landmarks={tmp_path / 'landmarks.txt'}",
+                       f"--output={tmp_path / 'raw.npz'}"])  # fmt: skip
+    assert counts == {"images": 6, "embedded": 4, "bad": 2}
+    aligned, raw = np.load(tmp_path / "aligned.npz"), np.load(tmp_path / "raw.npz")
+    assert raw["names"].tolist() == [f"raw{k}.png" for k in range(4)]
+    np.testing.assert_allclose(raw["features"], aligned["features"], atol=1e-5)
+    reasons = dict(pd.read_csv(tmp_path / "raw.bad.csv").itertuples(index=False))
+    assert "no landmarks" in reasons["nolandmarks.png"] and "do not fit the face template" in reasons["mirrored.png"]
+
+
+def test_a_model_without_a_recorded_template_needs_the_option_that_supplies_it(tmp_path):
+    write_checkpoint(tmp_path / "model.ckpt", template=None)
+    aligned_faces(tmp_path / "raw", 1)
+    (tmp_path / "lm.txt").write_text("person0/face.png " + " ".join(map(str, SPHEREFACE.array().ravel())) + "\n")
+    args = ["embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'raw'}",
+            f"--landmarks={tmp_path / 'lm.txt'}", f"--output={tmp_path / 'x.npz'}", "--workers=0"]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"does not record the alignment template .* pass --template="):
+        run_tool(args)
+    assert run_tool([*args, "--template=sphereface_112x96"])["embedded"] == 1
+    write_checkpoint(tmp_path / "model.ckpt")  # records sphereface_112x96
+    # insightface's 112x112 template cut to 112x96 puts the points exactly there: the same alignment, accepted
+    assert run_tool([*args, "--template=insightface_112x112", "--overwrite=true"])["embedded"] == 1
+    checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)
+    template = checkpoint["amlit_inference"]["input"]["alignment_template"]
+    template.update(name="my_own", points=[[x + 3, y] for x, y in template["points"]])
+    SafeCheckpointIO().save_checkpoint(checkpoint, tmp_path / "model.ckpt")
+    with pytest.raises(ConfigError, match="trained on faces aligned with my_own, not sphereface_112x96"):
+        run_tool([*args, "--template=sphereface_112x96", "--overwrite=true"])
+    assert run_tool([*args, "--overwrite=true"])["embedded"] == 1  # its own template, read from the checkpoint
+    with pytest.raises(ConfigError, match="does not give 112x96 crops"):
+        run_tool([*args, "--template=insightface_112x112_typo", "--overwrite=true"])
+
+
+class Interrupted(Exception):
+    """Stands for Ctrl-C or a killed job (pytest handles a real KeyboardInterrupt itself)."""
+
+
+def test_an_interrupted_embedding_resumes_where_it_stopped(tmp_path, monkeypatch):
+    write_checkpoint(tmp_path / "model.ckpt")
+    aligned_faces(tmp_path / "faces", 10)
+    args = ["embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'faces'}", "--chunk=3",
+            "--batch_size=2", "--workers=0"]  # fmt: skip
+    run_tool([*args, f"--output={tmp_path / 'straight.npz'}"])
+
+    real = embed_module.embedded_batches
+    calls: list[int] = []
+
+    def counting(model, faces, indices, *rest):
+        calls.append(indices[0])
+        return real(model, faces, indices, *rest)
+
+    def stop_at_third_chunk(model, faces, indices, *rest):
+        if len(calls) == 2:
+            raise Interrupted  # Ctrl-C, or a killed job
+        return counting(model, faces, indices, *rest)
+
+    monkeypatch.setattr(embed_module, "embedded_batches", stop_at_third_chunk)
+    with pytest.raises(Interrupted):
+        run_tool([*args, f"--output={tmp_path / 'resumed.npz'}"])
+    assert calls == [0, 3]
+    assert sorted(p.name for p in (tmp_path / "resumed.npz.partial").glob("chunk-*")) == [
+        "chunk-000000.npz",
+        "chunk-000001.npz",
+    ]
+    calls.clear()
+    monkeypatch.setattr(embed_module, "embedded_batches", counting)
+    run_tool([*args, f"--output={tmp_path / 'resumed.npz'}"])
+    assert calls == [6, 9]  # only the chunks not done before
+    straight, resumed = np.load(tmp_path / "straight.npz"), np.load(tmp_path / "resumed.npz")
+    assert resumed["names"].tolist() == straight["names"].tolist()
+    np.testing.assert_array_equal(resumed["features"], straight["features"])
+
+    # The part-finished work of other inputs is never mixed in
+    calls.clear()
+    monkeypatch.setattr(embed_module, "embedded_batches", stop_at_third_chunk)
+    with pytest.raises(Interrupted):
+        run_tool([*args, f"--output={tmp_path / 'other.npz'}"])
+    (tmp_path / "faces" / "person0" / "face.png").rename(tmp_path / "faces" / "person0" / "moved.png")
+    with pytest.raises(ConfigError, match=r"part-finished embedding of other inputs \(images differ\)"):
+        run_tool([*args, f"--output={tmp_path / 'other.npz'}"])
+    monkeypatch.setattr(embed_module, "embedded_batches", real)
+    assert run_tool([*args, f"--output={tmp_path / 'other.npz'}", "--overwrite=true"])["embedded"] == 10
+
+
+class Payload:
+    """Pickles as a call of os.system: what a malicious checkpoint carries."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_carrying_code_never_runs_it(tmp_path, monkeypatch, capsys):
+    marker = tmp_path / "payload-ran"
+    write_checkpoint(tmp_path / "honest.ckpt")
+    evil = tmp_path / "evil.ckpt"
+    checkpoint = torch.load(tmp_path / "honest.ckpt", weights_only=True)
+    torch.save({**checkpoint, "callbacks": {"x": Payload(marker)}}, evil)
+    aligned_faces(tmp_path / "faces", 1)
+    for command in (
+        ["embed", f"--model={evil}", f"--images={tmp_path / 'faces'}", f"--output={tmp_path / 'x.npz'}"],
+        [
+            "verify",
+            f"--model={evil}",
+            f"--image1={tmp_path / 'faces/person0/face.png'}",
+            f"--image2={tmp_path / 'faces/person0/face.png'}",
+        ],
+        ["export", "onnx", f"--checkpoint={evil}", f"--output={tmp_path / 'x.onnx'}"],
+    ):
+        monkeypatch.setattr(sys, "argv", ["amlit", *command])
+        with pytest.raises(SystemExit) as info:
+            main()
+        stderr = capsys.readouterr().err
+        assert info.value.code == 2 and stderr.count("\n") == 1, stderr
+        assert "holds pickled Python objects (posix.system)" in stderr and "not loaded" in stderr
+    assert not marker.exists()
+    # A record may only name amlit's own networks: a class path is never imported from a file
+    record = checkpoint["amlit_inference"]
+    record["backbone"]["class_path"] = "subprocess.Popen"
+    record["backbone"]["init_args"] = {"args": f"touch {marker}", "shell": True}
+    SafeCheckpointIO().save_checkpoint(checkpoint, tmp_path / "other.ckpt")
+    with pytest.raises(BadDataError, match=r"names the backbone 'subprocess\.Popen', which is not one of amlit's"):
+        load_model(tmp_path / "other.ckpt")
+    assert not marker.exists()
+
+
+def test_checkpoints_without_a_record_or_with_wrong_weights_are_refused(tmp_path):
+    write_checkpoint(tmp_path / "model.ckpt")
+    checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)
+    old = {k: v for k, v in checkpoint.items() if k != "amlit_inference"}
+    SafeCheckpointIO().save_checkpoint(old, tmp_path / "old.ckpt")
+    with pytest.raises(BadDataError, match="does not record how to use it for inference"):
+        load_model(tmp_path / "old.ckpt")
+    checkpoint["state_dict"]["backbone.fc5.weight"] = torch.zeros(3, 3)
+    SafeCheckpointIO().save_checkpoint(checkpoint, tmp_path / "bad.ckpt")
+    with pytest.raises(BadDataError, match="its weights do not fit its recorded backbone"):
+        load_model(tmp_path / "bad.ckpt")

@@ -1,0 +1,134 @@
+"""``amlit verify`` and the calibration it reads: which threshold, from where, and refusals instead of guesses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from inference_helpers import write_checkpoint
+from test_embed import aligned_faces
+
+from amlit.cli import run_tool
+from amlit.errors import ConfigError
+from amlit.inference.calibration import calibration_from_metrics
+from amlit.inference.models import load_model
+
+
+def write_card(path: Path, weights_sha256: str, sets: dict) -> Path:
+    path.write_text(json.dumps({"weights_sha256": weights_sha256, "calibration": {"rule": "...", "sets": sets}}))
+    return path
+
+
+def test_calibration_is_read_from_the_test_metrics():
+    metrics = {
+        "test/lfw/acc": 0.99,
+        "test/lfw/num_impostors": 3000.0,
+        "test/lfw/threshold@far=1e-3": 0.31,
+        "test/blufr/num_impostors": 46_000_000.0,
+        "test/blufr/threshold@far=1e-3": 0.25,
+        "test/blufr/threshold@far=1e-3_std": 0.01,
+        "test/blufr/threshold@far=1e-6": 0.5,
+        "test/cfp_fp/num_impostors": 350.0,  # resolves no FAR: left out
+        "val/heldout/threshold@far=1e-3": 0.9,  # another stage
+    }
+    assert calibration_from_metrics(metrics) == {
+        "lfw": {"num_impostors": 3000, "thresholds": {"1e-3": 0.31}},
+        "blufr": {
+            "num_impostors": 46_000_000,
+            "thresholds": {"1e-3": 0.25, "1e-6": 0.5},
+            "threshold_std": {"1e-3": 0.01},
+        },
+    }
+
+
+@pytest.fixture
+def two_faces(tmp_path) -> tuple[Path, list[str]]:
+    write_checkpoint(tmp_path / "model.ckpt")
+    return tmp_path / "faces", aligned_faces(tmp_path / "faces", 3)
+
+
+def test_two_faces_are_decided_with_the_threshold_of_the_largest_calibrated_set(two_faces, tmp_path, capsys):
+    faces, names = two_faces
+    model = tmp_path / "model.ckpt"
+    features = np.load(_embed(model, faces, tmp_path))["features"]
+    cosine = float(features[0].astype(np.float64) @ features[1].astype(np.float64))
+    sha = load_model(model, "cpu").weights_sha256
+    sets = {
+        "lfw": {"num_impostors": 3000, "thresholds": {"1e-3": cosine + 0.01}},  # would reject
+        "blufr": {"num_impostors": 46_000_000, "thresholds": {"1e-3": cosine - 0.01, "1e-4": 0.9}},  # accepts
+    }
+    card = write_card(tmp_path / "card.json", sha, sets)
+    args = ["verify", f"--model={model}", f"--image1={faces / names[0]}", f"--image2={faces / names[1]}"]
+    result = run_tool([*args, f"--calibration={card}", "--far=0.001"])
+    assert result["cosine"] == pytest.approx(cosine, abs=1e-6)
+    assert result["same"] is True and result["threshold"] == cosine - 0.01  # BLUFR: more impostor pairs
+    out = capsys.readouterr().out
+    assert "at FAR 1e-3: calibrated by amlit test on test set 'blufr' (46,000,000 impostor pairs)" in out
+    assert f"from {card}" in out and "-> same person" in out
+    assert run_tool([*args, f"--calibration={card}", "--test_set=lfw"])["same"] is False
+    # model_card.json beside the model is found without --calibration
+    write_card(tmp_path / "model_card.json", sha, sets)
+    assert run_tool(args)["threshold"] == cosine - 0.01
+
+
+def test_no_calibration_other_weights_or_an_uncalibrated_far_are_refused(two_faces, tmp_path):
+    faces, names = two_faces
+    model = tmp_path / "model.ckpt"
+    args = ["verify", f"--model={model}", f"--image1={faces / names[0]}", f"--image2={faces / names[1]}"]
+    with pytest.raises(ConfigError, match="has no calibrated thresholds, and amlit does not invent one: run `amlit"):
+        run_tool(args)
+    other = write_card(tmp_path / "other.json", "0" * 64, {"lfw": {"num_impostors": 3000, "thresholds": {"1e-3": 0}}})
+    with pytest.raises(ConfigError, match="was measured on other weights"):
+        run_tool([*args, f"--calibration={other}"])
+    sha = load_model(model, "cpu").weights_sha256
+    card = write_card(tmp_path / "card.json", sha, {"lfw": {"num_impostors": 3000, "thresholds": {"1e-3": 0.3}}})
+    with pytest.raises(ConfigError, match=r"no calibrated threshold at FAR 1e-5 .*\(calibrated: lfw: FAR 1e-3\)"):
+        run_tool([*args, f"--calibration={card}", "--far=1e-5"])
+    with pytest.raises(ConfigError, match=r"--test_set=megaface: .* calibrates lfw"):
+        run_tool([*args, f"--calibration={card}", "--test_set=megaface"])
+    with pytest.raises(ConfigError, match="give either --image1 and --image2, or --pairs"):
+        run_tool(["verify", f"--model={model}", f"--image1={faces / names[0]}"])
+
+
+def test_a_pairs_file_gives_one_decision_per_pair_and_names_unreadable_images(two_faces, tmp_path):
+    faces, names = two_faces
+    model = tmp_path / "model.ckpt"
+    (faces / "broken.jpg").write_bytes(b"not an image")
+    (faces / "pairs.txt").write_text(
+        f"# left right\n{names[0]} {names[1]}\n{names[0]}\t{names[2]}\n{names[1]} broken.jpg\n"
+    )
+    sha = load_model(model, "cpu").weights_sha256
+    card = write_card(tmp_path / "card.json", sha, {"lfw": {"num_impostors": 3000, "thresholds": {"1e-3": 0.5}}})
+    output = tmp_path / "decisions.csv"
+    counts = run_tool(
+        ["verify", f"--model={model}", f"--pairs={faces / 'pairs.txt'}", f"--calibration={card}", f"--output={output}"]
+    )
+    table = pd.read_csv(output, keep_default_na=False)
+    features = np.load(_embed(model, faces, tmp_path))
+    row = {name: k for k, name in enumerate(features["names"].tolist())}
+    expected = [float(features["features"][row[a]].astype(np.float64) @ features["features"][row[b]]) for a, b in
+                [(names[0], names[1]), (names[0], names[2])]]  # fmt: skip
+    np.testing.assert_allclose(table["cosine"][:2].astype(float), expected, atol=1e-6)
+    assert table["decision"][:2].tolist() == ["same" if c >= 0.5 else "different" for c in expected]
+    assert table["decision"][2] == "not scored" and "not an image" in table["problem"][2]
+    assert counts == {"pairs": 3, "scored": 2, "same": sum(c >= 0.5 for c in expected)}
+
+
+def test_export_settings_are_checked_before_any_work():
+    for flags, message in (
+        (["--opset=16"], "--opset must be >= 17"),
+        (["--flip_sum=false"], "--normalize=true needs --flip_sum=true"),
+        (["--output=model.pt"], "--output must name an .onnx file"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            run_tool(["export", "onnx", "--checkpoint=missing.ckpt", "--output=model.onnx", *flags])
+
+
+def _embed(model: Path, faces: Path, tmp_path: Path) -> Path:
+    output = tmp_path / "embedded.npz"
+    if not output.exists():
+        run_tool(["embed", f"--model={model}", f"--images={faces}", f"--output={output}", "--workers=0"])
+    return output

@@ -1,0 +1,225 @@
+"""`amlit report`: Table 1 / Table 2 / Figure 6 from runs that `amlit test` wrote, and the Table 1 run plans."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import REPO
+from test_cli import CONFIGS, overrides
+
+from amlit.cli import run_cli, run_tool
+from amlit.errors import BadDataError, MissingDataError
+from amlit.eval.curves import Curve, load_curves, save_curves
+from amlit.report import make_report
+from amlit.report.paper import TABLE1, TABLE1_BY_KEY, TABLE1_COLUMNS, TABLE2, paper_row
+from amlit.sweep import load_sweep, run_sweep
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _row_head(row: str, base_head: dict) -> dict:
+    """The head a sweep row gives on top of the run config's head (same class: init_args merge, as jsonargparse)."""
+    overlay = yaml.safe_load((REPO / row).read_text() if row.endswith(".yaml") else row)
+    head = overlay["model"]["head"]
+    if head["class_path"] == base_head["class_path"]:
+        return {"class_path": head["class_path"], "init_args": {**base_head["init_args"], **head["init_args"]}}
+    return head
+
+
+PLANS = [("table1.yaml", "amsoftmax_casia.yaml"), ("table1_demo.yaml", "demo.yaml")]
+
+
+@pytest.mark.parametrize(("sweep", "base"), PLANS)
+def test_table1_plans_train_every_paper_row_once_on_one_run_config(sweep, base):
+    config = load_sweep(REPO / "sweeps" / sweep)
+    command = config["command"]
+    assert command[command.index("--config") + 1] == f"configs/{base}"  # one backbone, data and schedule for all
+    assert list(config["parameters"]) == ["config"]  # the rows are the only thing that varies
+    base_head = yaml.safe_load((CONFIGS / base).read_text())["model"]["head"]
+    rows = [paper_row(_row_head(row, base_head)) for row in config["parameters"]["config"]["values"]]
+    assert [row for row in rows if row] == [row.key for row in TABLE1]  # every row, once, in the paper's order
+    assert rows.count(None) == 2  # + ArcFace and the combined margin
+
+
+def test_paper_values_are_the_published_ones():
+    """Spot checks against the arXiv text (Table 1 and Table 2)."""
+    assert TABLE1_BY_KEY["am_softmax_0.35"].values == (98.98, 93.51, 97.69, 84.82, 72.47, 84.44)
+    assert TABLE1_BY_KEY["softmax"].values[0] == 97.08 and TABLE1_BY_KEY["am_softmax_wo_fn_0.4"].values[2] == 97.96
+    assert TABLE2 == {True: (72.47, 84.44), False: (75.23, 87.06)}
+    assert TABLE2[True] == TABLE1_BY_KEY["am_softmax_0.35"].values[4:]  # the same model in both tables
+    assert [c.key for c in TABLE1_COLUMNS][-2:] == ["test/megaface/rank1", "test/megaface/tar@far=1e-6"]
+
+
+HEADS = {  # run name -> head overlay (untrained networks: the report does not care how good they are)
+    "am035": "{model: {head: {class_path: amlit.heads.AMSoftmax, init_args: {margin: 0.35, scale: 30.0}}}}",
+    "softmax": str(CONFIGS / "heads" / "softmax.yaml"),
+    "arcface": str(CONFIGS / "heads" / "arcface.yaml"),
+}
+
+
+@pytest.fixture(scope="module")
+def tested_runs(tiny_tree, tmp_path_factory):
+    """Three tiny demo runs tested in-process (untrained weights): results.json + curves.json in runs/<name>/results."""
+    root = tmp_path_factory.mktemp("report-runs")
+    clis = {}
+    for seed, (name, head) in enumerate(HEADS.items()):
+        run_dir = root / "runs" / name
+        args = ["--config", str(CONFIGS / "demo.yaml"), f"--config={head}", *overrides("demo.yaml", tiny_tree, run_dir)]
+        clis[name] = run_cli(["test", *args, "--trainer.logger=false", f"--seed_everything={seed}"])  # other networks
+    return root / "runs", clis
+
+
+def test_amlit_test_saves_its_curves_machine_readably(tested_runs):
+    runs, clis = tested_runs
+    curves = load_curves(runs / "am035" / "results" / "curves.json")
+    expected = {k: v for k, v in clis["am035"].model.eval_results.items() if isinstance(v, Curve)}
+    assert set(curves) == set(expected) >= {"test/lfw/roc", "test/megaface/cmc", "test/megaface/roc"}
+    for key, curve in expected.items():
+        np.testing.assert_array_equal(curves[key].x, curve.x)  # exact: JSON keeps every float64 digit
+        np.testing.assert_array_equal(curves[key].y, curve.y)
+        assert (curves[key].x_label, curves[key].log_x) == (curve.x_label, curve.log_x)
+    results = json.loads((runs / "am035" / "results" / "results.json").read_text())
+    assert "test/megaface/rank1@distractors=10" in results  # 40 tiny distractors: only the devkit's 10 fits
+    assert curves["test/megaface/rank1_vs_distractors"].x.tolist() == [10, 40]
+
+
+def test_report_writes_both_tables_and_figure6_from_tested_runs(tested_runs, tmp_path, capsys):
+    runs, _ = tested_runs
+    output = tmp_path / "report"
+    written = run_tool(["report", f"--runs=[{runs}]", f"--output={output}"])
+    assert set(written) == {
+        "table1.md", "table1.csv", "table2.md", "table2.csv",
+        "figure6_cmc.png", "figure6_roc.png", "megaface_rank1_vs_distractors.png",
+    }  # fmt: skip
+    for name in ("figure6_cmc.png", "figure6_roc.png", "megaface_rank1_vs_distractors.png"):
+        data = (output / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
+
+    table = pd.read_csv(output / "table1.csv").set_index("run")
+    assert list(table.index) == ["softmax", "am035", "arcface"]  # the paper's row order, other heads last
+    assert table.loc["am035", "paper_row"] == "AM-Softmax m=0.35" and table.loc["softmax", "paper_row"] == "Softmax"
+    assert pd.isna(table.loc["arcface", "paper_row"]) and table.loc["arcface", "head"] == "ArcFace"
+    paper = TABLE1_BY_KEY["am_softmax_0.35"].values
+    for name, row in (("am035", paper), ("softmax", TABLE1_BY_KEY["softmax"].values)):
+        results = json.loads((runs / name / "results" / "results.json").read_text())
+        for column, published in zip(TABLE1_COLUMNS, row, strict=True):
+            ours = 100 * results[column.key]
+            assert table.loc[name, column.name] == pytest.approx(ours)
+            assert table.loc[name, f"{column.name}_paper"] == published
+            assert table.loc[name, f"{column.name}_delta"] == pytest.approx(ours - published)
+    assert table.loc["arcface", ["lfw_paper", "lfw_delta"]].isna().all()  # no paper number to compare with
+    assert (table.loc["am035", ["m", "s"]] == ["0.35", "30"]).all()
+
+    second = pd.read_csv(output / "table2.csv").set_index("run")
+    assert (second["overlap_removal"] == "no").all()  # the generated data removes no identity
+    assert second.loc["am035", "megaface_rank1_paper"] == TABLE2[False][0]  # the "No" row of Table 2
+    assert second.loc[["softmax", "arcface"], "megaface_rank1_paper"].isna().all()
+
+    markdown = (output / "table1.md").read_text()
+    assert "| am035 | AM-Softmax m=0.35 | AM-Softmax | 0.35 | 30 |" in markdown and "98.98" in markdown
+    assert "arXiv:1801.05599" in markdown
+    assert markdown in capsys.readouterr().out
+
+
+def test_report_reads_a_trials_csv_and_lists_the_trials_it_cannot_report(tested_runs, tmp_path, capsys):
+    runs, _ = tested_runs
+    sweep = tmp_path / "sweep"
+    for trial, name in enumerate(HEADS):
+        (sweep / f"trial-{trial}").mkdir(parents=True)
+        if name != "softmax":  # trial 1 trained (fit) but was never tested
+            shutil.copytree(runs / name / "results", sweep / f"trial-{trial}" / "results")
+    (sweep / "trial-3").mkdir()
+    pd.DataFrame(  # the runner's columns
+        {
+            "trial": [0, 1, 2, 3],
+            "config": list(HEADS.values()) + ["x"],
+            "status": ["finished", "finished", "finished", "failed"],
+            "exit_code": [0, 0, 0, 2],
+            "run_dir": [f"elsewhere/sweep/trial-{k}" for k in range(4)],  # made on another machine
+            "seconds": [1.0] * 4,
+        }
+    ).to_csv(sweep / "trials.csv", index=False)
+    written = make_report([sweep / "trials.csv"], output=tmp_path / "report")
+    table = pd.read_csv(written["table1.csv"])
+    assert table["run"].tolist() == ["trial-0", "trial-2"]
+    printed = capsys.readouterr().out
+    assert "left out trial-1: no results.json" in printed and "ran `amlit fit` only" in printed
+    assert "left out trial-3: failed (exit status 2)" in printed
+    assert "left out trial-1" in (tmp_path / "report" / "table1.md").read_text()
+
+
+def test_report_refuses_what_it_cannot_read(tmp_path):
+    with pytest.raises(MissingDataError, match="does not exist"):
+        make_report([tmp_path / "nowhere"], output=tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingDataError, match=r"no results\.json below"):
+        make_report([tmp_path / "empty"], output=tmp_path / "out")
+    broken = tmp_path / "run" / "results"
+    broken.mkdir(parents=True)
+    (broken / "results.json").write_text("{not json")
+    with pytest.raises(BadDataError, match="not a results file"):
+        make_report([tmp_path / "run"], output=tmp_path / "out")
+    (broken / "results.json").write_text(json.dumps({"test/lfw/acc": 0.9}))
+    (broken / "curves.json").write_text(json.dumps({"test/megaface/cmc": {"x": [1]}}))
+    with pytest.raises(BadDataError, match=r"curves\.json is not a curves file"):
+        make_report([tmp_path / "run"], output=tmp_path / "out")
+    save_curves({}, broken / "curves.json")  # a run without MegaFace: the tables, no Figure 6, and a note
+    written = make_report([tmp_path / "run"], output=tmp_path / "out")
+    assert "figure6_cmc.png" not in written
+    assert "no test/megaface/cmc curve in run" in written["table1.md"].read_text()
+    assert math.isnan(pd.read_csv(written["table1.csv"])["megaface_rank1"].iloc[0])
+
+
+@pytest.mark.slow
+def test_table1_demo_plan_trains_tests_and_reports_a_row(tmp_path, monkeypatch):
+    """One row of sweeps/table1_demo.yaml through `amlit sweep` (fit, then test on the last.ckpt), then the report."""
+    monkeypatch.chdir(REPO)  # the sweep's command names configs/... relative to the repository root
+    tiny = [a for a in overrides("demo.yaml", None, tmp_path) if not a.startswith("--trainer.default_root_dir")]
+    tiny = [a for a in tiny if not a.startswith("--data.root")] + [f"--data.root={tmp_path / 'synthetic'}"]
+    table = run_sweep(
+        REPO / "sweeps" / "table1_demo.yaml",
+        output=tmp_path / "sweep",
+        max_trials=1,
+        extra_args=[*tiny, "--trainer.max_steps=2", "--trainer.val_check_interval=2"],
+    )
+    log = (tmp_path / "sweep" / "trial-0" / "output.log").read_text()
+    assert table["status"].tolist() == ["finished"], log[-3000:]
+    assert 0 <= table["val/heldout/acc"].iloc[0] <= 1  # the fit's validation, though the test logged after it
+    results = json.loads((tmp_path / "sweep" / "trial-0" / "results" / "results.json").read_text())
+    checkpoint = tmp_path / "sweep" / "trial-0" / "checkpoints" / "last.ckpt"
+    assert results["checkpoint"] == str(checkpoint)  # tested the trained weights, not an untrained network
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 2
+    written = make_report([tmp_path / "sweep"], output=tmp_path / "report")
+    assert pd.read_csv(written["table1.csv"])["paper_row"].tolist() == ["Softmax"]
+
+
+@pytest.mark.slow
+def test_slurm_array_task_runs_its_own_row_into_its_own_folder(tmp_path):
+    """The array script as SLURM runs task 3 (here with --dry_run, which prints the trial's command)."""
+    import os
+    import subprocess
+    import sys
+
+    script = REPO / "scripts" / "slurm" / "table1_array.sbatch"
+    env = {
+        **os.environ,
+        "SLURM_ARRAY_TASK_ID": "3",
+        "AMLIT_OUTPUT": str(tmp_path / "table1"),
+        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",  # amlit of this venv
+    }
+    result = subprocess.run(
+        ["bash", str(script), "--dry_run=true"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
+    assert line.startswith("trial 3: ") and "-m amlit.sweep.trial --config configs/amsoftmax_casia.yaml" in line
+    assert "--config=configs/heads/normface.yaml" in line  # row 3 of sweeps/table1.yaml
+    assert line.endswith(f"--trainer.default_root_dir={tmp_path / 'table1' / 'row-3' / 'trial-3'}")
+    assert sorted(p.name for p in (tmp_path / "table1").iterdir()) == ["row-3"]
