@@ -110,7 +110,9 @@ def test_resume_mid_epoch_continues_the_same_loss_curve(tiny_tree, tmp_path, dat
 
 
 @pytest.mark.slow
-def test_device_resident_images_train_exactly_like_the_loader(tiny_tree, tmp_path, data_root, monkeypatch, straight_run):
+def test_device_resident_images_train_exactly_like_the_loader(
+    tiny_tree, tmp_path, data_root, monkeypatch, straight_run
+):
     # Same batches in the same order, gathered from the images held in (CPU) device memory instead of loaded.
     monkeypatch.chdir(tmp_path)
     args = [*demo_args(tiny_tree, tmp_path, data_root), "--config", str(callbacks_config(tmp_path))]
