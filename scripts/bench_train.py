@@ -11,10 +11,10 @@ In one run, on the same generated images (random uint8 faces written as a tree, 
 
 Reported per variant: images/s and step time (median, p90) over the steps after ``--warmup``, measured between
 consecutive ends of optimizer steps (data loading, logging and callbacks included), peak device memory (CUDA) or
-the process's peak RSS so far (CPU; the plain loop runs first), and MFU: the FLOPs of one training step counted by ``torch.utils.flop_counter`` x steps/s
-over the device's peak (``--peak-tflops``; known for H100/H200 bf16). And the Lightning/plain ratio. The backbone
-width, classes and batch are CPU-sized by default; on a GPU use the paper's (``--width=1 --classes=10516
---batch=256 --precision=bf16-mixed``, what ``scripts/gpu_check.sh`` passes).
+the process's peak RSS so far (CPU; the plain loop runs first), and MFU: the FLOPs of one training step counted
+by ``torch.utils.flop_counter`` x steps/s over the device's peak (``--peak-tflops``; known for H100/H200 bf16).
+And the Lightning/plain ratio. The backbone width, classes and batch are CPU-sized by default; on a GPU use the
+paper's (``--width=1 --classes=10516 --batch=256 --precision=bf16-mixed``, what ``scripts/gpu_check.sh`` passes).
 
     PYTHONPATH=. .venv/bin/python scripts/bench_train.py                 # CPU, small: ~1-2 min on 2 cores
     PYTHONPATH=. .venv/bin/python scripts/bench_train.py --device=cuda --width=1 --classes=10516 --batch=256 \\
