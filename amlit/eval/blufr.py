@@ -41,6 +41,7 @@ from amlit.eval.far import (
     accept_rate,
     calibration_impostors_needed,
     calibration_metrics,
+    calibration_ranks,
     deciding_ranks,
     operating_points,
     tar_at_far,
@@ -509,7 +510,10 @@ def blufr_trial(
     _, num_impostors = count_pairs(labels[test])
     needed = [top_impostors_needed(far, num_impostors, far_rule) for far in VR_FARS]
     needed.append(calibration_impostors_needed(num_impostors))
-    genuine, top, _ = verification_scores(features[test.to(to)], labels[test], max(needed), chunk)
+    # Exact float64 values where they are read: the thresholds of the VR FARs and of the calibrated ones.
+    ranks = [rank for far in VR_FARS for rank in deciding_ranks(far, num_impostors, far_rule)]
+    ranks += calibration_ranks(num_impostors)
+    genuine, top, _ = verification_scores(features[test.to(to)], labels[test], max(needed), chunk, exact_ranks=ranks)
     result = {f"vr@far={keys.far_name(far)}": tar_at_far(genuine, top, num_impostors, far, far_rule) for far in VR_FARS}
     result[f"dir@far={keys.far_name(DIR_FAR)},rank={DIR_RANK}"] = open_set_identification(
         features[gallery.to(to)],

@@ -170,6 +170,16 @@ def calibration_impostors_needed(num_impostors: int, fars: Sequence[float] = CAL
     )
 
 
+def calibration_ranks(num_impostors: int, fars: Sequence[float] = CALIBRATION_FARS) -> list[int]:
+    """0-based ranks of the largest impostor scores whose values ``calibrated_thresholds`` reads."""
+    return [
+        rank
+        for far in fars
+        if resolves(far, num_impostors)
+        for rank in deciding_ranks(far, num_impostors, CALIBRATION_RULE)
+    ]
+
+
 def calibrated_thresholds(
     top_impostors: torch.Tensor, num_impostors: int, fars: Sequence[float] = CALIBRATION_FARS
 ) -> dict[float, float]:

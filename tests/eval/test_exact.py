@@ -16,7 +16,7 @@ from test_blufr import eval_roc_np, open_set_np
 
 from amlit.eval.blufr import blufr_verification, open_set_identification, verification_scores
 from amlit.eval.exact import RunningTop, pair_dots, rounding_bound
-from amlit.eval.far import calibration_impostors_needed
+from amlit.eval.far import calibration_impostors_needed, calibration_metrics, calibration_ranks
 
 QUANTUM = 2.0**-16
 DIM = 512
@@ -80,6 +80,21 @@ def test_top_impostor_scores_are_the_float64_ones():
     near = np.abs(genuine[:, None] - impostor[None, :k]).min(axis=1) <= rounding_bound(features)
     assert near.any()
     assert set(genuine[near]) <= set(got_genuine.numpy())
+
+
+def test_calibrated_thresholds_read_exact_values():
+    # blufr_trial asks for exact values at the ranks the calibrated thresholds read only
+    features = clustered(300, 3, seed=11)
+    labels = torch.from_numpy(np.random.default_rng(12).integers(0, 20, len(features)))
+    score = (features @ features.T).numpy()
+    i, j = np.tril_indices(len(labels), k=-1)
+    impostor = np.sort(score[i, j][labels.numpy()[i] != labels.numpy()[j]])[::-1]
+    needed = calibration_impostors_needed(len(impostor))
+    ranks = calibration_ranks(len(impostor))
+    assert len(ranks) >= 2  # FAR 1e-3 and 1e-4 resolved by ~40k impostor scores
+    _, top, _ = verification_scores(features, labels, needed, chunk=50, exact_ranks=ranks)
+    expected = calibration_metrics(torch.from_numpy(impostor.copy()), len(impostor))
+    assert calibration_metrics(top, len(impostor)) == expected
 
 
 def open_set_case(seed: int) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
