@@ -138,6 +138,8 @@ def lightning_fit(args, packed: Path, resident: bool, device: torch.device, run_
         f"--data.device_resident={'always' if resident else 'never'}",
         f"--model.backbone.init_args.width_multiplier={args.width}",
         f"--model.backbone.init_args.embedding_dim={args.embedding_dim}",
+        f"--model.compile_backbone={str(args.compile).lower()}",
+        f"--model.sgd_implementation={args.sgd or 'null'}",
     ]
     reset_peak(device)
     AmlitCLI(
@@ -157,6 +159,7 @@ def build_plain(args, num_classes: int, device: torch.device):
     """Backbone, head and SGD as FaceVerificationModule builds them (its parameter groups and settings)."""
     from amlit.backbones import SphereFace
     from amlit.heads import AMSoftmax
+    from amlit.module import SGD_IMPLEMENTATIONS
 
     torch.manual_seed(0)
     backbone = SphereFace(depth=20, embedding_dim=args.embedding_dim, width_multiplier=args.width).to(device)
@@ -169,6 +172,7 @@ def build_plain(args, num_classes: int, device: torch.device):
         [{"params": others, "weight_decay": 5e-4}, {"params": biases, "lr": 0.2, "weight_decay": 0.0}],
         lr=0.1,
         momentum=0.9,
+        **SGD_IMPLEMENTATIONS[args.sgd],
     )
     return backbone, head, optimizer
 
@@ -206,7 +210,7 @@ def plain_loop(args, packed: Path, device: torch.device) -> dict:
     resident = ResidentImages(dataset, (112, 96), device)
     backbone, head, optimizer = build_plain(args, int(labels.max()) + 1, device)
     if args.compile:
-        backbone = torch.compile(backbone)
+        backbone.compile()  # as model.compile_backbone does
     reset_peak(device)
     clock = StepClock(device)
     generator = torch.Generator().manual_seed(0)
@@ -242,7 +246,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=10, help="steps left out of the timing")
     parser.add_argument("--workers", type=int, default=1, help="loader workers of the packed variant")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the plain loop's backbone")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the backbone (model.compile_backbone)")
+    parser.add_argument("--sgd", choices=["for_loop", "foreach", "fused"], help="model.sgd_implementation")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak for MFU (known: H100/H200 bf16)")
     parser.add_argument("--skip", default="", help="comma-separated: packed, resident, plain")
     parser.add_argument("--json", type=Path, help="write every number to this JSON file")
