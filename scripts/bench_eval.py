@@ -12,8 +12,9 @@ and beside a plain numpy implementation of it, on the same realistic 512-d featu
   end to end in a subprocess (Python start-up and imports included).
 
 numpy references: float32 products and ``np.partition`` top-k, the protocols' rules (BLUFR EvalROC / OpenSetROC,
-MegaFace rank-1 and TAR@FAR) written out plainly; amlit's results are exact float64 values, so equal numbers are
-expected except where a float32 score sits within ~1e-6 of a deciding one (counted as a mismatch, printed).
+MegaFace rank-1 and TAR@FAR) written out plainly. amlit's BLUFR results are exact float64 values and its MegaFace
+scores are float32 (computed by other kernels than numpy's), so equal numbers are expected except where a float32
+score sits within ~1e-6 of a deciding one (counted as a mismatch, printed).
 
     PYTHONPATH=. .venv/bin/python scripts/bench_eval.py [--device=cuda] [--distractors=1000000] [--skip=lfw,megaface]
     PYTHONPATH=. .venv/bin/python scripts/bench_eval.py --json=out/eval.json   # every number also as JSON
@@ -193,9 +194,7 @@ def run_protocol(name: str, protocol, products, reference, device: torch.device)
     product_s, _ = timed(products, device)
     print(f"{name}: bare float32 score products {product_s:.2f} s ({load()})", flush=True)
     protocol_s, result = timed(protocol, device)
-    print(
-        f"{name}: amlit {protocol_s:.2f} s = {protocol_s / product_s:.2f}x the bare products ({load()})", flush=True
-    )
+    print(f"{name}: amlit {protocol_s:.2f} s = {protocol_s / product_s:.2f}x the bare products ({load()})", flush=True)
     record.update(products_s=product_s, amlit_s=protocol_s, ratio=protocol_s / product_s)
     if reference is not None:
         numpy_s, expected = timed(reference, torch.device("cpu"))
