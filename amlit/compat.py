@@ -43,6 +43,26 @@ def silence_framework_deprecations() -> None:
 
 
 # ---- Lightning ---------------------------------------------------------------------------------------------------
+def rank_zero_warn(message: str) -> None:
+    """Lightning's ``rank_zero_warn`` (a warning on global rank 0 only) without importing Lightning, for code that
+    also runs in tool commands (``amlit data pack`` lists a tree with ``ImageFolder``). It is lightning_utilities'
+    function, which Lightning re-exports; where Lightning has not set the process rank yet, it is set as Lightning
+    sets it on import (the rank from the environment, else 0), and the Trainer sets the real one later."""
+    import os
+
+    from lightning_utilities.core import rank_zero
+
+    if getattr(rank_zero.rank_zero_only, "rank", None) is None:
+        rank = next((os.environ[key] for key in _RANK_VARIABLES if key in os.environ), "0")
+        rank_zero.rank_zero_only.rank = int(rank)
+    rank_zero.rank_zero_warn(message, stacklevel=5)
+
+
+# lightning.fabric.utilities.rank_zero._get_rank: SLURM_PROCID can be set without SLURM running the processes,
+# so LOCAL_RANK is read before it.
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
 def is_logging_step(trainer) -> bool:
     """Whether Lightning sends this training step's metrics to the loggers (every ``log_every_n_steps``): its logger
     connector's ``should_update_logs``. True when that cannot be read (log more rather than less)."""

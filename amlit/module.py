@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import lightning as L
 import torch
@@ -29,6 +30,13 @@ from amlit.eval.metrics import EmbeddingCollector
 from amlit.heads import AMSoftmax, MarginHead
 from amlit.inference.record import RECORD_KEY, inference_record
 
+# torch.optim.SGD's switches per ``sgd_implementation`` (None: left to PyTorch).
+SGD_IMPLEMENTATIONS = {
+    None: {},
+    "for_loop": {"foreach": False, "fused": False},
+    "foreach": {"foreach": True, "fused": False},
+    "fused": {"foreach": False, "fused": True},
+}
 # The settings held in the optimizer and schedule states that a checkpoint restores (see on_train_start).
 OPTIMIZER_HPARAMS = ("learning_rate", "momentum", "weight_decay", "lr_milestones", "lr_gamma", "bias_lr_factor")
 
@@ -46,6 +54,10 @@ class FaceVerificationModule(L.LightningModule):
         bias_lr_factor: learning-rate multiplier of biases, which get no weight decay (Caffe: 2).
         pixel_mean, pixel_std: input normalization (x - mean) / std on the device (AM-Softmax: 128, 128;
             SphereFace used mean 127.5).
+        compile_backbone: ``torch.compile`` the backbone in place (``nn.Module.compile``: checkpoints keep their
+            keys). Speed only: the same results up to float rounding (tests/test_speed_switches.py).
+        sgd_implementation: the SGD kernel, ``"for_loop"``, ``"foreach"`` (one kernel per step for all tensors)
+            or ``"fused"``; None: PyTorch's default for the device. Same update up to float rounding.
     """
 
     def __init__(
@@ -61,10 +73,14 @@ class FaceVerificationModule(L.LightningModule):
         bias_lr_factor: float = 2.0,
         pixel_mean: float = 128.0,
         pixel_std: float = 128.0,
+        compile_backbone: bool = False,
+        sgd_implementation: Literal["for_loop", "foreach", "fused"] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "head"])
         self.backbone = backbone
+        if compile_backbone:
+            self.backbone.compile()
         self.head = head(backbone.embedding_dim, num_classes)
         self._collectors: list[EmbeddingCollector] = []
         # Results of the last evaluation, by full key (``test/lfw/acc`` -> 0.99, ``test/lfw/roc`` -> Curve), for
@@ -149,6 +165,7 @@ class FaceVerificationModule(L.LightningModule):
             ],
             lr=hp.learning_rate,
             momentum=hp.momentum,
+            **SGD_IMPLEMENTATIONS[hp.get("sgd_implementation")],
         )
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(hp.lr_milestones), gamma=hp.lr_gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -182,6 +199,8 @@ class FaceVerificationModule(L.LightningModule):
         saved, self._resumed_hparams = getattr(self, "_resumed_hparams", None), None
         if not saved:
             return
+        for group in self.trainer.optimizers[0].param_groups:  # a speed switch: this run's, not the checkpoint's
+            group.update(SGD_IMPLEMENTATIONS[self.hparams.get("sgd_implementation")])
         plain = lambda value: list(value) if isinstance(value, list | tuple) else value  # noqa: E731 (YAML lists)
         changed = {
             k: (plain(saved[k]), plain(self.hparams[k]))

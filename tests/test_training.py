@@ -63,6 +63,21 @@ def test_resume_mid_epoch_continues_the_same_loss_curve(tiny_tree, tmp_path, dat
 
 
 @pytest.mark.slow
+def test_device_resident_images_train_exactly_like_the_loader(
+    tiny_tree, tmp_path, data_root, monkeypatch, straight_run
+):
+    # Same batches in the same order, gathered from the images held in (CPU) device memory instead of loaded.
+    monkeypatch.chdir(tmp_path)
+    args = [*demo_args(tiny_tree, tmp_path, data_root), "--config", str(callbacks_config(tmp_path))]
+    run_cli(["fit", *args, f"--trainer.max_steps={TOTAL_STEPS}", "--data.device_resident=always"])
+    expected, got = logged_losses(straight_run), logged_losses(tmp_path)
+    assert list(got.index) == list(range(TOTAL_STEPS))
+    np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
+    for name, value in final_weights(straight_run / "checkpoints" / "last.ckpt").items():
+        torch.testing.assert_close(final_weights(tmp_path / "checkpoints" / "last.ckpt")[name], value, rtol=0, atol=0)
+
+
+@pytest.mark.slow
 def test_kill_9_loses_only_the_steps_since_the_periodic_checkpoint_and_frees_the_run_folder(
     tiny_tree, tmp_path, data_root, monkeypatch, straight_run
 ):

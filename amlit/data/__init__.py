@@ -1,16 +1,23 @@
-"""Data: identity trees, overlap removal, pairs, generated demo data, and the DataModules."""
+"""Data: identity trees, overlap removal, pairs, generated demo data, and the DataModules.
 
-from amlit.data.casia import CasiaDataModule
-from amlit.data.demo import SyntheticFacesDataModule
-from amlit.data.packed import PackedShards
-from amlit.data.recordio_source import RecordIO
-from amlit.data.sources import ImageFolder, TrainingImages
+The classes below are imported on first use (``amlit.data.PackedShards`` in a config works as before), so the data
+tools (``amlit data pack``, ``align``, ...) that import ``amlit.data.<module>`` do not import Lightning.
+"""
 
-__all__ = [
-    "CasiaDataModule",
-    "ImageFolder",
-    "PackedShards",
-    "RecordIO",
-    "SyntheticFacesDataModule",
-    "TrainingImages",
-]
+from importlib import import_module
+
+_WHERE = {
+    "CasiaDataModule": "amlit.data.casia",
+    "ImageFolder": "amlit.data.sources",
+    "PackedShards": "amlit.data.packed",
+    "RecordIO": "amlit.data.recordio_source",
+    "SyntheticFacesDataModule": "amlit.data.demo",
+    "TrainingImages": "amlit.data.sources",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,16 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from amlit import preemption
+from amlit.data.device_resident import (
+    ResidencyPolicy,
+    ResidentImages,
+    ResidentIndices,
+    SampleIndices,
+    check_fixed_images,
+    collate_indices,
+    fits,
+    resident_bytes,
+)
 from amlit.data.megaface import MegaFaceImages, megaface_images
 from amlit.data.overlap import assign_labels, read_id_list, remove_identities
 from amlit.data.provenance import training_provenance
@@ -104,6 +114,12 @@ class CasiaDataModule(L.LightningDataModule):
         batch_size: global training batch, divided by the number of devices.
         eval_batch_size: per-device batch for embedding evaluation images.
         num_workers: DataLoader worker processes per device.
+        pin_memory: page-locked loader batches, so that their copy to the GPU runs asynchronously (None: when CUDA
+            is available).
+        prefetch_factor: batches each loader worker prepares ahead (None: PyTorch's default, 2).
+        device_resident: hold all training images in device memory and gather each batch there
+            (``amlit.data.device_resident``): ``"never"``, ``"if_fits"`` (at most half the free device memory,
+            else the loader) or ``"always"``. Same batches, same order and resume as the loader.
         seed: seed of the held-out identity choice and the validation pairs.
     """
 
@@ -128,6 +144,9 @@ class CasiaDataModule(L.LightningDataModule):
         batch_size: int = 256,
         eval_batch_size: int = 256,
         num_workers: int = 4,
+        pin_memory: bool | None = None,
+        prefetch_factor: int | None = None,
+        device_resident: ResidencyPolicy = "never",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -165,6 +184,12 @@ class CasiaDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.device_resident = device_resident
+        if device_resident != "never":
+            check_fixed_images(train)
+        self._resident: ResidentImages | None = None
         self.seed = seed
 
         if exclude_id_lists and not train.identities_are_ids:
@@ -307,11 +332,13 @@ class CasiaDataModule(L.LightningDataModule):
 
     # ---- loaders --------------------------------------------------------------------------------------------
     def _loader_options(self) -> dict:
+        workers = {"prefetch_factor": self.prefetch_factor} if self.num_workers and self.prefetch_factor else {}
         return {
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
-            "pin_memory": torch.cuda.is_available(),
+            "pin_memory": torch.cuda.is_available() if self.pin_memory is None else self.pin_memory,
             "worker_init_fn": preemption.worker_init,  # workers outlive a SIGTERM/SIGUSR1 to the whole job
+            **workers,
         }
 
     def _loader(self, dataset, batch_size: int) -> DataLoader:
@@ -332,7 +359,30 @@ class CasiaDataModule(L.LightningDataModule):
         sampler = EpochShardSampler(
             len(dataset), self.batch_size, world, rank, self.seed, batches_done if trainer is not None else None
         )
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if self._use_resident(len(dataset), device):
+            if self._resident is None or self._resident.device != device:
+                self._resident = ResidentImages(dataset, self.image_size, device, self.num_workers)
+            # Indices only: the batch is gathered on the device (transfer_batch_to_device).
+            indices = SampleIndices(len(dataset))
+            return ResumableLoader(indices, sampler, collate_fn=collate_indices, pin_memory=device.type == "cuda")
         return ResumableLoader(dataset, sampler, **self._loader_options())
+
+    def _use_resident(self, num_samples: int, device: torch.device) -> bool:
+        if self.device_resident == "never":
+            return False
+        size = f"{resident_bytes(num_samples, self.image_size) / 2**30:.1f} GiB"
+        if self.device_resident == "if_fits" and not fits(num_samples, self.image_size, device):
+            rank_zero_info(f"training images ({size}) do not fit in {device} memory: read by the loader")
+            return False
+        rank_zero_info(f"training images ({size}) held in {device} memory, batches gathered there")
+        return True
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Device-resident training batches (indices) are gathered on the device; others are copied as usual."""
+        if isinstance(batch, ResidentIndices) and self._resident is not None:
+            return self._resident.gather(batch)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(s.dataset, self.eval_batch_size) for s in self.eval_sets("val")]

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
+from amlit.compat import rank_zero_warn
 from amlit.data.images import (
     INSIGHTFACE_SIZE,
     BadDataPolicy,

@@ -16,9 +16,11 @@ Exactly as the official MATLAB toolkit v1.0 (``code/EvalROC.m``, ``code/OpenSetR
 - Report per measure the mean, the sample standard deviation (ddof=1, MATLAB ``std``) and mean - std over the 10
   trials (the toolkit README: "report the (mu-sigma) performance, not the average").
 
-Scores are cosine similarities: features are assumed L2-normalized, so a score is a dot product (computed in
-float64, like MATLAB's doubles). The toolkit's demo first learns a PCA on each trial's training set; like
-happynear's version used by AM-Softmax, no PCA is applied here.
+Scores are cosine similarities: features are assumed L2-normalized, so a score is a dot product, exact in float64
+like MATLAB's doubles: the products run in float32 and the scores that decide are recomputed in float64
+(``amlit.eval.exact``), which gives the float64 counts at about the cost of the float32 products. The toolkit's
+demo first learns a PCA on each trial's training set; like happynear's version used by AM-Softmax, no PCA is
+applied here.
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ import torch
 
 from amlit import keys
 from amlit.errors import BadDataError, MissingDataError
+from amlit.eval.exact import RunningTop, full_precision_matmul, pair_dots, rounding_bound
 from amlit.eval.far import (
     FarRule,
     accept_rate,
     calibration_impostors_needed,
     calibration_metrics,
+    calibration_ranks,
+    deciding_ranks,
     operating_points,
     tar_at_far,
     top_impostors_needed,
@@ -216,49 +221,122 @@ def blufr_verification(
     if num_impostors == 0:
         raise ValueError("the ROC threshold needs at least one impostor score")
     k = max(top_impostors_needed(far, num_impostors, far_rule) for far in far_points)
-    genuine, top, _ = verification_scores(features, labels, k, chunk)
-    return torch.tensor([tar_at_far(genuine, top, num_impostors, far, far_rule) for far in far_points])
+    ranks = [rank for far in far_points for rank in deciding_ranks(far, num_impostors, far_rule)]
+    genuine, top, _ = verification_scores(features, labels, k, chunk, exact_ranks=ranks)
+    return torch.tensor(
+        [tar_at_far(genuine, top, num_impostors, far, far_rule) for far in far_points], dtype=torch.float64
+    )
 
 
 def verification_scores(
-    features: torch.Tensor, labels: torch.Tensor, num_top_impostors: int, chunk: int = 2048
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_top_impostors: int,
+    chunk: int = 2048,
+    exact_ranks: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(all genuine scores (G,), the ``num_top_impostors`` largest impostor scores (K,) descending, N_impostor) of
-    the strict lower triangle of the cosine matrix of ``features`` (N, D), L2-normalized, with labels (N,).
+    the strict lower triangle of the cosine matrix of ``features`` (N, D), L2-normalized, with labels (N,); float64.
 
-    Never builds the N x N matrix: rows are scored in chunks of ``chunk`` against the rows before them, on the
-    features' device. All genuine scores are kept (~0.2 M for a BLUFR trial); of the impostor scores only a running
-    top-k.
+    Never builds the N x N matrix: rows are scored in float32 in chunks of ``chunk`` against the rows before them,
+    on the features' device. Of the impostor scores only those that can be among the K largest are kept
+    (``amlit.eval.exact.RunningTop``). Exact as float64 (``amlit.eval.exact``): the top impostor scores at
+    ``exact_ranks`` (0-based; all of them by default), and every genuine score within the float32 error of one of
+    those, so each comparison of a genuine score with them has its float64 answer; the other values are the float32
+    scores (within ``rounding_bound``, ~3e-5 at most for 512-d unit features).
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     device = features.device
-    features = features.double()
     labels = torch.as_tensor(labels, device=device)
     _, num_impostors = count_pairs(labels)
     if num_impostors == 0:
         raise ValueError("the ROC threshold needs at least one impostor score")
-    k = max(1, num_top_impostors)
-    genuine_parts = []
-    top = torch.empty(0, dtype=torch.float64, device=device)  # (<= k,) largest impostor scores so far
-    for start in range(0, len(features), chunk):
-        stop = min(start + chunk, len(features))
-        block = features[start:stop] @ features[:stop].T  # (c, stop): rows start..stop-1 against rows 0..stop-1
-        rows = torch.arange(start, stop, device=device)[:, None]
-        lower = torch.arange(stop, device=device)[None, :] < rows  # (c, stop) strict lower triangle
-        same = labels[start:stop, None] == labels[None, :stop]
-        genuine_parts.append(block[lower & same])
-        impostor = block[lower & ~same]  # (m,)
-        if len(impostor) == 0:
-            continue
-        if len(top) == k:  # only scores above the current k-th largest can change the top-k values
-            impostor = impostor[impostor > top[-1]]
-        merged = torch.cat([top, impostor])
-        top = torch.topk(merged, min(k, len(merged)), sorted=True).values
-    genuine = torch.cat(genuine_parts) if genuine_parts else torch.empty(0, dtype=torch.float64)
-    if len(genuine) == 0:
+    genuine_rows, genuine_cols = genuine_pairs(labels)  # (G,) each, i > j, sorted by i
+    if len(genuine_rows) == 0:
         raise ValueError("the ROC needs at least one genuine score")
-    return genuine, top, num_impostors
+    margin = rounding_bound(features)
+    pairs = (labels, genuine_rows, genuine_cols, num_impostors)
+    genuine, top = _scan_pairs(features, *pairs, num_top_impostors, margin, chunk, guess=True)
+    if not top.complete:  # the guessed cut was too high (a rare score distribution): again without guessing
+        genuine, top = _scan_pairs(features, *pairs, num_top_impostors, margin, chunk, guess=False)
+
+    def rescore(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return pair_dots(features, features, rows, cols)
+
+    top_scores = top.exact(rescore, exact_ranks)
+    genuine = genuine.double()
+    deciding = top_scores if exact_ranks is None else top_scores[[r for r in exact_ranks if r < len(top_scores)]]
+    near = _within(genuine, deciding, 2 * margin)
+    genuine[near] = rescore(genuine_rows[near], genuine_cols[near])
+    return genuine, top_scores, num_impostors
+
+
+def _scan_pairs(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    genuine_rows: torch.Tensor,
+    genuine_cols: torch.Tensor,
+    num_impostors: int,
+    num_top_impostors: int,
+    margin: float,
+    chunk: int,
+    guess: bool,
+) -> tuple[torch.Tensor, RunningTop]:
+    """One pass over the strict lower triangle in float32: (float32 genuine scores in ``genuine_pairs`` order,
+    the ``RunningTop`` of the impostor scores). With ``guess`` the first cut is guessed from a sample of the first
+    block (``RunningTop.guess_cut``: check ``complete``), else it is that block's own k-th largest score."""
+    device = features.device
+    approximate = features.float()
+    top = RunningTop(max(1, num_top_impostors), margin, device)
+    genuine = torch.empty(len(genuine_rows), dtype=torch.float32, device=device)
+    upper = torch.ones(chunk, chunk, dtype=torch.bool, device=device).triu_()  # (c, c) j >= i of a diagonal block
+    with full_precision_matmul():
+        # Blocks of rows from the last ones up: the first block is the largest, its k-th largest a high first cut.
+        for stop in range(len(features), 0, -chunk):
+            start = max(0, stop - chunk)
+            block = approximate[start:stop] @ approximate[:stop].T  # (c, stop): rows start..stop-1 vs 0..stop-1
+            first, last = torch.searchsorted(genuine_rows, torch.tensor([start, stop], device=device)).tolist()
+            rows, cols = genuine_rows[first:last] - start, genuine_cols[first:last]
+            genuine[first:last] = block[rows, cols]
+            # What remains finite is the strict lower triangle's impostor pairs.
+            block[rows, cols] = -math.inf
+            block[:, start:].masked_fill_(upper[: stop - start, : stop - start], -math.inf)
+            if not top.has_cut:  # no cut yet: from this block
+                top.guess_cut(block[::8], num_impostors) if guess else top.raise_cut(block)
+            candidates = block >= top.cut  # few, once a cut is set
+            if not top.has_cut:
+                candidates &= block > -math.inf
+            rows, cols = candidates.nonzero(as_tuple=True)
+            top.add(block[rows, cols], rows + start, cols)
+    return genuine, top
+
+
+def _within(values: torch.Tensor, points: torch.Tensor, distance: float) -> torch.Tensor:
+    """(V,) bool: which ``values`` lie within ``distance`` of one of ``points`` (any order)."""
+    if len(points) == 0:
+        return torch.zeros(len(values), dtype=torch.bool, device=values.device)
+    points = points.sort().values
+    position = torch.searchsorted(points, values).clamp(1, len(points)) - 1  # the nearest point at or below...
+    below = (values - points[position]).abs() <= distance
+    above = (points[(position + 1).clamp(max=len(points) - 1)] - values).abs() <= distance  # ...and the next one
+    return below | above
+
+
+def genuine_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) (G,) each: the pairs i > j with equal labels, sorted by i, then j."""
+    device = labels.device
+    order = torch.argsort(labels, stable=True)  # each label's rows together, in increasing row order
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(order), device=device)  # each row's place in `order`
+    _, counts = torch.unique_consecutive(labels[order], return_counts=True)
+    group_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)  # (N,) along `order`
+    earlier = (torch.arange(len(order), device=device) - group_start)[position]  # same-label rows before each row
+    rows = torch.repeat_interleave(torch.arange(len(order), device=device), earlier)  # row i, `earlier[i]` times
+    offset = torch.arange(len(rows), device=device) - torch.repeat_interleave(
+        torch.cumsum(earlier, 0) - earlier, earlier
+    )
+    return rows, order[group_start[position[rows]] + offset]
 
 
 def open_set_identification(
@@ -276,33 +354,107 @@ def open_set_identification(
     gallery_features (G, D), probe_features (P, D), L2-normalized; labels (G,), (P,). Probes are scored in chunks.
     Ties in the rank follow MATLAB's stable ``sort(..., 'descend')``: gallery entries scoring exactly the mate's score
     rank before it only if they come earlier in the gallery; the mate is the first best-scoring same-label entry.
+
+    Exact in float64 from float32 products (``amlit.eval.exact``): a genuine probe's gallery entries within the
+    float32 error of its float32 mate score (the mate itself, a tie, an entry float32 cannot order against it) are
+    rescored in float64 and decide its mate and rank; the entries outside are certainly above or below. The impostor
+    probes whose best score can be among those that set the threshold are rescored in float64, and so is every mate.
     """
     device = gallery_features.device
-    gallery = gallery_features.double()
-    probes = probe_features.double().to(device)
+    probe_features = probe_features.to(device)
     gallery_labels = torch.as_tensor(gallery_labels, device=device)
     probe_labels = torch.as_tensor(probe_labels, device=device)
-    impostor_parts, mate_parts, rank_parts = [], [], []
-    for start in range(0, len(probes), chunk):
-        scores = gallery @ probes[start : start + chunk].T  # (G, c)
-        match = gallery_labels[:, None] == probe_labels[None, start : start + chunk]  # (G, c)
-        genuine = match.any(dim=0)  # (c,)
-        impostor_parts.append(scores[:, ~genuine].max(dim=0).values if (~genuine).any() else scores.new_empty(0))
-        scores, match = scores[:, genuine], match[:, genuine]  # (G, c_gen)
-        mate = torch.where(match, scores, torch.full_like(scores, -math.inf)).max(dim=0).values  # (c_gen,)
-        is_mate = match & (scores == mate[None, :])
-        mate_index = (is_mate.long().cumsum(dim=0) == 0).sum(dim=0)  # first best-scoring match, (c_gen,)
-        before = torch.arange(len(gallery), device=device)[:, None] < mate_index[None, :]
-        rank_parts.append(1 + ((scores > mate) | ((scores == mate) & before)).sum(dim=0))
-        mate_parts.append(mate)
-    impostor = torch.cat(impostor_parts).sort(descending=True).values.cpu()
-    mates, ranks = torch.cat(mate_parts).cpu(), torch.cat(rank_parts).cpu()
-    if len(impostor) == 0:
+    margin = 2 * rounding_bound(gallery_features, probe_features)  # two float32 scores closer than this: a rival
+    # Each probe's matching gallery entries: (probe, gallery row) pairs, sorted by probe.
+    match_probes, match_rows = _matches(gallery_labels, probe_labels)
+    is_genuine = torch.zeros(len(probe_labels), dtype=torch.bool, device=device)
+    is_genuine[match_probes] = True
+    genuine_probes, impostor_probes = is_genuine.nonzero().flatten(), (~is_genuine).nonzero().flatten()
+    if len(impostor_probes) == 0:
         raise ValueError("open-set identification needs at least one impostor probe (label not in the gallery)")
-    if len(mates) == 0:
+    if len(genuine_probes) == 0:
         raise ValueError("open-set identification needs at least one genuine probe (label in the gallery)")
-    points = operating_points(impostor, len(impostor), far, far_rule)
+    gallery = gallery_features.float()
+    maxima, mates, mate_rows, above, rival_pairs = [], [], [], [], []
+    with full_precision_matmul():
+        for start in range(0, len(probe_features), chunk):
+            stop = min(start + chunk, len(probe_features))
+            scores = gallery @ probe_features[start:stop].float().T  # (G, c)
+            genuine = is_genuine[start:stop]
+            maxima.append(scores.amax(dim=0)[~genuine])
+            # Float32 mate of each genuine probe: its first best-scoring match.
+            first, last = torch.searchsorted(match_probes, torch.tensor([start, stop], device=device)).tolist()
+            probes, rows = match_probes[first:last] - start, match_rows[first:last]
+            values = scores[rows, probes]
+            mate = torch.full((stop - start,), -math.inf, device=device).scatter_reduce_(0, probes, values, "amax")
+            best = values == mate[probes]
+            row = torch.full((stop - start,), len(gallery), device=device).scatter_reduce_(
+                0, probes[best], rows[best], "amin"
+            )
+            certainly_above = (scores > (mate + margin)[None, :]).sum(dim=0, dtype=torch.int32)  # (c,)
+            close = (scores >= (mate - margin)[None, :]).sum(dim=0, dtype=torch.int32) - certainly_above
+            rivalled = (genuine & (close > 1)).nonzero().flatten()  # the mate and at least one rival
+            if len(rivalled):
+                near = scores[:, rivalled]
+                near = (near >= mate[rivalled] - margin) & (near <= mate[rivalled] + margin)
+                near_rows, columns = near.nonzero(as_tuple=True)
+                rival_pairs.append((near_rows, start + rivalled[columns]))
+            mate_rows.append(row[genuine])
+            above.append(certainly_above[genuine])
+    maxima = torch.cat(maxima)
+
+    # Threshold: the impostor probes whose best score can be among those it reads, rescored in float64.
+    kth = torch.topk(maxima, top_impostors_needed(far, len(maxima), far_rule)).values[-1]
+    candidates = impostor_probes[maxima >= kth - margin]
+    top = (gallery_features.double() @ probe_features[candidates].double().T).amax(dim=0).sort(descending=True)
+    points = operating_points(top.values, len(maxima), far, far_rule)
+
+    mates = pair_dots(gallery_features, probe_features, torch.cat(mate_rows), genuine_probes)
+    ranks = 1 + torch.cat(above).long()
+    if rival_pairs:
+        rows, probes = (torch.cat(part) for part in zip(*rival_pairs, strict=True))
+        slot = torch.searchsorted(genuine_probes, probes)  # the probe's place among the genuine ones
+        exact_mates, exact_ranks = _settle_rivals(
+            pair_dots(gallery_features, probe_features, rows, probes),
+            rows,
+            slot,
+            gallery_labels[rows] == probe_labels[probes],
+            len(genuine_probes),
+        )
+        settled = torch.unique(slot)
+        mates[settled] = exact_mates[settled]
+        ranks[settled] += exact_ranks[settled]
     return accept_rate(mates, points, also=ranks <= rank)
+
+
+def _matches(gallery_labels: torch.Tensor, probe_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probes, gallery rows) of every pair with equal labels, sorted by probe, then gallery row."""
+    order = torch.argsort(gallery_labels, stable=True)
+    ordered = gallery_labels[order]
+    low = torch.searchsorted(ordered, probe_labels, right=False)
+    counts = torch.searchsorted(ordered, probe_labels, right=True) - low  # (P,) matches per probe
+    probes = torch.repeat_interleave(torch.arange(len(probe_labels), device=probe_labels.device), counts)
+    offset = torch.arange(len(probes), device=probes.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts
+    )
+    return probes, order[low[probes] + offset]
+
+
+def _settle_rivals(
+    scores: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, is_match: torch.Tensor, num_probes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mate score and rank offset of probes from their close gallery entries (R,) in float64: ``scores``, gallery
+    ``rows``, the probe ``slots`` they belong to, and whether the entry has the probe's label. The mate is the first
+    best-scoring match; the offset counts the close entries above it, and those equal to it earlier in the gallery
+    (MATLAB's stable descending sort). Returns (num_probes,) mate scores and (num_probes,) offsets."""
+    mates = torch.full((num_probes,), -math.inf, dtype=torch.float64, device=scores.device)
+    mates.scatter_reduce_(0, slots[is_match], scores[is_match], "amax")
+    best = is_match & (scores == mates[slots])
+    mate_rows = torch.full((num_probes,), len(rows) + 2**62, dtype=torch.long, device=scores.device)
+    mate_rows.scatter_reduce_(0, slots[best], rows[best], "amin")
+    before = (scores > mates[slots]) | ((scores == mates[slots]) & (rows < mate_rows[slots]))
+    offsets = torch.zeros(num_probes, dtype=torch.long, device=scores.device).index_add_(0, slots, before.long())
+    return mates, offsets
 
 
 def _file_name(name: str) -> str:
@@ -358,7 +510,10 @@ def blufr_trial(
     _, num_impostors = count_pairs(labels[test])
     needed = [top_impostors_needed(far, num_impostors, far_rule) for far in VR_FARS]
     needed.append(calibration_impostors_needed(num_impostors))
-    genuine, top, _ = verification_scores(features[test.to(to)], labels[test], max(needed), chunk)
+    # Exact float64 values where they are read: the thresholds of the VR FARs and of the calibrated ones.
+    ranks = [rank for far in VR_FARS for rank in deciding_ranks(far, num_impostors, far_rule)]
+    ranks += calibration_ranks(num_impostors)
+    genuine, top, _ = verification_scores(features[test.to(to)], labels[test], max(needed), chunk, exact_ranks=ranks)
     result = {f"vr@far={keys.far_name(far)}": tar_at_far(genuine, top, num_impostors, far, far_rule) for far in VR_FARS}
     result[f"dir@far={keys.far_name(DIR_FAR)},rank={DIR_RANK}"] = open_set_identification(
         features[gallery.to(to)],

@@ -69,6 +69,19 @@ def top_impostors_needed(far: float, num_impostors: int, rule: FarRule = "evalro
     return max(1, min(needed, num_impostors))
 
 
+def deciding_ranks(far: float, num_impostors: int, rule: FarRule = "evalroc") -> list[int]:
+    """0-based ranks of the largest impostor scores whose values ``operating_points`` reads for ``far`` under
+    ``rule`` (the thresholds): only these need exact values."""
+    check_far(far, rule)
+    if rule == "evalroc":
+        count = evalroc_count(far, num_impostors)
+        ranks = [0] if count == 0 else [count - 1] if count < num_impostors else []
+    else:
+        count = far_count(far, num_impostors)
+        ranks = [count] if rule == "at_most" else [count, count + 1]
+    return [rank for rank in ranks if rank < num_impostors]
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
     """Accept a score when it is above ``threshold`` (or at it, when ``inclusive``); ``weight`` in an average."""
@@ -155,6 +168,16 @@ def calibration_impostors_needed(num_impostors: int, fars: Sequence[float] = CAL
         (top_impostors_needed(far, num_impostors, CALIBRATION_RULE) for far in fars if resolves(far, num_impostors)),
         default=0,
     )
+
+
+def calibration_ranks(num_impostors: int, fars: Sequence[float] = CALIBRATION_FARS) -> list[int]:
+    """0-based ranks of the largest impostor scores whose values ``calibrated_thresholds`` reads."""
+    return [
+        rank
+        for far in fars
+        if resolves(far, num_impostors)
+        for rank in deciding_ranks(far, num_impostors, CALIBRATION_RULE)
+    ]
 
 
 def calibrated_thresholds(
