@@ -24,7 +24,7 @@ import yaml
 from jsonargparse import CLI, ArgumentError
 
 from amlit.compat import silence_framework_deprecations, silence_lightning_adverts, worker_error_message
-from amlit.errors import ConfigError, UserInputError
+from amlit.errors import ConfigError, UserInputError, cause_of
 
 # The LightningCLI side, imported from amlit.lightning_cli on first use (``from amlit.cli import run_cli`` works).
 _LIGHTNING_NAMES = (
@@ -139,13 +139,7 @@ def run_tool(args: list[str]) -> object:
 
 def find_user_error(error: BaseException | None) -> UserInputError | None:
     """The ``UserInputError`` behind ``error``, if any (jsonargparse wraps errors raised while instantiating)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, UserInputError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+    return cause_of(error, UserInputError)
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

@@ -5,6 +5,18 @@ They subclass the matching built-in exception, so callers can still catch ``File
 """
 
 
+def cause_of(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` in the chain of ``error``: itself, then its ``__cause__`` (or ``__context__``), and so on;
+    None when there is none. Frameworks wrap what amlit raises (jsonargparse while instantiating, torch's writer)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def listed(items, limit: int = 5) -> str:
     """``"a, b, c and 4 more"``: the first ``limit`` items of a list for a message, and how many are left out."""
     items = [str(item) for item in items]
