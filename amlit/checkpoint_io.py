@@ -18,23 +18,20 @@ the final step is a copy over the old file, so a full disk cuts the last good ``
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
-import os
 import pickle
 import re
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.utilities import rank_zero_warn
 
-from amlit.errors import BadDataError, MissingDataError, StorageError
+from amlit.data.images import write_atomically
+from amlit.errors import BadDataError, MissingDataError, StorageError, cause_of
 
 CHECKSUM_KEY = "amlit_checksum"
 _UNSAFE = re.compile(r"GLOBAL ([\w.]+)")  # how torch names an object its weights-only loader refuses
@@ -78,30 +75,6 @@ def checkpoint_digest(checkpoint: Any) -> str:
     return digest.hexdigest()
 
 
-def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder: ``write(file)``, flush, fsync, rename over
-    ``path``, fsync the folder. On any failure the temporary file is removed and ``path`` is left as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
-    try:
-        # os.open, not mkstemp: the file gets the usual permissions (umask), as torch.save would give it.
-        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        raise
-    with contextlib.suppress(OSError):  # some filesystems (NFS, FUSE) refuse to fsync a folder
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-
-
 class SafeCheckpointIO(TorchCheckpointIO):
     """Atomic, checksummed checkpoint writes; weights-only, verified loads (see the module docstring).
 
@@ -119,9 +92,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         existed = path.is_file()
         try:
-            write_atomically(path, lambda file: torch.save(checkpoint, file))
+            write_atomically(path, lambda file: torch.save(checkpoint, file), sync_folder=True)
         except Exception as error:
-            cause = _os_error(error)  # torch's zip writer reports a failed write as a RuntimeError about its position
+            # torch's zip writer reports a failed write as a RuntimeError about its position
+            cause = cause_of(error, OSError)
             if cause is None:
                 raise
             kept = f"the previous {path.name} is kept unchanged" if existed else f"no file was left at {path}"
@@ -191,17 +165,6 @@ def _untrusted_message(path, torch_message: str) -> str:
 
 def _is_local(path) -> bool:
     return "://" not in str(path)
-
-
-def _os_error(error: BaseException | None) -> OSError | None:
-    """The ``OSError`` behind ``error`` (itself, its cause or its context), if any."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def _is_full(error: OSError) -> bool:

@@ -7,15 +7,18 @@ same inputs.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import os
 import re
 import struct
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import IO, Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -321,21 +324,46 @@ def decode_face(encoded: bytes, size: tuple[int, int], where: str) -> np.ndarray
 
 
 # ---- writing ----------------------------------------------------------------------------------------------------
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path``, flush it to disk, then rename it into place: an
-    interrupted run never leaves a partial file under the final name (a later run would take it for done). The
-    temporary name is hidden and does not end in an image extension, so tree scans ignore leftovers."""
+def write_atomically(path: Path, content: bytes | Callable[[IO[bytes]], None], sync_folder: bool = False) -> None:
+    """Write ``content`` (the bytes, or a function that writes them to the open file, e.g. ``torch.save`` of a
+    checkpoint) to a temporary name beside ``path``, flush and fsync it, then rename it into place: an interrupted
+    run never leaves a partial file under the final name (a later run would take it for done). ``sync_folder`` also
+    fsyncs the folder, so that the rename itself survives a power cut (checkpoints). On any failure the temporary
+    file is removed and ``path`` is left as it was. The temporary name is hidden, unique to the process and call,
+    and does not end in an image extension, so tree scans ignore leftovers."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
     try:
-        with open(temporary, "wb") as file:
-            file.write(data)
+        # os.open, not mkstemp: the file gets the usual permissions (umask), as open() or torch.save would give it.
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
+            if callable(content):
+                content(file)
+            else:
+                file.write(content)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+    if sync_folder:
+        with contextlib.suppress(OSError):  # some filesystems (NFS, FUSE) refuse to fsync a folder
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json_atomically(path: Path, content: dict) -> None:

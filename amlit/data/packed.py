@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from amlit.data.images import BadDataPolicy, IdentityFolders, read_image, write_json_atomically
+from amlit.data.images import BadDataPolicy, IdentityFolders, file_sha256, read_image, write_json_atomically
 from amlit.data.sources import ImageFolder, TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.progress import progress_bar
@@ -49,14 +49,6 @@ def shard_file(index: int) -> str:
 
 def index_file(index: int) -> str:
     return f"shard-{index:05d}.npz"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def source_checksum(root: Path, names: Sequence[str]) -> str:

@@ -21,7 +21,6 @@ cosine between the two are printed, and an export whose cosine falls below 0.999
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -97,14 +96,6 @@ def check_parity(session, net, input_format: InputFormat, mean: float, std: floa
     return results
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_onnx(
     checkpoint: Path,
     output: Path,
@@ -134,6 +125,7 @@ def export_onnx(
     """
     import torch
 
+    from amlit.data.images import file_sha256
     from amlit.inference.calibration import read_card
     from amlit.inference.model_card import build_card, write_card
     from amlit.inference.network import EmbeddingNet
@@ -221,7 +213,7 @@ def export_onnx(
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
-    export_info["sha256"] = _file_sha256(output)
+    export_info["sha256"] = file_sha256(output)
     export_info["parity"] = [result.line() for result in parity]
     card_paths = write_card(output.parent, card_data)
     print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB) and {card_paths[1].name}/.json beside it")

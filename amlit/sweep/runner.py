@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from amlit.data.images import write_atomically
 from amlit.errors import ConfigError
 from amlit.progress import progress_bar
 from amlit.sweep.command import render_command
@@ -64,12 +65,6 @@ def read_final_metric(run_dir: Path, metric: str) -> float:
         if len(values):
             return float(values.iloc[-1])
     return math.nan
-
-
-def _write_atomically(table: pd.DataFrame, path: Path) -> None:
-    partial = path.with_suffix(".csv.partial")
-    table.to_csv(partial, index=False)
-    os.replace(partial, path)  # a crash mid-write never leaves a truncated trials.csv
 
 
 def _plan(config: Mapping[str, Any], file: Path, max_trials: int | None, seed: int) -> list[dict[str, Any]]:
@@ -193,7 +188,8 @@ def run_sweep(
             "params": params_json,
             "command": shlex.join(argv),
         }
-        _write_atomically(pd.DataFrame([rows[k] for k in sorted(rows)]), trials_csv)
+        # a crash mid-write never leaves a truncated trials.csv
+        write_atomically(trials_csv, pd.DataFrame([rows[k] for k in sorted(rows)]).to_csv(index=False).encode())
 
     table = pd.DataFrame([rows[k] for k in sorted(rows)])
     if not dry_run:

@@ -151,7 +151,7 @@ def test_align_command_end_to_end(raw_tree, tmp_path):
     assert written == [
         "0000001/001.jpg", "0000002/001.jpg", "0000002/002.jpg", "0000003/001.jpg", "0000003/002.jpg", "0000003/003.jpg"
     ]  # fmt: skip
-    assert not [p for p in output.rglob("*") if p.name.endswith(".tmp")]
+    assert not [p for p in output.rglob("*") if p.name.endswith(".partial")]  # no temporary left behind
     for path in written:
         assert cv2.imread(str(output / path), cv2.IMREAD_UNCHANGED).shape == (112, 96, 3)
     # The drawn face keeps its geometry through the whole command (PNG in, JPEG q95 out).
