@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from amlit.errors import BadDataError
-from amlit.figures.plotting import print_table, pyplot
+from amlit.eval.plots import pyplot
+from amlit.figures.plotting import print_table
 from amlit.heads import AMSoftmax
 
 PRINTED_NORMS = (0.1, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)

@@ -1,18 +1,8 @@
-"""What the figure commands share: matplotlib without a display, and the numbers printed as a table."""
+"""What the figure commands share: their numbers printed as a table (matplotlib: ``amlit.eval.plots.pyplot``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (files only: no display on cluster nodes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def print_table(title: str, columns: Sequence[str], rows: Mapping[str, Sequence[float]], fmt: str = ".4f") -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from amlit.figures.plotting import print_table, pyplot
+from amlit.eval.plots import pyplot
+from amlit.figures.plotting import print_table
 from amlit.heads import a_softmax_target, am_softmax_logits, arcface_target, combined_margin_target
 
 PRINTED_DEGREES = (0, 30, 45, 60, 90, 120, 150, 180)

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from amlit.errors import ConfigError
-from amlit.figures.plotting import print_table, pyplot
+from amlit.eval.plots import pyplot
+from amlit.figures.plotting import print_table
 from amlit.figures.toy_data import NUM_CLASSES, generated_shapes, read_fashion_mnist
 from amlit.heads import AMSoftmax, ASoftmax, MarginHead, Softmax
 

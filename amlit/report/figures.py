@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amlit.eval.curves import Curve
+from amlit.eval.plots import overlay_curves
 from amlit.report.paper import describe_head
 from amlit.report.runs import Run
 
@@ -22,36 +22,6 @@ def run_label(run: Run) -> str:
     return f"{run.name}: {head}" + (f" ({', '.join(settings)})" if settings else "")
 
 
-def overlay(curves: list[tuple[str, Curve]], title: str, path: Path) -> Path:
-    """One PNG with every (label, curve); the x axis logarithmic when the curves ask for it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 5), dpi=120)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, (label, curve) in enumerate(curves):
-        x, y = (curve.x[curve.x > 0], curve.y[curve.x > 0]) if curve.log_x else (curve.x, curve.y)
-        marker = "os^D"[index // len(colours) % 4] if len(x) <= 12 else None  # CMC ranks, distractor counts
-        # past the colour cycle (10 colours; Table 1 has 15 rows) the line style tells runs of one colour apart
-        style = ("-", "--", ":", "-.")[index // len(colours) % 4]
-        axes.plot(x, y, label=label, color=colours[index % len(colours)], linestyle=style, marker=marker, markersize=3)
-    first = curves[0][1]
-    if first.log_x:
-        axes.set_xscale("log")
-    axes.set_xlabel(first.x_label)
-    axes.set_ylabel(first.y_label)
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7, loc="best")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
-
-
 def megaface_figures(runs: list[Run], output: Path) -> tuple[list[Path], list[str]]:
     """Writes each figure that at least one run has the curve for. Returns (written files, notes on what is not
     drawn and why)."""
@@ -60,7 +30,7 @@ def megaface_figures(runs: list[Run], output: Path) -> tuple[list[Path], list[st
         curves = [(run_label(run), run.curves[key]) for run in runs if key in run.curves]
         without = [run.name for run in runs if key not in run.curves]
         if curves:
-            written.append(overlay(curves, title, output / name))
+            written.append(overlay_curves(curves, title, output / name, figsize=(7, 5), legend_fontsize=7))
         if without:
             notes.append(f"{name}: no {key} curve in {', '.join(without)} (no MegaFace set, or no curves.json)")
     return written, notes
