@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amlit.data.images import write_atomically
+from amlit.data.images import write_atomically, write_json_atomically
 from amlit.data.landmarks import LandmarkFormat
 from amlit.errors import BadDataError, ConfigError, listed
 from amlit.inference.faces import FaceList, alignment_template, face_batches, list_faces
@@ -63,7 +63,7 @@ def _resume_state(partial: Path, state: dict, overwrite: bool, output: Path) -> 
                 )
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    write_atomically(state_path, (json.dumps(state, indent=1) + "\n").encode())
+    write_json_atomically(state_path, state)
 
 
 def _chunks_to_do(partial: Path, count: int, chunk: int) -> Iterator[tuple[int, range]]:
