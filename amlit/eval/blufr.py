@@ -35,7 +35,7 @@ import torch
 
 from amlit import keys
 from amlit.errors import BadDataError, MissingDataError
-from amlit.eval.exact import RunningTop, full_precision_matmul, pair_dots, rounding_bound
+from amlit.eval.exact import RunningTop, entries_at_or_above, full_precision_matmul, pair_dots, rounding_bound
 from amlit.eval.far import (
     FarRule,
     accept_rate,
@@ -47,6 +47,7 @@ from amlit.eval.far import (
     tar_at_far,
     top_impostors_needed,
 )
+from amlit.eval.label_pairs import count_pairs, genuine_pairs
 
 VR_FARS = (1e-4, 1e-3)  # verification FAR points reported (toolkit default 1e-3; AM-Softmax also 1e-4)
 DIR_FAR = 1e-2  # open-set identification FAR point reported, at rank 1
@@ -200,14 +201,6 @@ def verification_rates(
     return torch.tensor([tar_at_far(genuine, impostor, len(impostor), far, far_rule) for far in far_points])
 
 
-def count_pairs(labels: torch.Tensor) -> tuple[int, int]:
-    """(#genuine, #impostor) pairs i > j among ``labels`` (N,)."""
-    n = len(labels)
-    sizes = torch.unique(labels.cpu(), return_counts=True)[1].long()
-    genuine = int((sizes * (sizes - 1) // 2).sum())
-    return genuine, n * (n - 1) // 2 - genuine
-
-
 def blufr_verification(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -291,24 +284,28 @@ def _scan_pairs(
     top = RunningTop(max(1, num_top_impostors), margin, device)
     genuine = torch.empty(len(genuine_rows), dtype=torch.float32, device=device)
     upper = torch.ones(chunk, chunk, dtype=torch.bool, device=device).triu_()  # (c, c) j >= i of a diagonal block
+    buffer = torch.empty(min(chunk, len(features)) * len(features), device=device)  # reused: no page faults
     with full_precision_matmul():
         # Blocks of rows from the last ones up: the first block is the largest, its k-th largest a high first cut.
         for stop in range(len(features), 0, -chunk):
             start = max(0, stop - chunk)
-            block = approximate[start:stop] @ approximate[:stop].T  # (c, stop): rows start..stop-1 vs 0..stop-1
+            block = buffer[: (stop - start) * stop].view(stop - start, stop)  # rows start..stop-1 vs 0..stop-1
+            torch.mm(approximate[start:stop], approximate[:stop].T, out=block)
             first, last = torch.searchsorted(genuine_rows, torch.tensor([start, stop], device=device)).tolist()
             rows, cols = genuine_rows[first:last] - start, genuine_cols[first:last]
             genuine[first:last] = block[rows, cols]
             # What remains finite is the strict lower triangle's impostor pairs.
             block[rows, cols] = -math.inf
             block[:, start:].masked_fill_(upper[: stop - start, : stop - start], -math.inf)
-            if not top.has_cut:  # no cut yet: from this block
-                top.guess_cut(block[::8], num_impostors) if guess else top.raise_cut(block)
-            candidates = block >= top.cut  # few, once a cut is set
+            if not top.has_cut and guess:
+                top.guess_cut(block[::8], num_impostors)
+            if not top.has_cut:  # no (guessed) cut yet: from this block
+                top.raise_cut(block)
+            rows, cols, values = entries_at_or_above(block, top.cut.expand(stop - start))  # few, once a cut is set
             if not top.has_cut:
-                candidates &= block > -math.inf
-            rows, cols = candidates.nonzero(as_tuple=True)
-            top.add(block[rows, cols], rows + start, cols)
+                finite = values > -math.inf
+                rows, cols, values = rows[finite], cols[finite], values[finite]
+            top.add(values, rows + start, cols)
     return genuine, top
 
 
@@ -321,22 +318,6 @@ def _within(values: torch.Tensor, points: torch.Tensor, distance: float) -> torc
     below = (values - points[position]).abs() <= distance
     above = (points[(position + 1).clamp(max=len(points) - 1)] - values).abs() <= distance  # ...and the next one
     return below | above
-
-
-def genuine_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, cols) (G,) each: the pairs i > j with equal labels, sorted by i, then j."""
-    device = labels.device
-    order = torch.argsort(labels, stable=True)  # each label's rows together, in increasing row order
-    position = torch.empty_like(order)
-    position[order] = torch.arange(len(order), device=device)  # each row's place in `order`
-    _, counts = torch.unique_consecutive(labels[order], return_counts=True)
-    group_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)  # (N,) along `order`
-    earlier = (torch.arange(len(order), device=device) - group_start)[position]  # same-label rows before each row
-    rows = torch.repeat_interleave(torch.arange(len(order), device=device), earlier)  # row i, `earlier[i]` times
-    offset = torch.arange(len(rows), device=device) - torch.repeat_interleave(
-        torch.cumsum(earlier, 0) - earlier, earlier
-    )
-    return rows, order[group_start[position[rows]] + offset]
 
 
 def open_set_identification(

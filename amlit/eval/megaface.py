@@ -32,7 +32,7 @@ import math
 import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +41,25 @@ import torch
 from amlit import keys
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.curves import Curve
+from amlit.eval.exact import (
+    RunningTop,
+    RunningTopPerRow,
+    entries_at_or_above,
+    full_precision_matmul,
+    pair_dots,
+    rounding_bound,
+)
 from amlit.eval.far import (
     FarRule,
     calibration_impostors_needed,
     calibration_metrics,
+    calibration_ranks,
     check_far,
+    deciding_ranks,
     tar_at_far,
     top_impostors_needed,
 )
+from amlit.eval.label_pairs import genuine_pairs
 from amlit.listfiles import read_entries
 from amlit.progress import progress_bar
 
@@ -61,11 +72,13 @@ DISTRACTOR_COUNTS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
 @dataclass(frozen=True)
 class DistractorScan:
-    """What one pass over the distractors keeps: all that identification and verification need."""
+    """What one pass over the distractors keeps: all that identification, verification and the ROC need."""
 
     top_per_probe: torch.Tensor  # (P, max_rank) largest distractor scores of each probe, descending; -inf padded
+    best_at_count: dict[int, torch.Tensor]  # n -> (P,) each probe's best score among the first n scanned
     top_impostors: torch.Tensor  # (K,) largest probe x distractor scores, descending (K <= N_imp)
-    impostor_histogram: torch.Tensor  # (roc_bins,) int64 counts of all impostor scores in bins over [-1, 1]
+    sampled_histogram: torch.Tensor  # (roc_bins,) counts of the scores of the first distractors scanned
+    sampled_impostors: int  # how many scores the histogram holds
     num_impostors: int  # P * N
 
 
@@ -80,21 +93,39 @@ def histogram_bins(scores: torch.Tensor, roc_bins: int) -> torch.Tensor:
     return scores.add(1).mul_(roc_bins / 2).int().clamp_(0, roc_bins - 1)
 
 
+def _pieces(num_distractors: int, counts: Sequence[int], chunk: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of at most ``chunk`` distractors that cover 0..N and end on every one of ``counts``."""
+    ends = [*counts, num_distractors]
+    return [(a, min(a + chunk, n)) for low, n in itertools.pairwise([0, *ends]) for a in range(low, n, chunk)]
+
+
 def scan_distractors(
     probe_features: torch.Tensor,
     distractor_features: torch.Tensor,
     num_top_impostors: int,
+    exact_top: int = 0,
+    exact_ranks: Sequence[int] = (),
     max_rank: int = MAX_RANK,
+    counts: Sequence[int] = (),
+    seed: int = 0,
     roc_bins: int = 2000,
+    roc_sample_scores: int = 2**25,
     chunk: int = 16384,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> DistractorScan:
-    """One chunked pass: probe_features (P, D) against distractor_features (N, D), both L2-normalized.
+    """One chunked pass: probe_features (P, D) against distractor_features (N, D), both L2-normalized; scores in
+    float32, the ones that decide recomputed in float64 (``amlit.eval.exact``), so every value returned that a
+    metric reads is the float64 score.
 
-    Per chunk of c distractors: scores (P, c) = one matmul; merged into the per-probe top-``max_rank``, the global
-    top-``num_top_impostors`` (only scores above the current K-th largest are candidates, so after the first chunks
-    few survive) and the histogram. Memory: O(P * c) on the device, whatever N is.
+    Distractors are visited in the order of one seeded permutation (``numpy.random.default_rng(seed)``) when
+    ``counts`` (each < N) are given, so that the first n visited are a random subset of n, nested for growing n;
+    else in their own order. Per chunk of c distractors: scores (P, c) = one float32 product, and only the entries
+    that can be among a probe's ``max_rank`` largest or among the ``num_top_impostors`` largest of all (few, after
+    the first chunks) are kept, with their (probe, distractor); the first ones visited, up to about
+    ``roc_sample_scores`` scores, also go into the ROC's histogram. Memory: O(P * c) on the device, whatever N is.
+    Exact in float64: ``top_per_probe``, ``best_at_count``, the first ``exact_top`` values of ``top_impostors`` and
+    those at ``exact_ranks`` (0-based); its other values are the float32 ones.
     """
     if chunk < 1 or max_rank < 1 or num_top_impostors < 1 or roc_bins < 1:
         raise ConfigError(
@@ -104,126 +135,93 @@ def scan_distractors(
     device = torch.device(device) if device is not None else default_device()
     probes = probe_features.to(device)
     num_probes, num_distractors = len(probes), len(distractor_features)
-    per_probe = torch.full((num_probes, max_rank), -math.inf, dtype=probes.dtype, device=device)
-    top = torch.empty(0, dtype=probes.dtype, device=device)  # (<= K,) largest impostor scores so far, descending
-    histogram = torch.zeros(roc_bins, dtype=torch.int64, device=device)
-    starts = range(0, num_distractors, chunk)
-    for start in progress_bar(starts, desc="MegaFace distractors", unit="chunk", disable=not progress, leave=False):
-        block = distractor_features[start : start + chunk].to(device, probes.dtype, non_blocking=True)  # (c, D)
-        scores = probes @ block.T  # (P, c)
-        width = min(max_rank, scores.shape[1])
-        merged = torch.cat([per_probe, scores.topk(width, dim=1).values], dim=1)  # (P, max_rank + width)
-        per_probe = merged.topk(max_rank, dim=1).values
-        flat = scores.reshape(-1)
-        if len(top) == num_top_impostors:  # only scores above the K-th largest can change the top-K values
-            flat = flat[flat > top[-1]]
-        candidates = torch.cat([top, flat])
-        top = candidates.topk(min(num_top_impostors, len(candidates))).values
-        histogram += torch.bincount(histogram_bins(scores, roc_bins).reshape(-1), minlength=roc_bins)
-    return DistractorScan(per_probe, top, histogram, num_probes * num_distractors)
+    counts = sorted({int(n) for n in counts if 0 < int(n) < num_distractors})
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(num_distractors)) if counts else None
+    margin = rounding_bound(probes, distractor_features)
+
+    def rescore(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return pair_dots(probes, distractor_features, rows, cols)
+
+    # A guessed first cut for the global top (RunningTop.guess_cut) is checked at the end; rarely, a second pass.
+    for guess in (True, False):
+        per_probe = RunningTopPerRow(num_probes, max_rank, margin, device)
+        top = RunningTop(num_top_impostors, margin, device)
+        histogram = torch.zeros(roc_bins, dtype=torch.int64, device=device)
+        sampled = min(num_distractors, math.ceil(roc_sample_scores / max(num_probes, 1)))
+        best_at_count = {}
+        buffer = torch.empty(num_probes * min(chunk, num_distractors), device=device)  # reused: no page faults
+        approximate = probes.float()
+        pieces = _pieces(num_distractors, counts, chunk)
+        with full_precision_matmul():
+            for start, stop in progress_bar(pieces, desc="MegaFace distractors", disable=not progress, leave=False):
+                index = order[start:stop] if order is not None else slice(start, stop)
+                block = distractor_features[index].to(device, torch.float32, non_blocking=True)  # (c, D)
+                scores = torch.mm(approximate, block.T, out=buffer[: num_probes * len(block)].view(num_probes, -1))
+                if start < sampled:
+                    bins = histogram_bins(scores[:, : sampled - start], roc_bins)
+                    histogram += torch.bincount(bins.reshape(-1), minlength=roc_bins)
+                if not top.has_cut and guess:
+                    top.guess_cut(scores.reshape(-1)[:: max(1, scores.numel() // 2**22)], num_probes * num_distractors)
+                if not top.has_cut:
+                    top.raise_cut(scores)
+                if start == 0 or not torch.isfinite(per_probe.cut[0]):
+                    per_probe.raise_cut(scores)
+                rows, cols, values = entries_at_or_above(scores, torch.minimum(per_probe.cut, top.cut))
+                cols = cols + start if order is None else order.to(device)[cols + start]
+                mine, theirs = values >= per_probe.cut[rows], values >= top.cut
+                per_probe.add(values[mine], rows[mine], cols[mine])
+                top.add(values[theirs], rows[theirs], cols[theirs])
+                if stop in counts:
+                    best_at_count[stop] = per_probe.exact(rescore, 1)[:, 0]
+        if top.complete:
+            break
+    return DistractorScan(
+        top_per_probe=per_probe.exact(rescore),
+        best_at_count=best_at_count,
+        top_impostors=top.exact(rescore, exact_ranks, prefix=exact_top),
+        sampled_histogram=histogram,
+        sampled_impostors=num_probes * sampled,
+        num_impostors=num_probes * num_distractors,
+    )
 
 
-def _same_identity(labels: torch.Tensor) -> torch.Tensor:
-    """(P, P) bool: same label and not the same image."""
-    same = labels[:, None] == labels[None, :]
-    return same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+def identification_rates(
+    genuine: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, best: torch.Tensor
+) -> torch.Tensor:
+    """Identification rate of every trial at each rank: the scores (G,) of the same-identity pairs (rows, cols),
+    each pair two trials (probe = row, gallery = column, and the other way round), against each probe's largest
+    distractor scores ``best`` (P, R) -> (R,) float64. Trial (p, g) succeeds at rank r iff ``s(p, g) >
+    best[p, r-1]`` (a distractor that ties the mate counts against it)."""
+    successes = (genuine[:, None] > best[rows]).sum(dim=0) + (genuine[:, None] > best[cols]).sum(dim=0)  # (R,)
+    return successes.double() / (2 * len(genuine))
 
 
-def identification_cmc(probe_scores: torch.Tensor, labels: torch.Tensor, top_per_probe: torch.Tensor) -> np.ndarray:
-    """CMC over all (probe p, gallery g) trials: probe_scores (P, P), labels (P,), top_per_probe (P, R) -> (R,).
+def roc_curve(genuine: torch.Tensor, scan: DistractorScan, exact_points: int, middle_points: int = 200) -> Curve:
+    """ROC (FAR ascending, log x) of accepting scores above a threshold.
 
-    Trial (p, g) succeeds at rank r iff ``s(p, g) > top_per_probe[p, r-1]`` (ties with a distractor fail).
-    """
-    trials = _same_identity(labels)  # (P, P): row = probe p, column = gallery image g
-    num_trials = int(trials.sum())
-    if num_trials == 0:
-        raise BadDataError("MegaFace identification needs an identity with at least two probe images; none has")
-    successes = [
-        int(((probe_scores > top_per_probe[:, rank, None]) & trials).sum()) for rank in range(top_per_probe.shape[1])
-    ]  # loop over ranks (10), not probes
-    return np.asarray(successes, dtype=np.float64) / num_trials
-
-
-def genuine_scores(probe_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Scores of the unordered same-identity pairs (i > j) of the probe set: (P, P), (P,) -> (G,)."""
-    lower = torch.ones_like(probe_scores, dtype=torch.bool).tril(diagonal=-1)
-    return probe_scores[lower & (labels[:, None] == labels[None, :])]
-
-
-def _true_accept_rates(genuine: torch.Tensor, thresholds: torch.Tensor) -> np.ndarray:
-    """mean(genuine > t) per threshold, (G,), (T,) -> (T,) float64 (sorted search, no G x T matrix)."""
-    ordered = genuine.double().sort().values
-    above = len(ordered) - torch.searchsorted(ordered, thresholds.double().to(ordered.device), right=True)
-    return (above.double() / len(ordered)).cpu().numpy()
-
-
-def _operating_thresholds(top_impostors: torch.Tensor, count: int) -> torch.Tensor:
-    """Thresholds of operating points 0..count-1: the (j+1)-th largest impostor score, -inf past the last one."""
-    padded = torch.full((count,), -math.inf, dtype=torch.float64)
-    kept = top_impostors[:count].double().cpu()
-    padded[: len(kept)] = kept
-    return padded
-
-
-def _tar(genuine: torch.Tensor, top_impostors: torch.Tensor, num_impostors: int, far: float, rule: FarRule) -> float:
-    if len(genuine) == 0:
-        raise BadDataError("MegaFace verification needs at least one genuine pair (an identity with two images)")
-    return tar_at_far(genuine, top_impostors, num_impostors, far, rule)
-
-
-def roc_curve(genuine: torch.Tensor, scan: DistractorScan) -> Curve:
-    """ROC (FAR ascending, log x): exact operating points j = 0..K-1 from the top-K impostor scores, then the
-    histogram bin edges whose FAR is beyond them."""
-    count = len(scan.top_impostors)
-    exact_far = np.arange(count, dtype=np.float64) / scan.num_impostors
-    exact_tar = _true_accept_rates(genuine, _operating_thresholds(scan.top_impostors, count))
-    # Bin edge e_b = -1 + 2b/B: accepting bins >= b gives FAR = #impostors in bins >= b; the genuine scores go
-    # through the same binning so both rates describe the same decision.
-    bins = len(scan.impostor_histogram)
-    impostors_at_or_above = scan.impostor_histogram.flip(0).cumsum(0).flip(0).cpu().numpy()  # (B,)
-    genuine_bins = torch.bincount(histogram_bins(genuine.double(), bins), minlength=bins)
-    genuine_at_or_above = genuine_bins.flip(0).cumsum(0).flip(0).cpu().numpy()
-    binned_far = impostors_at_or_above / scan.num_impostors
-    binned_tar = genuine_at_or_above / len(genuine)
-    beyond = binned_far > (exact_far[-1] if count else 0)
-    far = np.concatenate([exact_far, binned_far[beyond][::-1]])
-    tar = np.concatenate([exact_tar, binned_tar[beyond][::-1]])
+    Three parts: every operating point j / N_imp for j < ``exact_points`` (threshold: the (j+1)-th largest impostor
+    score, exact); ``middle_points`` log-spaced points j up to the last kept impostor score (float32 thresholds);
+    then the histogram's bin edges, their FAR estimated from the histogram's share of the scores (a random subset of
+    the distractors when not all were sampled; with 2^25 sampled scores FAR is within ~0.5% from 1e-3 up)."""
+    top = scan.top_impostors.double().cpu()
+    exact = np.arange(min(exact_points, len(top)))
+    middle = np.unique(np.geomspace(max(len(exact), 1), len(top), middle_points).astype(np.int64) - 1)
+    points = np.union1d(exact, middle[middle >= len(exact)])
+    ordered = genuine.double().cpu().sort().values
+    accepted = len(ordered) - torch.searchsorted(ordered, top[points], right=True).numpy()
+    point_far, point_tar = points / scan.num_impostors, accepted / len(ordered)
+    # Bin edge e_b = -1 + 2b/B: accepting bins >= b gives FAR = share of the sampled impostors in bins >= b; the
+    # genuine scores go through the same binning so both rates describe the same decision.
+    bins = len(scan.sampled_histogram)
+    impostors_at_or_above = scan.sampled_histogram.flip(0).cumsum(0).flip(0).cpu().numpy()  # (B,)
+    genuine_bins = torch.bincount(histogram_bins(ordered, bins), minlength=bins)
+    genuine_at_or_above = genuine_bins.flip(0).cumsum(0).flip(0).numpy()
+    binned_far = impostors_at_or_above / scan.sampled_impostors
+    binned_tar = genuine_at_or_above / len(ordered)
+    beyond = binned_far > (point_far[-1] if len(points) else 0)
+    far = np.concatenate([point_far, binned_far[beyond][::-1]])
+    tar = np.concatenate([point_tar, binned_tar[beyond][::-1]])
     return Curve(far, tar, x_label="false accept rate", y_label="true accept rate", log_x=True)
-
-
-def rank1_by_distractor_count(
-    probe_features: torch.Tensor,
-    labels: torch.Tensor,
-    distractor_features: torch.Tensor,
-    counts: Sequence[int],
-    seed: int = 0,
-    chunk: int = 16384,
-    progress: bool = True,
-) -> dict[int, float]:
-    """Rank-1 identification rate with n distractors for each n in ``counts`` below N = len(distractor_features).
-
-    The subsets are nested prefixes of one permutation of the distractors (``numpy.random.default_rng(seed)``), so
-    a larger set contains every smaller one and rank-1 can only fall as n grows; trials as ``evaluate_megaface``.
-    One pass over the largest prefix keeps each probe's best distractor score and reads it at every n. Counts >= N
-    are left out (``evaluate_megaface`` reports n = N as ``rank1``). probe_features (P, D) and labels (P,) on the
-    scoring device, distractor_features (N, D) anywhere.
-    """
-    num_distractors = len(distractor_features)
-    wanted = sorted({int(n) for n in counts if 0 < int(n) < num_distractors})
-    if not wanted:
-        return {}
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(num_distractors)[: wanted[-1]])
-    probe_scores = probe_features @ probe_features.T  # (P, P)
-    best = torch.full((len(probe_features), 1), -math.inf, dtype=probe_features.dtype, device=probe_features.device)
-    rates = {}
-    # chunks of at most `chunk` rows that end on every wanted count
-    pieces = [(a, min(a + chunk, n)) for low, n in itertools.pairwise([0, *wanted]) for a in range(low, n, chunk)]
-    for a, b in progress_bar(pieces, desc="MegaFace distractor counts", disable=not progress, leave=False):
-        block = distractor_features[order[a:b]].to(probe_features.device, probe_features.dtype)  # (c, D)
-        best = torch.maximum(best, (probe_features @ block.T).amax(dim=1, keepdim=True))  # (P, 1)
-        if b in wanted:
-            rates[b] = float(identification_cmc(probe_scores, labels, best)[0])
-    return rates
 
 
 def evaluate_megaface(
@@ -246,11 +244,11 @@ def evaluate_megaface(
     Returns ``rank1`` (identification rate at rank 1), ``tar@far=<far>`` (``amlit.keys.far_key``, e.g.
     ``tar@far=1e-6``), ``cmc`` (Curve, ranks 1..max_rank), ``roc`` (Curve, log FAR), and the counts
     ``num_probes``, ``num_distractors``, ``num_identification_trials``, ``num_genuine_pairs``; and rank-1 against
-    the number of distractors (``rank1_by_distractor_count``, nested random subsets, ``distractor_seed``):
-    ``rank1@distractors=<n>`` (``amlit.keys.distractors_key``) for each n of ``distractor_counts`` up to N, and
-    the Curve ``rank1_vs_distractors`` (those n and N). The extra pass covers the largest n below N only (10% of
-    the work at 1M distractors). Also the calibrated ``threshold@far=<FAR>`` with ``num_impostors``
-    (``amlit.eval.far.calibration_metrics``).
+    the number of distractors (nested random subsets, ``distractor_seed``): ``rank1@distractors=<n>``
+    (``amlit.keys.distractors_key``) for each n of ``distractor_counts`` below N, and the Curve
+    ``rank1_vs_distractors`` (those n and N), read along the same single pass. Also the calibrated
+    ``threshold@far=<FAR>`` with ``num_impostors`` (``amlit.eval.far.calibration_metrics``). Every score a metric
+    reads is the float64 one (``scan_distractors``), so the metrics are those of float64 arithmetic.
     """
     if probe_features.ndim != 2 or distractor_features.ndim != 2:
         raise BadDataError(
@@ -270,6 +268,9 @@ def evaluate_megaface(
     labels = torch.as_tensor(probe_labels, device=device)
     if labels.shape != (len(probes),):
         raise BadDataError(f"got {len(labels)} probe labels for {len(probes)} probe features; expected one each")
+    rows, cols = genuine_pairs(labels)  # (G,) each: the same-identity pairs i > j
+    if len(rows) == 0:
+        raise BadDataError("MegaFace identification needs an identity with at least two probe images; none has")
     num_impostors = len(probes) * len(distractor_features)
     roc_exact = top_impostors_needed(far, num_impostors, "interpolated")  # exact ROC points, as many as any rule reads
     scan = scan_distractors(
@@ -277,18 +278,21 @@ def evaluate_megaface(
         distractor_features,
         # Every rule's and the ROC's, and the calibrated thresholds' (FAR 1e-3 at 1M distractors: 3.5M kept).
         num_top_impostors=max(roc_exact, calibration_impostors_needed(num_impostors)),
+        exact_top=roc_exact,
+        exact_ranks=[*deciding_ranks(far, num_impostors, far_rule), *calibration_ranks(num_impostors)],
         max_rank=max_rank,
+        counts=distractor_counts,
+        seed=distractor_seed,
         roc_bins=roc_bins,
         chunk=chunk,
         device=device,
         progress=progress,
     )
-    probe_scores = probes @ probes.T  # (P, P), same dtype and kernel as the distractor scores
-    cmc = identification_cmc(probe_scores, labels, scan.top_per_probe)
-    genuine = genuine_scores(probe_scores, labels)
-    by_count = rank1_by_distractor_count(
-        probes, labels, distractor_features, distractor_counts, distractor_seed, chunk, progress
-    )
+    genuine = pair_dots(probes, probes, rows, cols)  # (G,) float64
+    cmc = identification_rates(genuine, rows, cols, scan.top_per_probe).cpu().numpy()
+    by_count = {
+        n: float(identification_rates(genuine, rows, cols, best[:, None])[0]) for n, best in scan.best_at_count.items()
+    }
     by_count[len(distractor_features)] = float(cmc[0])  # all of them: the CMC's rank 1
     shown = {keys.distractors_key(n): rate for n, rate in by_count.items() if n in set(distractor_counts)}
     return {
@@ -301,12 +305,12 @@ def evaluate_megaface(
             log_x=True,
         ),
         "rank1": float(cmc[0]),
-        keys.far_key(far): _tar(genuine, scan.top_impostors, num_impostors, far, far_rule),
+        keys.far_key(far): tar_at_far(genuine, scan.top_impostors, num_impostors, far, far_rule),
         "cmc": Curve(np.arange(1, max_rank + 1, dtype=np.float64), cmc, x_label="rank", y_label="identification rate"),
-        "roc": roc_curve(genuine, replace(scan, top_impostors=scan.top_impostors[:roc_exact])),
+        "roc": roc_curve(genuine, scan, roc_exact),
         "num_probes": float(len(probes)),
         "num_distractors": float(len(distractor_features)),
-        "num_identification_trials": float(_same_identity(labels).sum()),
+        "num_identification_trials": float(2 * len(genuine)),
         "num_genuine_pairs": float(len(genuine)),
         **calibration_metrics(scan.top_impostors, num_impostors),
     }
