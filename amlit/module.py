@@ -56,6 +56,9 @@ class FaceVerificationModule(L.LightningModule):
             SphereFace used mean 127.5).
         compile_backbone: ``torch.compile`` the backbone in place (``nn.Module.compile``: checkpoints keep their
             keys). Speed only: the same results up to float rounding (tests/test_speed_switches.py).
+        compile_mode: ``torch.compile``'s mode for ``compile_backbone``: ``"reduce-overhead"`` replays the
+            backbone's kernels as CUDA graphs (one launch per step on a GPU; nothing on a CPU), ``"max-autotune"``
+            also benchmarks kernel choices (long first steps).
         sgd_implementation: the SGD kernel, ``"for_loop"``, ``"foreach"`` (one kernel per step for all tensors)
             or ``"fused"``; None: PyTorch's default for the device. Same update up to float rounding.
     """
@@ -74,13 +77,14 @@ class FaceVerificationModule(L.LightningModule):
         pixel_mean: float = 128.0,
         pixel_std: float = 128.0,
         compile_backbone: bool = False,
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default",
         sgd_implementation: Literal["for_loop", "foreach", "fused"] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "head"])
         self.backbone = backbone
         if compile_backbone:
-            self.backbone.compile()
+            self.backbone.compile(mode=compile_mode)
         self.head = head(backbone.embedding_dim, num_classes)
         self._collectors: list[EmbeddingCollector] = []
         # Results of the last evaluation, by full key (``test/lfw/acc`` -> 0.99, ``test/lfw/roc`` -> Curve), for

@@ -18,7 +18,7 @@ paper's (``--width=1 --classes=10516 --batch=256 --precision=bf16-mixed``, what 
 
     PYTHONPATH=. .venv/bin/python scripts/bench_train.py                 # CPU, small: ~1-2 min on 2 cores
     PYTHONPATH=. .venv/bin/python scripts/bench_train.py --device=cuda --width=1 --classes=10516 --batch=256 \\
-        --precision=bf16-mixed --steps=300 --json=out/train.json [--compile]
+        --precision=bf16-mixed --steps=300 --json=out/train.json [--compile [--compile-mode=reduce-overhead]]
 
 Targets (issue 14): CPU Lightning >= 95% of the plain loop; GPU >= 97%, >= 22k img/s bf16 eager, >= 30k compiled.
 """
@@ -139,6 +139,7 @@ def lightning_fit(args, packed: Path, resident: bool, device: torch.device, run_
         f"--model.backbone.init_args.width_multiplier={args.width}",
         f"--model.backbone.init_args.embedding_dim={args.embedding_dim}",
         f"--model.compile_backbone={str(args.compile).lower()}",
+        f"--model.compile_mode={args.compile_mode}",
         f"--model.sgd_implementation={args.sgd or 'null'}",
     ]
     reset_peak(device)
@@ -210,7 +211,7 @@ def plain_loop(args, packed: Path, device: torch.device) -> dict:
     resident = ResidentImages(dataset, (112, 96), device)
     backbone, head, optimizer = build_plain(args, int(labels.max()) + 1, device)
     if args.compile:
-        backbone.compile()  # as model.compile_backbone does
+        backbone.compile(mode=args.compile_mode)  # as model.compile_backbone does
     reset_peak(device)
     clock = StepClock(device)
     generator = torch.Generator().manual_seed(0)
@@ -247,6 +248,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="steps left out of the timing")
     parser.add_argument("--workers", type=int, default=1, help="loader workers of the packed variant")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbone (model.compile_backbone)")
+    parser.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode with --compile (model.compile_mode; reduce-overhead: CUDA graphs)",
+    )
     parser.add_argument("--sgd", choices=["for_loop", "foreach", "fused"], help="model.sgd_implementation")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak for MFU (known: H100/H200 bf16)")
     parser.add_argument("--skip", default="", help="comma-separated: packed, resident, plain")

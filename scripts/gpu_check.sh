@@ -11,7 +11,10 @@
 #   2. fit bf16-mixed and 16-mixed: `amlit fit` on the demo's generated faces with the paper's network (SphereFace-20,
 #      width 1, 512-d, batch 256) for a few hundred steps: the loss must be finite and decreasing
 #   3. training benchmark (scripts/bench_train.py): Lightning (packed, device-resident) vs plain, eager and compiled
-#   4. evaluation benchmark (scripts/bench_eval.py): BLUFR 10 trials (when ../shared/data has the config), MegaFace 1M
+#   4. embedding benchmark (scripts/bench_embed.py): the test-time network in float32 and bf16 at large batches
+#   5. evaluation benchmark (scripts/bench_eval.py): BLUFR 10 trials (when ../shared/data has the config), MegaFace 1M
+#   6. training benchmark with CUDA graphs (torch.compile mode reduce-overhead), plain and device-resident: last,
+#      because the others matter more if the lent time runs short
 # Python: .venv/bin/python when present, else python3 (PYTHON=... overrides).
 set -uo pipefail
 
@@ -38,6 +41,7 @@ if ((DRY_RUN)); then
   PRECISIONS=(bf16-mixed)
   TRAIN_ARGS=(--steps=4 --warmup=1 --classes=8 --per-identity=4 --batch=8 --workers=0)
   COMPILE=()
+  EMBED_ARGS=(--width=0.125 --batches=16 --steps=2 --warmup=1)
   EVAL_ARGS=(--distractors=2000 --skip=lfw,blufr,cli)
   LIMIT=300
 else
@@ -49,11 +53,14 @@ else
   TRAIN_ARGS=(--width=1 --classes=10516 --per-identity=2 --batch=256 --precision=bf16-mixed --steps=150 --warmup=30
     --workers=8)
   COMPILE=(--compile)
+  EMBED_ARGS=(--batches=256,1024,4096 --steps=20 --warmup=3)
   EVAL_ARGS=(--distractors=1000000 --skip=cli)
   LIMIT=120  # typical stage times (estimated, not yet measured on a GPU): fits ~45 s, eager ~90 s, eval ~60 s
 fi
 COMPILED_LIMIT=$((LIMIT * 3 / 2))  # two compilations (Lightning resident, plain)
-# Worst case, every stage at its limit: 60 + 2 x (LIMIT + 30) + LIMIT + COMPILED_LIMIT + LIMIT = 13 min on the GPU.
+EMBED_LIMIT=$((LIMIT / 2))
+# Worst case, every stage at its limit: 60 + 2 x (LIMIT + 30) + LIMIT + 2 x COMPILED_LIMIT + EMBED_LIMIT + LIMIT =
+# 17 min on the GPU, more than is lent: typical runs are expected near 8, and the last stage is the one to lose.
 
 failed=()
 stage() {  # stage NAME LIMIT_S COMMAND...: runs it with a time limit, logs to OUT/NAME.log, records a failure
@@ -117,7 +124,13 @@ if ((${#COMPILE[@]})); then
   stage train-compiled "$COMPILED_LIMIT" "$PYTHON" scripts/bench_train.py "--device=$DEVICE" "${TRAIN_ARGS[@]}" \
     "${COMPILE[@]}" --skip=packed "--json=$OUT/train-compiled.json"
 fi
+stage embed "$EMBED_LIMIT" "$PYTHON" scripts/bench_embed.py "--device=$DEVICE" "${EMBED_ARGS[@]}" "--json=$OUT/embed.json"
 stage eval "$LIMIT" "$PYTHON" scripts/bench_eval.py "--device=$DEVICE" "${EVAL_ARGS[@]}" "--json=$OUT/eval.json"
+
+if ((${#COMPILE[@]})); then
+  stage train-cudagraphs "$COMPILED_LIMIT" "$PYTHON" scripts/bench_train.py "--device=$DEVICE" "${TRAIN_ARGS[@]}" \
+    "${COMPILE[@]}" --compile-mode=reduce-overhead --skip=packed "--json=$OUT/train-cudagraphs.json"
+fi
 
 "$PYTHON" - "$OUT" "$DRY_RUN" "${failed[@]}" <<'EOF'
 import json, sys

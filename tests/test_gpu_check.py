@@ -26,5 +26,7 @@ def test_gpu_check_dry_run_writes_every_stage(tmp_path):
     for variant in ("plain", "lightning/packed", "lightning/resident"):
         assert report["train-eager"][variant]["img_per_s"] > 0
     assert report["train-eager"]["flops_per_step"] > 0
+    embed = {(run["batch"], run["precision"]): run for run in report["embed"]["runs"]}
+    assert embed[16, "32"]["images_per_s"] > 0 and 0.9 < embed[16, "bf16"]["min_cosine_to_fp32"] < 1
     megaface = report["eval"]["megaface"]
     assert megaface["same_numbers"] and megaface["amlit_s"] > 0 and megaface["products_s"] > 0

@@ -51,3 +51,12 @@ def test_compiled_backbone_trains_like_the_eager_one():
     assert set(got) == set(expected)  # same checkpoint keys (compiled in place, no _orig_mod prefix)
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch):
+    # reduce-overhead (CUDA graphs) only acts on a GPU; here: that the setting reaches torch.compile, on the backbone
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: calls.append((type(self), kwargs)))
+    module(compile_backbone=True, compile_mode="reduce-overhead")
+    module(compile_mode="max-autotune")  # without compile_backbone: nothing compiled
+    assert calls == [(SphereFace, {"mode": "reduce-overhead"})]

@@ -66,14 +66,19 @@ def check_features(
             "image needs exactly one feature; remove the duplicates"
         )
     features = np.asarray(features, dtype=np.float32)
-    bad = ~np.isfinite(features).all(axis=1)
+    # float64 norms a block of rows at a time: a float64 copy of a million 512-d features would be 4 GB
+    step = 65_536
+    norms = np.concatenate(
+        [np.linalg.norm(features[i : i + step].astype(np.float64), axis=1) for i in range(0, len(features), step)]
+        or [np.empty(0)]
+    )
+    bad = ~np.isfinite(norms)  # NaN or Inf in a row makes its norm NaN or Inf
     if bad.any():
         examples = listed([names[i] for i in np.flatnonzero(bad)], 3)
         raise BadDataError(
             f"{source}: {int(bad.sum())} feature rows hold NaN or Inf (e.g. {examples}): embed those images again "
             "or leave them out of the file"
         )
-    norms = np.linalg.norm(features.astype(np.float64), axis=1)
     zero = norms == 0
     if zero.any():
         examples = listed([names[i] for i in np.flatnonzero(zero)], 3)
@@ -87,7 +92,7 @@ def check_features(
             "them, since every protocol compares cosines",
             stacklevel=2,
         )
-        features = (features / norms[:, None]).astype(np.float32)
+        features = (features / norms[:, None]).astype(np.float32)  # one copy, only of features that need it
     return features
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,6 +29,7 @@ META_INPUT_FORMAT = "amlit_input_format"  # uint8_nhwc | float_nchw
 META_FLIP_SUM = "amlit_flip_sum"  # "true": f(x) + f(mirror(x)) inside the graph
 META_NORMALIZE = "amlit_l2_normalized"  # "true": L2 normalization inside the graph
 META_MODEL_CARD = "amlit_model_card"  # the model card (JSON), calibrated thresholds included
+Precision = Literal["32", "bf16"]  # embedding arithmetic of a checkpoint: float32, or bfloat16 autocast
 ONNX_EXTRA = 'pip install -e ".[onnx]" (onnx, onnxruntime, onnxscript; `make install` installs them)'
 
 
@@ -48,11 +49,15 @@ class CheckpointModel:
     net: Any  # amlit.inference.network.EmbeddingNet
     device: Any  # torch.device
     model_card: dict | None = None
+    precision: Precision = "32"
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
+        # bf16: the backbone under autocast (as `amlit fit/test` with trainer.precision=bf16-mixed); the flip-sum
+        # and the normalization in float32 (EmbeddingNet casts the backbone's output)
+        bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        with torch.inference_mode(), bf16:
             return self.net(torch.from_numpy(batch).to(self.device)).cpu().numpy()
 
 
@@ -91,10 +96,10 @@ def torch_device(device: str | None):
     return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_checkpoint_model(path: str | Path, device: str | None = None) -> CheckpointModel:
+def load_checkpoint_model(path: str | Path, device: str | None = None, precision: Precision = "32") -> CheckpointModel:
     """An amlit ``.ckpt`` for inference: verified weights-only load, the recorded backbone rebuilt and filled
-    strictly. Refused with one message: missing/damaged/code-carrying files, checkpoints without an inference
-    record, backbones amlit does not ship."""
+    strictly, embedding in ``precision``. Refused with one message: missing/damaged/code-carrying files,
+    checkpoints without an inference record, backbones amlit does not ship."""
     from amlit.checkpoint_io import load_verified
     from amlit.inference.network import EmbeddingNet, backbone_state, load_backbone, weights_digest
 
@@ -106,7 +111,8 @@ def load_checkpoint_model(path: str | Path, device: str | None = None) -> Checkp
     backbone = load_backbone(record["backbone"], tensors, source)
     net = EmbeddingNet(backbone, contract.pixel_mean, contract.pixel_std)
     target = torch_device(device)
-    return CheckpointModel(source, record, contract, weights_digest(tensors), net.to(target).eval(), target)
+    digest = weights_digest(tensors)
+    return CheckpointModel(source, record, contract, digest, net.to(target).eval(), target, precision=precision)
 
 
 def onnx_session(path: str | Path, device: str | None = None):
@@ -161,11 +167,15 @@ def load_onnx_model(path: str | Path, device: str | None = None) -> OnnxModel:
     )
 
 
-def load_model(path: str | Path, device: str | None = None) -> CheckpointModel | OnnxModel:
-    """A checkpoint (``.ckpt``, any other name) or an ONNX export (``.onnx``) for inference."""
+def load_model(path: str | Path, device: str | None = None, precision: Precision = "32") -> CheckpointModel | OnnxModel:
+    """A checkpoint (``.ckpt``, any other name) or an ONNX export (``.onnx``, float32 only) for inference."""
     path = Path(path)
+    if precision not in ("32", "bf16"):
+        raise ConfigError(f"precision must be 32 or bf16, got {precision!r}")
     if not path.is_file():
         raise MissingDataError(f"model not found: {path}; pass an amlit checkpoint (.ckpt) or an export (.onnx)")
     if path.suffix.lower() == ONNX_SUFFIX:
+        if precision != "32":
+            raise ConfigError(f"{path}: an ONNX export runs in float32; embed with the checkpoint for bf16")
         return load_onnx_model(path, device)
-    return load_checkpoint_model(path, device)
+    return load_checkpoint_model(path, device, precision)
