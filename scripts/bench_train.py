@@ -26,6 +26,7 @@ Targets (issue 14): CPU Lightning >= 95% of the plain loop; GPU >= 97%, >= 22k i
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -34,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -102,8 +104,12 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def lightning_fit(args, packed: Path, resident: bool, device: torch.device, run_dir: Path) -> dict:
-    """The paper config through AmlitCLI (as ``amlit fit`` builds it), with a step clock added."""
+def lightning_fit(
+    args, packed: Path, resident: bool, device: torch.device, run_dir: Path, sync_audit: bool = False
+) -> dict:
+    """The paper config through AmlitCLI (as ``amlit fit`` builds it), with a step clock added. With
+    ``sync_audit`` (CUDA), no clock: every host-device synchronization of the steps after the warm-up is reported
+    by ``torch.cuda.set_sync_debug_mode`` and counted by the Python line that caused it."""
     import lightning as L
     import wandb
 
@@ -115,7 +121,10 @@ def lightning_fit(args, packed: Path, resident: bool, device: torch.device, run_
 
     class Clock(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            clock.tick()
+            if not sync_audit:
+                clock.tick()
+            elif batch_idx + 1 == args.warmup:
+                torch.cuda.set_sync_debug_mode("warn")  # from the next step on
 
     overrides = [
         f"--trainer.default_root_dir={run_dir}",
@@ -143,16 +152,27 @@ def lightning_fit(args, packed: Path, resident: bool, device: torch.device, run_
         f"--model.sgd_implementation={args.sgd or 'null'}",
     ]
     reset_peak(device)
-    AmlitCLI(
-        FaceVerificationModule,
-        subclass_mode_data=True,
-        save_config_callback=SaveConfigToLoggers,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        args=["fit", "--config", str(PAPER_CONFIG), *overrides],
-        trainer_defaults={"callbacks": [Clock()]},  # added to the config's callbacks
-    )
+    with warnings.catch_warnings(record=True) if sync_audit else contextlib.nullcontext() as caught:
+        if sync_audit:
+            warnings.simplefilter("always")  # every sync, not the first one of each line
+        AmlitCLI(
+            FaceVerificationModule,
+            subclass_mode_data=True,
+            save_config_callback=SaveConfigToLoggers,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=["fit", "--config", str(PAPER_CONFIG), *overrides],
+            trainer_defaults={"callbacks": [Clock()]},  # added to the config's callbacks
+        )
+        if sync_audit:
+            torch.cuda.set_sync_debug_mode("default")
     wandb.finish()  # the next variant starts its own offline run
+    if sync_audit:
+        syncs = collections.Counter(
+            f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchronizing CUDA operation" in str(w.message)
+        )
+        steps = args.steps - args.warmup
+        return {"steps": steps, "syncs_per_step": sum(syncs.values()) / steps, "sites": dict(syncs.most_common())}
     return clock.summary(args.warmup, args.batch) | {"peak_memory_gb": peak_memory_gb(device)}
 
 
@@ -257,9 +277,15 @@ def main() -> None:
     parser.add_argument("--sgd", choices=["for_loop", "foreach", "fused"], help="model.sgd_implementation")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak for MFU (known: H100/H200 bf16)")
     parser.add_argument("--skip", default="", help="comma-separated: packed, resident, plain")
+    parser.add_argument(
+        "--sync-audit",
+        action="store_true",
+        help="CUDA only, instead of timing: count the host-device syncs per step of the Lightning fit "
+        "(device-resident) after the warm-up, by the line that causes them (torch.cuda.set_sync_debug_mode)",
+    )
     parser.add_argument("--json", type=Path, help="write every number to this JSON file")
     args = parser.parse_args()
-    device, skip = torch.device(args.device), set(filter(None, args.skip.split(",")))
+    device = torch.device(args.device)
     os.environ.setdefault("WANDB_MODE", "offline")  # the paper config's wandb logger, offline
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
@@ -270,6 +296,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="amlit-bench-train-") as scratch:
         packed = write_packed_faces(Path(scratch), args.classes, args.per_identity, (112, 96))
+        if args.sync_audit:
+            if device.type != "cuda":
+                raise SystemExit("--sync-audit needs a CUDA device (torch.cuda.set_sync_debug_mode)")
+            report["sync_audit"] = audit = lightning_fit(args, packed, True, device, Path(scratch) / "run", True)
+            print(f"host-device syncs per step: {audit['syncs_per_step']:.2f}; by site: {audit['sites']}")
+            args.skip = "plain,packed,resident"  # the audit only
+        skip = set(filter(None, args.skip.split(",")))
         flops = step_flops(args, args.classes, device)
         report["flops_per_step"] = flops
         print(f"one training step: {flops / 1e9:.1f} GFLOP ({flops / args.batch / 1e9:.2f} GFLOP per image)")

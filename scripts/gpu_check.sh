@@ -11,6 +11,7 @@
 #   2. fit bf16-mixed and 16-mixed: `amlit fit` on the demo's generated faces with the paper's network (SphereFace-20,
 #      width 1, 512-d, batch 256) for a few hundred steps: the loss must be finite and decreasing
 #   3. training benchmark (scripts/bench_train.py): Lightning (packed, device-resident) vs plain, eager and compiled
+#   3b. host-device sync audit (CUDA): syncs per training step of the Lightning fit, by the line causing them
 #   4. embedding benchmark (scripts/bench_embed.py): the test-time network in float32 and bf16 at large batches
 #   5. evaluation benchmark (scripts/bench_eval.py): BLUFR 10 trials (when ../shared/data has the config), MegaFace 1M
 #   6. training benchmark with CUDA graphs (torch.compile mode reduce-overhead), plain and device-resident: last,
@@ -59,8 +60,8 @@ else
 fi
 COMPILED_LIMIT=$((LIMIT * 3 / 2))  # two compilations (Lightning resident, plain)
 EMBED_LIMIT=$((LIMIT / 2))
-# Worst case, every stage at its limit: 60 + 2 x (LIMIT + 30) + LIMIT + 2 x COMPILED_LIMIT + EMBED_LIMIT + LIMIT =
-# 17 min on the GPU, more than is lent: typical runs are expected near 8, and the last stage is the one to lose.
+# Worst case, every stage at its limit: 60 + 2 x (LIMIT + 30) + LIMIT + 2 x COMPILED_LIMIT + 2 x EMBED_LIMIT + LIMIT
+# = 18 min on the GPU, more than is lent: typical runs are expected near 8, and the last stage is the one to lose.
 
 failed=()
 stage() {  # stage NAME LIMIT_S COMMAND...: runs it with a time limit, logs to OUT/NAME.log, records a failure
@@ -123,6 +124,10 @@ stage train-eager "$LIMIT" "$PYTHON" scripts/bench_train.py "--device=$DEVICE" "
 if ((${#COMPILE[@]})); then
   stage train-compiled "$COMPILED_LIMIT" "$PYTHON" scripts/bench_train.py "--device=$DEVICE" "${TRAIN_ARGS[@]}" \
     "${COMPILE[@]}" --skip=packed "--json=$OUT/train-compiled.json"
+fi
+if [[ "$DEVICE" == cuda ]]; then
+  stage sync-audit "$EMBED_LIMIT" "$PYTHON" scripts/bench_train.py "--device=$DEVICE" "${TRAIN_ARGS[@]}" \
+    --steps=40 --warmup=30 --sync-audit "--json=$OUT/sync-audit.json"
 fi
 stage embed "$EMBED_LIMIT" "$PYTHON" scripts/bench_embed.py "--device=$DEVICE" "${EMBED_ARGS[@]}" "--json=$OUT/embed.json"
 stage eval "$LIMIT" "$PYTHON" scripts/bench_eval.py "--device=$DEVICE" "${EVAL_ARGS[@]}" "--json=$OUT/eval.json"
