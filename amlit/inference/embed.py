@@ -118,8 +118,8 @@ def embed(
         batch_size: faces per forward pass (each also runs mirrored).
         device: torch device for checkpoints, e.g. cuda or cpu (default: cuda when available); onnxruntime uses CUDA
             when it has it.
-        precision: 32, or bf16 (checkpoints only): the network in bfloat16 autocast, much faster on GPUs, as
-            `amlit test` with trainer.precision=bf16-mixed; features move by ~1e-3 in cosine.
+        precision: 32, or bf16 (checkpoints only): the network in bfloat16 autocast, as `amlit test` with
+            trainer.precision=bf16-mixed; for GPUs (on CPUs without bfloat16 units it is several times slower).
         workers: image decoding threads (default: all CPU cores).
         chunk: images per resumable unit: an interrupted run keeps the finished chunks under <output>.partial/.
         overwrite: replace an existing output, or the part-finished work of a different command.

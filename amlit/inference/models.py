@@ -12,6 +12,7 @@ neither torch nor Lightning.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +112,12 @@ def load_checkpoint_model(path: str | Path, device: str | None = None, precision
     backbone = load_backbone(record["backbone"], tensors, source)
     net = EmbeddingNet(backbone, contract.pixel_mean, contract.pixel_std)
     target = torch_device(device)
+    if precision == "bf16" and target.type == "cpu":
+        warnings.warn(
+            "bf16 embedding on the CPU: bfloat16 autocast is meant for GPUs; CPUs without bfloat16 units run it "
+            "several times slower than float32 (--precision=32)",
+            stacklevel=2,
+        )
     digest = weights_digest(tensors)
     return CheckpointModel(source, record, contract, digest, net.to(target).eval(), target, precision=precision)
 
