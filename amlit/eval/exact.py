@@ -230,21 +230,9 @@ class RunningTopPerRow:
         if len(self.values) + self._pending_size > 4 * self.num_rows * self.k:
             self._prune()
 
-    def _by_row(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(order, rank): the kept candidates grouped by row, descending within a row, and each one's 0-based rank
-        in its row (along ``order``)."""
-        order = self.values.argsort(descending=True, stable=True)
-        order = order[self.rows[order].argsort(stable=True)]
-        counts = torch.bincount(self.rows, minlength=self.num_rows)
-        starts = torch.cumsum(counts, 0) - counts
-        return order, torch.arange(len(order), device=order.device) - starts[self.rows[order]]
-
     def _kth(self, k: int) -> torch.Tensor:
         """(R,) each row's k-th largest kept value, ``-inf`` for rows with fewer than k."""
-        order, rank = self._by_row()
-        kth = torch.full((self.num_rows,), -math.inf, device=self.values.device)
-        at_k = order[rank == k - 1]
-        return kth.index_put_((self.rows[at_k],), self.values[at_k])
+        return top_per_row(self.values, self.rows, self.num_rows, k)[:, k - 1]
 
     def _prune(self) -> None:
         parts = [(self.values, self.rows, self.cols), *self._pending]
@@ -264,15 +252,19 @@ class RunningTopPerRow:
         self._prune()
         near = (self.values >= self._kth(k)[self.rows] - 2 * self.margin).nonzero().squeeze(1)
         rows = self.rows[near]
-        exact = rescore(rows, self.cols[near])
-        order = exact.argsort(descending=True, stable=True)
-        order = order[rows[order].argsort(stable=True)]
-        counts = torch.bincount(rows, minlength=self.num_rows)
-        rank = torch.arange(len(order), device=order.device) - (torch.cumsum(counts, 0) - counts)[rows[order]]
-        top = torch.full((self.num_rows, k), -math.inf, dtype=torch.float64, device=exact.device)
-        first = rank < k
-        top[rows[order][first], rank[first]] = exact[order][first]
-        return top
+        return top_per_row(rescore(rows, self.cols[near]), rows, self.num_rows, k)
+
+
+def top_per_row(values: torch.Tensor, rows: torch.Tensor, num_rows: int, k: int) -> torch.Tensor:
+    """(num_rows, k) the k largest of ``values`` (n,) in each row (``rows`` (n,)), descending, ``-inf`` padded."""
+    order = values.argsort(descending=True, stable=True)
+    order = order[rows[order].argsort(stable=True)]  # grouped by row, descending within a row
+    counts = torch.bincount(rows, minlength=num_rows)
+    rank = torch.arange(len(order), device=order.device) - (torch.cumsum(counts, 0) - counts)[rows[order]]
+    top = torch.full((num_rows, k), -math.inf, dtype=values.dtype, device=values.device)
+    first = rank < k
+    top[rows[order][first], rank[first]] = values[order][first]
+    return top
 
 
 def entries_at_or_above(

@@ -12,15 +12,17 @@ import torch
 from amlit.cli import run_tool
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.embeddings import read_embeddings
-from amlit.eval.far import far_count
+from amlit.eval.far import calibration_impostors_needed, far_count
 from amlit.eval.megaface import (
     evaluate_megaface,
+    histogram_bins,
     identity_labels,
     identity_of,
     read_feature_file,
     read_features,
     read_identity_names,
     read_image_list,
+    scan_distractors,
     select_identities,
     write_feature_file,
     write_features,
@@ -351,3 +353,51 @@ def test_rank1_by_distractor_count_on_nested_subsets_matches_brute_force():
         progress=False,
     )
     assert [other[f"rank1@distractors={n}"] for n in (10, 100)] != [result[f"rank1@distractors={n}"] for n in (10, 100)]
+
+
+def test_roc_curve_middle_points_read_the_kept_impostor_scores():
+    # FAR 1e-4 of 63k impostor scores: 8 exact points; the calibrated thresholds keep the 63 largest (FAR 1e-3),
+    # from which log-spaced points continue the curve
+    probes, labels, distractors = random_set(8, distractors=3000)
+    far = 1e-4
+    *_, impostor, point_far, point_tar = brute_force(probes, labels, distractors, far)
+    result = evaluate_megaface(
+        *(torch.from_numpy(a) for a in (probes, labels, distractors)),
+        far=far,
+        chunk=500,
+        distractor_counts=(),
+        device="cpu",
+        progress=False,
+    )
+    exact = far_count(far, len(impostor)) + 2
+    kept = calibration_impostors_needed(len(impostor))
+    assert kept > exact + 10  # there is a middle part
+    roc = result["roc"]
+    j = np.round(roc.x * len(impostor)).astype(int)
+    points = j[roc.x < kept / len(impostor)]
+    assert points[:exact].tolist() == list(range(exact)) and len(points) > exact + 10
+    assert np.all(np.diff(points) > 0) and points[-1] == kept - 1
+    np.testing.assert_allclose(roc.x[: len(points)], point_far[points], rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(roc.y[: len(points)], point_tar[points])
+
+
+def test_roc_histogram_holds_the_scores_of_the_first_distractors_scanned():
+    probes, _, distractors = (torch.from_numpy(a) for a in random_set(9, distractors=400))
+    num_probes = len(probes)
+    scan = scan_distractors(
+        probes,
+        distractors,
+        num_top_impostors=10,
+        counts=[100],
+        seed=2,
+        roc_bins=50,
+        roc_sample_scores=37 * num_probes + 1,  # -> the first 38 distractors of the scan order
+        chunk=1000,
+        device="cpu",
+        progress=False,
+    )
+    assert scan.sampled_impostors == 38 * num_probes
+    order = torch.from_numpy(np.random.default_rng(2).permutation(len(distractors)))
+    scores = probes.float() @ distractors[order[:100]].float().T  # the first piece, as scanned: float32
+    expected = torch.bincount(histogram_bins(scores[:, :38], 50).reshape(-1), minlength=50)
+    assert torch.equal(scan.sampled_histogram, expected)
