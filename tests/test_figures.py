@@ -178,3 +178,11 @@ def test_toy_larger_margin_gives_tighter_classes(tmp_path, capsys):
     for key, name in (("softmax", "Softmax"), ("am_0.5", "AM-Softmax (s=10, m=0.5)")):
         line = next(line for line in printed.splitlines() if line.startswith(name))
         assert f"{result[key]['intra_class_angle']:.3f}" in line and f"{result[key]['min_centre_angle']:.3f}" in line
+
+
+def test_toy_results_do_not_depend_on_what_ran_before(tmp_path):
+    settings = {"losses": ["am_0.2"], "steps": 3, "train_images": 100, "test_images": 50, "width": 2, "threads": 1}
+    torch.manual_seed(1)
+    first = figure_toy(tmp_path / "a.png", **settings)
+    torch.rand(1000)  # another state of the global generator
+    assert figure_toy(tmp_path / "b.png", **settings) == first

@@ -190,6 +190,7 @@ def figure_toy(
         for key in keys:
             name, make_head = LOSSES[key]
             started = time.monotonic()
+            torch.manual_seed(seed)  # the head's class weights too: not from whatever ran before
             head = make_head(steps)
             network = train_toy(head, train, steps, batch_size, learning_rate, width, seed)
             with torch.no_grad():
