@@ -7,7 +7,7 @@ L2-normalized features, which ranks exactly like the cosine score s used here, s
   distractor set D and every other image p in I \\ {g} is a probe: one trial per ordered pair (p, g) of distinct
   same-identity images (3,530 FaceScrub images of 80 identities -> ~155k trials). The rank of the trial is
   ``1 + #{d in D : s(p, d) >= s(p, g)}``: **a distractor that ties the mate counts against the probe** (the
-  pessimistic convention; a float32 tie is rare). CMC(r) = fraction of trials with rank <= r, i.e.
+  pessimistic convention). CMC(r) = fraction of trials with rank <= r, i.e.
   ``s(p, g) > r-th largest s(p, d)``, so a running per-probe top-r of distractor scores is all that is kept.
   Rank-1 identification rate = CMC(1) (the devkit's ``cmc[1][0]``).
 - Verification. Genuine scores: every unordered pair of distinct same-identity probe images; impostor scores: every
@@ -16,12 +16,13 @@ L2-normalized features, which ranks exactly like the cosine score s used here, s
   ``interpolated`` as happynear's ``Megaface/draw_curve.m``); with 1M distractors 1e-6 * N_imp = 3,530 is an integer
   and the three differ only by genuine scores between two adjacent impostor scores. Only the floor(FAR * N_imp) + 2
   largest impostor scores are needed (a running top-k over distractor chunks, exact).
-  The ROC curve returned has the exact operating points j / N_imp (accepting scores above the (j+1)-th largest
-  impostor score) for j < k + 2, and above that points read from a histogram of all impostor scores with bins of
-  width 2 / ``roc_bins`` in cosine (operating points at the bin edges).
+  The ROC curve returned (``roc_curve``) has the operating points j / N_imp (accepting scores above the (j+1)-th
+  largest impostor score) for j < k + 2, log-spaced ones up to the largest impostor scores kept, and above those
+  points read from a histogram of a random subset of the impostor scores (bins of width 2 / ``roc_bins`` in cosine).
 
-Scores are computed in the features' dtype (float32 normally: the matmul is the cost; float64 for checks) on
-``device`` (CUDA when available), distractors streamed in chunks of ``chunk`` rows: the P x N matrix never exists.
+Scores are float32 products (the cost) on ``device`` (CUDA when available), distractors streamed in chunks of
+``chunk`` rows: the P x N matrix never exists. Every score a metric reads is recomputed in float64
+(``amlit.eval.exact``): the results are those of float64 arithmetic on the features as given.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ def scan_distractors(
         buffer = torch.empty(num_probes * min(chunk, num_distractors), device=device)  # reused: no page faults
         approximate = probes.float()
         pieces = _pieces(num_distractors, counts, chunk)
+        order_here = order.to(device) if order is not None else None  # distractor index of each scanned column
         with full_precision_matmul():
             for start, stop in progress_bar(pieces, desc="MegaFace distractors", disable=not progress, leave=False):
                 index = order[start:stop] if order is not None else slice(start, stop)
@@ -167,7 +169,7 @@ def scan_distractors(
                 if start == 0 or not torch.isfinite(per_probe.cut[0]):
                     per_probe.raise_cut(scores)
                 rows, cols, values = entries_at_or_above(scores, torch.minimum(per_probe.cut, top.cut))
-                cols = cols + start if order is None else order.to(device)[cols + start]
+                cols = cols + start if order_here is None else order_here[cols + start]
                 mine, theirs = values >= per_probe.cut[rows], values >= top.cut
                 per_probe.add(values[mine], rows[mine], cols[mine])
                 top.add(values[theirs], rows[theirs], cols[theirs])
