@@ -56,8 +56,10 @@ class FaceVerificationModule(L.LightningModule):
             SphereFace used mean 127.5).
         compile_backbone: ``torch.compile`` the backbone in place (``nn.Module.compile``: checkpoints keep their
             keys). Speed only: the same results up to float rounding (tests/test_speed_switches.py).
-        compile_mode: ``torch.compile``'s mode for ``compile_backbone``: ``"reduce-overhead"`` replays the
-            backbone's kernels as CUDA graphs (one launch per step on a GPU; nothing on a CPU), ``"max-autotune"``
+        compile_head: ``torch.compile`` the margin head in place too (its normalizations, margin and
+            cross-entropy fused; the (B, C) logits are the largest activation of the step).
+        compile_mode: ``torch.compile``'s mode for ``compile_backbone``/``compile_head``: ``"reduce-overhead"``
+            replays the kernels as CUDA graphs (one launch per step on a GPU; nothing on a CPU), ``"max-autotune"``
             also benchmarks kernel choices (long first steps).
         sgd_implementation: the SGD kernel, ``"for_loop"``, ``"foreach"`` (one kernel per step for all tensors)
             or ``"fused"``; None: PyTorch's default for the device. Same update up to float rounding.
@@ -77,6 +79,7 @@ class FaceVerificationModule(L.LightningModule):
         pixel_mean: float = 128.0,
         pixel_std: float = 128.0,
         compile_backbone: bool = False,
+        compile_head: bool = False,
         compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default",
         sgd_implementation: Literal["for_loop", "foreach", "fused"] | None = None,
     ) -> None:
@@ -86,6 +89,8 @@ class FaceVerificationModule(L.LightningModule):
         if compile_backbone:
             self.backbone.compile(mode=compile_mode)
         self.head = head(backbone.embedding_dim, num_classes)
+        if compile_head:
+            self.head.compile(mode=compile_mode)
         self._collectors: list[EmbeddingCollector] = []
         # Results of the last evaluation, by full key (``test/lfw/acc`` -> 0.99, ``test/lfw/roc`` -> Curve), for
         # the results file and the plots (amlit.callbacks.ResultsWriter).

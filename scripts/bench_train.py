@@ -148,6 +148,7 @@ def lightning_fit(
         f"--model.backbone.init_args.width_multiplier={args.width}",
         f"--model.backbone.init_args.embedding_dim={args.embedding_dim}",
         f"--model.compile_backbone={str(args.compile).lower()}",
+        f"--model.compile_head={str(args.compile_head).lower()}",
         f"--model.compile_mode={args.compile_mode}",
         f"--model.sgd_implementation={args.sgd or 'null'}",
     ]
@@ -232,6 +233,8 @@ def plain_loop(args, packed: Path, device: torch.device) -> dict:
     backbone, head, optimizer = build_plain(args, int(labels.max()) + 1, device)
     if args.compile:
         backbone.compile(mode=args.compile_mode)  # as model.compile_backbone does
+    if args.compile_head:
+        head.compile(mode=args.compile_mode)  # as model.compile_head does
     reset_peak(device)
     clock = StepClock(device)
     generator = torch.Generator().manual_seed(0)
@@ -268,6 +271,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="steps left out of the timing")
     parser.add_argument("--workers", type=int, default=1, help="loader workers of the packed variant")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbone (model.compile_backbone)")
+    parser.add_argument("--compile-head", action="store_true", help="torch.compile the head (model.compile_head)")
     parser.add_argument(
         "--compile-mode",
         default="default",

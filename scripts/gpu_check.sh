@@ -14,7 +14,7 @@
 #   3b. host-device sync audit (CUDA): syncs per training step of the Lightning fit, by the line causing them
 #   4. embedding benchmark (scripts/bench_embed.py): the test-time network in float32 and bf16 at large batches
 #   5. evaluation benchmark (scripts/bench_eval.py): BLUFR 10 trials (when ../shared/data has the config), MegaFace 1M
-#   6. training benchmark with CUDA graphs (torch.compile mode reduce-overhead), plain and device-resident: last,
+#   6. training benchmark with backbone and head compiled as CUDA graphs (mode reduce-overhead), plain and resident: last,
 #      because the others matter more if the lent time runs short
 # Python: .venv/bin/python when present, else python3 (PYTHON=... overrides).
 set -uo pipefail
@@ -134,7 +134,7 @@ stage eval "$LIMIT" "$PYTHON" scripts/bench_eval.py "--device=$DEVICE" "${EVAL_A
 
 if ((${#COMPILE[@]})); then
   stage train-cudagraphs "$COMPILED_LIMIT" "$PYTHON" scripts/bench_train.py "--device=$DEVICE" "${TRAIN_ARGS[@]}" \
-    "${COMPILE[@]}" --compile-mode=reduce-overhead --skip=packed "--json=$OUT/train-cudagraphs.json"
+    "${COMPILE[@]}" --compile-head --compile-mode=reduce-overhead --skip=packed "--json=$OUT/train-cudagraphs.json"
 fi
 
 "$PYTHON" - "$OUT" "$DRY_RUN" "${failed[@]}" <<'EOF'

@@ -44,9 +44,9 @@ def test_sgd_implementations_update_like_the_for_loop(implementation):
 
 
 @pytest.mark.slow
-def test_compiled_backbone_trains_like_the_eager_one():
+def test_compiled_backbone_and_head_train_like_the_eager_ones():
     expected = train_steps(module(), steps=2)
-    compiled = module(compile_backbone=True)
+    compiled = module(compile_backbone=True, compile_head=True)
     got = train_steps(compiled, steps=2)
     assert set(got) == set(expected)  # same checkpoint keys (compiled in place, no _orig_mod prefix)
     for name, value in expected.items():
@@ -58,5 +58,6 @@ def test_compile_mode_reaches_torch_compile(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: calls.append((type(self), kwargs)))
     module(compile_backbone=True, compile_mode="reduce-overhead")
-    module(compile_mode="max-autotune")  # without compile_backbone: nothing compiled
-    assert calls == [(SphereFace, {"mode": "reduce-overhead"})]
+    module(compile_head=True, compile_mode="max-autotune")
+    module(compile_mode="max-autotune")  # without compile_backbone/compile_head: nothing compiled
+    assert calls == [(SphereFace, {"mode": "reduce-overhead"}), (AMSoftmax, {"mode": "max-autotune"})]
