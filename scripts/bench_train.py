@@ -258,6 +258,36 @@ def step_flops(args, num_classes: int, device: torch.device) -> int:
     return counter.get_total_flops()
 
 
+def time_variants(args, packed: Path, device: torch.device, scratch: Path, peak: float | None) -> dict:
+    """FLOPs of a step, then each variant not in ``--skip`` timed: {"flops_per_step": ..., variant: numbers}."""
+    report: dict = {}
+    skip = set(filter(None, args.skip.split(",")))
+    flops = step_flops(args, args.classes, device)
+    report["flops_per_step"] = flops
+    print(f"one training step: {flops / 1e9:.1f} GFLOP ({flops / args.batch / 1e9:.2f} GFLOP per image)")
+    variants = {  # the plain loop first: on the CPU the peak RSS is the process's so far
+        "plain": lambda: plain_loop(args, packed, device),
+        "lightning/packed": lambda: lightning_fit(args, packed, False, device, scratch / "run-packed"),
+        "lightning/resident": lambda: lightning_fit(args, packed, True, device, scratch / "run-resident"),
+    }
+    for variant, run in variants.items():
+        if variant.split("/")[-1] in skip:
+            continue
+        result = run()
+        seconds = args.batch / result["img_per_s"]
+        result["tflops"] = flops / seconds / 1e12
+        result["mfu"] = result["tflops"] / peak if peak else None
+        report[variant] = result
+        mfu = f", MFU {100 * result['mfu']:.1f}%" if result["mfu"] is not None else ""
+        print(
+            f"{variant}: {result['img_per_s']:.1f} img/s, step {result['step_ms_median']:.1f} ms median, "
+            f"{result['step_ms_p90']:.1f} ms p90, peak memory {result['peak_memory_gb']:.2f} GB, "
+            f"{result['tflops'] * 1e3:.1f} GFLOP/s{mfu} ({load()})",
+            flush=True,
+        )
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -298,38 +328,16 @@ def main() -> None:
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, {load()}")
     report: dict = {"device": name, "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()}}
 
+    if args.sync_audit and device.type != "cuda":
+        raise SystemExit("--sync-audit needs a CUDA device (torch.cuda.set_sync_debug_mode)")
+
     with tempfile.TemporaryDirectory(prefix="amlit-bench-train-") as scratch:
         packed = write_packed_faces(Path(scratch), args.classes, args.per_identity, (112, 96))
-        if args.sync_audit:
-            if device.type != "cuda":
-                raise SystemExit("--sync-audit needs a CUDA device (torch.cuda.set_sync_debug_mode)")
+        if args.sync_audit:  # instead of the timings
             report["sync_audit"] = audit = lightning_fit(args, packed, True, device, Path(scratch) / "run", True)
             print(f"host-device syncs per step: {audit['syncs_per_step']:.2f}; by site: {audit['sites']}")
-            args.skip = "plain,packed,resident"  # the audit only
-        skip = set(filter(None, args.skip.split(",")))
-        flops = step_flops(args, args.classes, device)
-        report["flops_per_step"] = flops
-        print(f"one training step: {flops / 1e9:.1f} GFLOP ({flops / args.batch / 1e9:.2f} GFLOP per image)")
-        variants = {  # the plain loop first: on the CPU the peak RSS is the process's so far
-            "plain": lambda: plain_loop(args, packed, device),
-            "lightning/packed": lambda: lightning_fit(args, packed, False, device, Path(scratch) / "run-packed"),
-            "lightning/resident": lambda: lightning_fit(args, packed, True, device, Path(scratch) / "run-resident"),
-        }
-        for variant, run in variants.items():
-            if variant.split("/")[-1] in skip:
-                continue
-            result = run()
-            seconds = args.batch / result["img_per_s"]
-            result["tflops"] = flops / seconds / 1e12
-            result["mfu"] = result["tflops"] / peak if peak else None
-            report[variant] = result
-            mfu = f", MFU {100 * result['mfu']:.1f}%" if result["mfu"] is not None else ""
-            print(
-                f"{variant}: {result['img_per_s']:.1f} img/s, step {result['step_ms_median']:.1f} ms median, "
-                f"{result['step_ms_p90']:.1f} ms p90, peak memory {result['peak_memory_gb']:.2f} GB, "
-                f"{result['tflops'] * 1e3:.1f} GFLOP/s{mfu} ({load()})",
-                flush=True,
-            )
+        else:
+            report |= time_variants(args, packed, device, Path(scratch), peak)
     if "plain" in report:
         for variant in ("lightning/packed", "lightning/resident"):
             if variant in report:

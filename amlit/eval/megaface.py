@@ -143,17 +143,17 @@ def scan_distractors(
     def rescore(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         return pair_dots(probes, distractor_features, rows, cols)
 
+    approximate = probes.float()
+    buffer = torch.empty(num_probes * min(chunk, num_distractors), device=device)  # reused: no page faults
+    pieces = _pieces(num_distractors, counts, chunk)
+    order_here = order.to(device) if order is not None else None  # distractor index of each scanned column
+    sampled = min(num_distractors, math.ceil(roc_sample_scores / max(num_probes, 1)))  # distractors in the histogram
     # A guessed first cut for the global top (RunningTop.guess_cut) is checked at the end; rarely, a second pass.
     for guess in (True, False):
         per_probe = RunningTopPerRow(num_probes, max_rank, margin, device)
         top = RunningTop(num_top_impostors, margin, device)
         histogram = torch.zeros(roc_bins, dtype=torch.int64, device=device)
-        sampled = min(num_distractors, math.ceil(roc_sample_scores / max(num_probes, 1)))
         best_at_count = {}
-        buffer = torch.empty(num_probes * min(chunk, num_distractors), device=device)  # reused: no page faults
-        approximate = probes.float()
-        pieces = _pieces(num_distractors, counts, chunk)
-        order_here = order.to(device) if order is not None else None  # distractor index of each scanned column
         with full_precision_matmul():
             for start, stop in progress_bar(pieces, desc="MegaFace distractors", disable=not progress, leave=False):
                 index = order[start:stop] if order is not None else slice(start, stop)
@@ -166,7 +166,7 @@ def scan_distractors(
                     top.guess_cut(scores.reshape(-1)[:: max(1, scores.numel() // 2**22)], num_probes * num_distractors)
                 if not top.has_cut:
                     top.raise_cut(scores)
-                if start == 0 or not torch.isfinite(per_probe.cut[0]):
+                if not torch.isfinite(per_probe.cut[0]):  # every row gets its cut at once
                     per_probe.raise_cut(scores)
                 rows, cols, values = entries_at_or_above(scores, torch.minimum(per_probe.cut, top.cut))
                 cols = cols + start if order_here is None else order_here[cols + start]
