@@ -1,7 +1,8 @@
 """Benchmark of the evaluation protocols (prints numbers, not a test): each protocol beside its bare score products
 and beside a plain numpy implementation of it, on the same realistic 512-d features, with their results compared.
 
-- BLUFR: all 10 trials of the real ``blufr_lfw_config.mat`` (from ../shared/data; skipped when absent). Features:
+- BLUFR: all 10 trials of the real ``blufr_lfw_config.mat`` (from ``--shared-data``, default ``$AMLIT_SHARED_DATA``
+  or ../shared/data; skipped when absent). Features:
   one random direction per subject plus noise (genuine cosines ~0.14, impostors ~0 +- 0.044), so VR and DIR are
   neither 0 nor 1. Bare products: the float32 score products the protocol computes (each trial's lower triangle
   in the same row chunks, and gallery x probes), nothing else.
@@ -44,7 +45,8 @@ from amlit.eval.pairs import PairList, read_lfw_pairs
 from amlit.eval.verification import pair_verification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The real protocol files (LFW pairs.txt, the BLUFR config); scripts/gpu_prepare.sh copies them for a GPU machine.
+SHARED_DATA = Path(os.environ.get("AMLIT_SHARED_DATA") or REPO.parent / "shared" / "data")
 LFW_IMAGES = 13_233
 DIM = 512
 PROBES, PROBE_IDENTITIES = 3_530, 80
@@ -262,6 +264,7 @@ def main() -> None:
     parser.add_argument("--distractors", type=int, default=1_000_000)
     parser.add_argument("--chunk", type=int, default=16_384, help="MegaFace distractors per step")
     parser.add_argument("--skip", default="", help="comma-separated: lfw, blufr, megaface, numpy, cli")
+    parser.add_argument("--shared-data", type=Path, default=SHARED_DATA, help="folder of lfw/pairs.txt, blufr/")
     parser.add_argument("--json", type=Path, help="write every number to this JSON file")
     args = parser.parse_args()
     device, skip = torch.device(args.device), set(filter(None, args.skip.split(",")))
@@ -272,7 +275,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="amlit-bench-eval-"))
 
     if "lfw" not in skip:
-        pairs_path = SHARED_DATA / "lfw" / "pairs.txt"
+        pairs_path = args.shared_data / "lfw" / "pairs.txt"
         pairs = read_lfw_pairs(pairs_path) if pairs_path.is_file() else random_pairs(np.random.default_rng(0))
         people = torch.as_tensor([hash(p.split("/")[0]) % 2**31 for p in pairs.images], device=device)
         features = identity_features(people, BLUFR_NOISE / 2, generator)
@@ -285,7 +288,7 @@ def main() -> None:
             report["lfw"]["cli"] = score_subprocess(["score", "lfw", f"--embeddings={npz}", f"--pairs={pairs_path}"])
             print(f"  `amlit score lfw` end to end: {report['lfw']['cli']['wall_s']:.2f} s ({load()})")
 
-    config_path = SHARED_DATA / "blufr" / "blufr_lfw_config.mat"
+    config_path = args.shared_data / "blufr" / "blufr_lfw_config.mat"
     if "blufr" not in skip and config_path.is_file():
         config = read_blufr_config(config_path)
         features = identity_features(torch.as_tensor(config.labels, device=device), BLUFR_NOISE, generator)

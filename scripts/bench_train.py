@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -53,18 +54,28 @@ def load() -> str:
 
 
 def write_packed_faces(folder: Path, identities: int, per_identity: int, image_size: tuple[int, int]) -> Path:
-    """Random images in an identity tree, packed by ``amlit.data.packed.pack``: the real training format."""
-    from amlit.data.packed import pack
+    """Random images in an identity tree, packed by ``amlit.data.packed.pack``: the real training format.
 
+    A complete pack of the same size already in ``folder`` is reused (``--data``: the GPU check's benchmark runs
+    share one instead of writing and decoding 21k images each time); a half-written one is started again."""
+    from amlit.data.packed import MANIFEST, pack
+
+    packed = folder / f"faces-{identities}x{per_identity}-{image_size[0]}x{image_size[1]}"
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads((packed / "packed" / MANIFEST).read_text())["complete"]:
+            print(f"reusing the packed faces in {packed}", flush=True)
+            return packed / "packed"
+    shutil.rmtree(packed, ignore_errors=True)
     rng = np.random.default_rng(0)
-    tree = folder / "tree"
+    tree = packed / "tree"
     for identity in range(identities):
         (tree / f"{identity:07d}").mkdir(parents=True)
         for image in range(per_identity):
             pixels = rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)
             cv2.imwrite(str(tree / f"{identity:07d}" / f"{image:03d}.png"), pixels)
-    pack(tree, folder / "packed", image_size=image_size, workers=0)
-    return folder / "packed"
+    pack(tree, packed / "packed", image_size=image_size, workers=0)
+    shutil.rmtree(tree)  # the pack holds every pixel
+    return packed / "packed"
 
 
 class StepClock:
@@ -317,6 +328,9 @@ def main() -> None:
         help="CUDA only, instead of timing: count the host-device syncs per step of the Lightning fit "
         "(device-resident) after the warm-up, by the line that causes them (torch.cuda.set_sync_debug_mode)",
     )
+    parser.add_argument(
+        "--data", type=Path, help="keep the generated packed faces here and reuse them (default: a temporary folder)"
+    )
     parser.add_argument("--json", type=Path, help="write every number to this JSON file")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -332,7 +346,7 @@ def main() -> None:
         raise SystemExit("--sync-audit needs a CUDA device (torch.cuda.set_sync_debug_mode)")
 
     with tempfile.TemporaryDirectory(prefix="amlit-bench-train-") as scratch:
-        packed = write_packed_faces(Path(scratch), args.classes, args.per_identity, (112, 96))
+        packed = write_packed_faces(args.data or Path(scratch), args.classes, args.per_identity, (112, 96))
         if args.sync_audit:  # instead of the timings
             report["sync_audit"] = audit = lightning_fit(args, packed, True, device, Path(scratch) / "run", True)
             print(f"host-device syncs per step: {audit['syncs_per_step']:.2f}; by site: {audit['sites']}")
