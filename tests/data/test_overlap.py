@@ -124,3 +124,9 @@ def test_find_overlaps_warns_when_no_name_of_a_list_matches(tmp_path):
     names.write_text("Adam;Brody;2\nBruce;Lee;3\n")  # a format it cannot read as names
     with pytest.warns(UserWarning, match=r"names.csv: none of its 2 names matches a CASIA name \(e.g. read 'Adam;"):
         assert find_overlaps(id_names, [names]).empty
+
+
+def test_an_id_list_saved_with_a_byte_order_mark_reads_its_first_id(tmp_path):
+    path = tmp_path / "ids.txt"
+    path.write_text("\ufeff0000045\n0000099\n", encoding="utf-8")
+    assert read_id_list(path) == ["0000045", "0000099"]
