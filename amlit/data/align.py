@@ -15,8 +15,10 @@ accuracy as long as training and test images are aligned the same way (align bot
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -260,8 +262,18 @@ def _run_jobs(
         cv2.setNumThreads(opencv_threads)
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_alignment_info(output: Path, info: dict) -> None:
-    """Refuse to resume into a folder aligned with another template (the tree would mix crop geometries)."""
+    """Refuse to resume into a folder aligned with another template or from another landmark file: finished crops
+    are kept on a rerun, so the tree would mix crop geometries, or crops of the old landmarks (even of images the
+    new file leaves out) under a record naming the new file."""
     info_path = output / INFO_NAME
     if info_path.is_file():
         previous = json.loads(info_path.read_text(encoding="utf-8"))
@@ -269,6 +281,20 @@ def _check_alignment_info(output: Path, info: dict) -> None:
             raise ConfigError(
                 f"{output} holds faces aligned with template {previous.get('template')!r} ({info_path}), not "
                 f"{info['template']!r}: choose another output folder or the same template"
+            )
+        if "landmarks_sha256" not in previous:
+            # Written before the landmark file was recorded by content: nothing to compare with.
+            warnings.warn(
+                f"{info_path} does not record which landmark file the crops in {output} come from; resuming "
+                f"with {info['landmarks']} (delete {output} to align everything afresh from it)",
+                stacklevel=3,
+            )
+        elif previous["landmarks_sha256"] != info["landmarks_sha256"]:
+            raise ConfigError(
+                f"{output} holds faces aligned from another landmark file ({previous.get('landmarks')}, sha256 "
+                f"{previous['landmarks_sha256'][:12]}...; recorded in {info_path}) than {info['landmarks']} (sha256 "
+                f"{info['landmarks_sha256'][:12]}...): its crops would be kept; delete {output} to realign it, or "
+                "choose another output folder"
             )
     output.mkdir(parents=True, exist_ok=True)
     info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -387,7 +413,8 @@ def align_tree(
     Resumable: images whose output exists are skipped (outputs are written to a temporary name and renamed,
     so an existing file is always complete). Images without landmarks are skipped, as SphereFace drops faces
     MTCNN missed. Every skipped file is listed with the reason in ``<output>/align_report.csv``; the template
-    used is recorded in ``<output>/alignment.json``.
+    and the landmark file (path and sha256) are recorded in ``<output>/alignment.json``, and a rerun with another
+    template or landmark file is refused.
 
     Args:
         raw_root: folder of the original images, e.g. ``CASIA-WebFace/`` holding ``<7-digit id>/<nnn>.jpg``.
@@ -422,7 +449,15 @@ def align_tree(
     if on_bad == "fail" and (bad := [row for row in report if row[1] in _DAMAGE]):
         path, status, reason = bad[0]
         raise BadDataError(f"cannot align {raw_root / path}: {reason}; fix or remove the file, or pass --on_bad=skip")
-    _check_alignment_info(output, {"template": template, **_template_info(align_template), "landmarks": str(landmarks)})
+    _check_alignment_info(
+        output,
+        {
+            "template": template,
+            **_template_info(align_template),
+            "landmarks": str(landmarks),
+            "landmarks_sha256": _file_sha256(landmarks),
+        },
+    )
 
     aligned = 0
     # closing(): on an on_bad="fail" stop the generator exits its Pool block at once, ending the workers.

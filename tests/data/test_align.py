@@ -1,6 +1,7 @@
 """Five-point alignment: the transform against a float64 least-squares solve, geometry on drawn discs, the landmark
 file formats (and the real LFW file), and ``amlit data align`` end to end on a tiny tree."""
 
+import hashlib
 import json
 
 import cv2
@@ -175,6 +176,33 @@ def test_align_command_end_to_end(raw_tree, tmp_path):
         run_tool([*args, "--workers=0", "--on_bad=fail"])
     with pytest.raises(ConfigError, match="aligned with template 'sphereface_112x96'"):
         run_tool([*args, "--template=insightface_112x112"])
+
+
+def test_a_rerun_with_another_landmark_file_is_refused_and_with_the_same_one_resumes(raw_tree, tmp_path):
+    raw, landmarks = raw_tree
+    output = tmp_path / "aligned"
+    args = ["data", "align", f"--raw_root={raw}", f"--output={output}", "--workers=0"]
+    assert run_tool([*args, f"--landmarks={landmarks}"])["aligned"] == 6
+    info = json.loads((output / "alignment.json").read_text())
+    assert info["landmarks_sha256"] == hashlib.sha256(landmarks.read_bytes()).hexdigest()
+
+    # The same content under another name resumes: nothing is redone.
+    copy = tmp_path / "copy.txt"
+    copy.write_bytes(landmarks.read_bytes())
+    assert run_tool([*args, f"--landmarks={copy}"])["already_done"] == 6
+
+    # A corrected file (one face less) would keep every old crop, including the one it no longer lists.
+    corrected = tmp_path / "corrected.txt"
+    corrected.write_text("\n".join(landmarks.read_text().splitlines()[1:]) + "\n")
+    with pytest.raises(ConfigError, match=r"aligned from another landmark file .*copy.txt.* than .*corrected.txt"):
+        run_tool([*args, f"--landmarks={corrected}"])
+    assert json.loads((output / "alignment.json").read_text())["landmarks"] == str(copy)  # record untouched
+
+    # A folder aligned before the landmark file was recorded resumes, with a warning that it cannot be checked.
+    del info["landmarks_sha256"]
+    (output / "alignment.json").write_text(json.dumps(info))
+    with pytest.warns(UserWarning, match="does not record which landmark file"):
+        assert run_tool([*args, f"--landmarks={corrected}"])["already_done"] == 5
 
 
 def test_align_refuses_paths_that_match_nothing_and_output_inside_raw(raw_tree, tmp_path):
