@@ -12,14 +12,15 @@ from amlit.errors import MissingDataError
 
 
 def read_entries(path: str | Path, missing_message: str) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text without its ``#`` comment, stripped) for each non-blank line of a UTF-8 file.
+    """(1-based line number, text without its ``#`` comment, stripped) for each non-blank line of a UTF-8 file
+    (a byte-order mark, as Windows editors write, is dropped).
 
     Raises ``MissingDataError(missing_message)`` when ``path`` is not a file.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(missing_message)
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         entry = line.split("#", 1)[0].strip()
         if entry:
             yield number, entry

@@ -15,8 +15,10 @@ accuracy as long as training and test images are aligned the same way (align bot
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -193,6 +195,87 @@ def implausible_face(points: np.ndarray, template: np.ndarray) -> str | None:
     return None
 
 
+# More than this share of a crop sampled from outside its image (black) refuses the crop. Measured on the real
+# lfw_landmark.txt: as given, at most 0.4% of a crop; each face moved until its landmarks touch one image edge,
+# 16-40% (such half-framed faces are kept by the reference pipelines, and refusing them would thin out e.g. MegaFace
+# distractors); touching a corner, 53-68%. Beyond half, the crop is more padding than picture.
+MAX_OUTSIDE_SHARE = 0.5
+
+
+def outside_share(points: np.ndarray, template: AlignTemplate, image_size: tuple[int, int]) -> float:
+    """Share (0..1) of the crop that ``align_face`` would sample from outside an image of ``image_size`` (H, W):
+    the crop's rectangle mapped back into the image is a rotated rectangle; the part of it off the image is black."""
+    inverse = cv2.invertAffineTransform(similarity_transform(points, template.array()))
+    height, width = template.size
+    crop = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5], [-0.5, height - 0.5]])
+    in_image = crop @ inverse[:, :2].T + inverse[:, 2]  # (4, 2) the crop's corners in image coordinates
+    image_height, image_width = image_size
+    if in_image.min() >= -0.5 and (in_image <= [image_width - 0.5, image_height - 0.5]).all():
+        return 0.0  # the usual case, without the polygon clipping
+    image = np.array(
+        [[-0.5, -0.5], [image_width - 0.5, -0.5], [image_width - 0.5, image_height - 0.5], [-0.5, image_height - 0.5]]
+    )
+    overlap, _ = cv2.intersectConvexConvex(in_image.astype(np.float32), image.astype(np.float32))
+    return float(np.clip(1.0 - overlap / cv2.contourArea(in_image.astype(np.float32)), 0.0, 1.0))
+
+
+def crop_outside_image(points: np.ndarray, template: AlignTemplate, image_size: tuple[int, int]) -> str | None:
+    """Why the crop at ``points`` would be mostly black (more than ``MAX_OUTSIDE_SHARE`` of it off the image), or
+    None."""
+    share = outside_share(points, template, image_size)
+    if share <= MAX_OUTSIDE_SHARE:
+        return None
+    return (
+        f"{share:.0%} of the crop would lie outside the {image_size[0]}x{image_size[1]} (HxW) image (black): the face "
+        "is cut off by the image border, or the landmark file is for images of another size"
+    )
+
+
+def landmark_problem(
+    points: np.ndarray, template: AlignTemplate, image_size: tuple[int, int] | None
+) -> tuple[str, str] | None:
+    """(report status, reason) why ``points`` cannot be aligned from an image of ``image_size`` (H, W; None when
+    not known yet: only the face itself is checked), or None. The checks shared by ``amlit data align`` and the
+    on-the-fly alignment of ``amlit embed``/``verify``."""
+    if reason := implausible_face(points, template.array()):
+        return "implausible_landmarks", reason
+    if image_size is None:
+        return None
+    if reason := outside_image(points, image_size):
+        return "landmarks_outside_image", reason
+    if reason := crop_outside_image(points, template, image_size):
+        return "crop_outside_image", reason
+    return None
+
+
+# A whole set's landmarks are compared with its image sizes only from this many images on (fewer prove nothing).
+MIN_IMAGES_FOR_SCALE_CHECK = 10
+
+
+def landmarks_for_smaller_images(points: list[np.ndarray], sizes: list[tuple[int, int]]) -> str | None:
+    """Why the landmarks ``points`` ((5, 2) each) of a set of images of ``sizes`` (H, W each) look made for smaller
+    copies of the images (e.g. a detector run on half-size copies, coordinates not scaled back), or None.
+
+    Such points stay inside their image and form a plausible face, so no check of one image can tell; but then every
+    face of the set lies in the top-left quarter of its image. A real set's faces do not: in the real
+    lfw_landmark.txt each face reaches at least 54% of the width or height (halved, at most 40%).
+    """
+    if len(points) < MIN_IMAGES_FOR_SCALE_CHECK:
+        return None
+    reach = max(
+        max(face[:, 0].max() / width, face[:, 1].max() / height)
+        for face, (height, width) in zip(points, sizes, strict=True)
+    )
+    if reach >= 0.5:
+        return None
+    return (
+        f"the landmarks of all {len(points)} images lie in the top-left quarter of their images (none reaches beyond "
+        f"{reach:.1%} of the width or height): the landmark file is likely for copies at half the size or smaller "
+        "(e.g. a face detector run on downscaled images, coordinates not scaled back); scale its coordinates to "
+        "these images"
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Whole trees
 
@@ -230,8 +313,8 @@ def _align_one(job: _Job, template: AlignTemplate, jpeg_quality: int) -> tuple[s
         return job.relative, "bad_image", f"cannot be read ({error.strerror})"
     except BadDataError as error:
         return job.relative, "bad_image", str(error)
-    if not job.size_known and (problem := outside_image(job.landmarks, image.shape[:2])):
-        return job.relative, "landmarks_outside_image", problem
+    if not job.size_known and (problem := landmark_problem(job.landmarks, template, image.shape[:2])):
+        return job.relative, *problem
     write_image_atomically(Path(job.target), align_face(image, job.landmarks, template), jpeg_quality)
     return job.relative, "", ""
 
@@ -260,8 +343,18 @@ def _run_jobs(
         cv2.setNumThreads(opencv_threads)
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_alignment_info(output: Path, info: dict) -> None:
-    """Refuse to resume into a folder aligned with another template (the tree would mix crop geometries)."""
+    """Refuse to resume into a folder aligned with another template or from another landmark file: finished crops
+    are kept on a rerun, so the tree would mix crop geometries, or crops of the old landmarks (even of images the
+    new file leaves out) under a record naming the new file."""
     info_path = output / INFO_NAME
     if info_path.is_file():
         previous = json.loads(info_path.read_text(encoding="utf-8"))
@@ -269,6 +362,20 @@ def _check_alignment_info(output: Path, info: dict) -> None:
             raise ConfigError(
                 f"{output} holds faces aligned with template {previous.get('template')!r} ({info_path}), not "
                 f"{info['template']!r}: choose another output folder or the same template"
+            )
+        if "landmarks_sha256" not in previous:
+            # Written before the landmark file was recorded by content: nothing to compare with.
+            warnings.warn(
+                f"{info_path} does not record which landmark file the crops in {output} come from; resuming "
+                f"with {info['landmarks']} (delete {output} to align everything afresh from it)",
+                stacklevel=3,
+            )
+        elif previous["landmarks_sha256"] != info["landmarks_sha256"]:
+            raise ConfigError(
+                f"{output} holds faces aligned from another landmark file ({previous.get('landmarks')}, sha256 "
+                f"{previous['landmarks_sha256'][:12]}...; recorded in {info_path}) than {info['landmarks']} (sha256 "
+                f"{info['landmarks_sha256'][:12]}...): its crops would be kept; delete {output} to realign it, or "
+                "choose another output folder"
             )
     output.mkdir(parents=True, exist_ok=True)
     info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -288,9 +395,10 @@ def _plan(
     """Match landmark rows to the images on disk and check them before anything is written: (jobs still to do,
     report rows (path, status, reason) of the files that will not be aligned, number already aligned earlier).
 
-    Every landmark set is checked for a plausible face (``implausible_face``) and against its image's size read
-    from the file header (``outside_image``; formats whose header does not say are checked after decoding). When
-    most images fail these checks the landmark file does not belong to these images: refuse, naming the cause.
+    Every landmark set is checked (``landmark_problem``) for a plausible face and against its image's size read
+    from the file header (points and crop inside the image; formats whose header does not say are checked after
+    decoding). When most images fail these checks, or all faces sit in the top-left quarter of their images
+    (``landmarks_for_smaller_images``), the landmark file does not belong to these images: refuse, naming the cause.
     """
     table = table.assign(path=[_relative_to_root(p, raw_root, landmarks) for p in table["path"]])
     listing = scan_images(raw_root)
@@ -317,16 +425,18 @@ def _plan(
     ]
     table = table[has_image].reset_index(drop=True)
 
-    template_points = template.array()
     sizes = _image_sizes([raw_root / p for p in table["path"]], workers)
-    problems = []  # (status, reason) per row, "" where fine
-    for points, size in zip(table["landmarks"], sizes, strict=True):
-        if reason := implausible_face(points, template_points):
-            problems.append(("implausible_landmarks", reason))
-        elif size is not None and (reason := outside_image(points, size)):
-            problems.append(("landmarks_outside_image", reason))
-        else:
-            problems.append(("", ""))
+    problems = [  # (status, reason) per row, "" where fine
+        landmark_problem(points, template, size) or ("", "")
+        for points, size in zip(table["landmarks"], sizes, strict=True)
+    ]
+    fine = [
+        (points, size)
+        for points, size, (status, _) in zip(table["landmarks"], sizes, problems, strict=True)
+        if not status and size is not None
+    ]
+    if reason := landmarks_for_smaller_images([points for points, _ in fine], [size for _, size in fine]):
+        raise BadDataError(f"{landmarks} does not fit the images under {raw_root}: {reason}; nothing was aligned")
     failing = [(path, status, reason) for path, (status, reason) in zip(table["path"], problems, strict=True) if status]
     if len(failing) and 2 * len(failing) > len(table):
         by_status = pd.Series([status for _, status, _ in failing]).value_counts()
@@ -363,6 +473,7 @@ REPORT_STATUSES = (
     "bad_image",
     "implausible_landmarks",
     "landmarks_outside_image",
+    "crop_outside_image",
     "name_clash",
 )
 
@@ -380,14 +491,17 @@ def align_tree(
     """Align every image of ``raw_root`` that has landmarks into ``output`` (same relative paths, as .jpg).
 
     Before anything is written, every landmark set is checked: it must be a plausible face (eyes above nose above
-    mouth, left/right in order, in proportion) and lie inside its image (the size is read from the file header).
-    Failing files are left out and listed; when most files fail, the landmark file does not belong to these images
-    and nothing is aligned (e.g. ``lfw_landmark.txt``, made for the 250x250 LFW originals, given 150x150 copies).
+    mouth, left/right in order, in proportion) and lie inside its image (the size is read from the file header),
+    and at most half its crop may lie off the image. Failing files are left out and listed; when most files fail, or
+    every face lies in the top-left quarter of its image, the landmark file does not belong to these images and
+    nothing is aligned (e.g. ``lfw_landmark.txt``, made for the 250x250 LFW originals, given 150x150 copies, or
+    landmarks of half-size copies).
 
     Resumable: images whose output exists are skipped (outputs are written to a temporary name and renamed,
     so an existing file is always complete). Images without landmarks are skipped, as SphereFace drops faces
     MTCNN missed. Every skipped file is listed with the reason in ``<output>/align_report.csv``; the template
-    used is recorded in ``<output>/alignment.json``.
+    and the landmark file (path and sha256) are recorded in ``<output>/alignment.json``, and a rerun with another
+    template or landmark file is refused.
 
     Args:
         raw_root: folder of the original images, e.g. ``CASIA-WebFace/`` holding ``<7-digit id>/<nnn>.jpg``.
@@ -403,7 +517,7 @@ def align_tree(
     Returns:
         Counts: ``aligned``, ``already_done`` and one per report status (``no_landmarks``, ``missing_image``,
         ``unsupported_format``, ``bad_image``, ``implausible_landmarks``, ``landmarks_outside_image``,
-        ``name_clash``).
+        ``crop_outside_image``, ``name_clash``).
     """
     raw_root, landmarks, output = Path(raw_root), Path(landmarks), Path(output)
     align_template = get_template(template)
@@ -422,7 +536,15 @@ def align_tree(
     if on_bad == "fail" and (bad := [row for row in report if row[1] in _DAMAGE]):
         path, status, reason = bad[0]
         raise BadDataError(f"cannot align {raw_root / path}: {reason}; fix or remove the file, or pass --on_bad=skip")
-    _check_alignment_info(output, {"template": template, **_template_info(align_template), "landmarks": str(landmarks)})
+    _check_alignment_info(
+        output,
+        {
+            "template": template,
+            **_template_info(align_template),
+            "landmarks": str(landmarks),
+            "landmarks_sha256": _file_sha256(landmarks),
+        },
+    )
 
     aligned = 0
     # closing(): on an on_bad="fail" stop the generator exits its Pool block at once, ending the workers.
@@ -441,10 +563,17 @@ def align_tree(
     report_frame.to_csv(output / REPORT_NAME, index=False)
     counts = {"aligned": aligned, "already_done": already_done}
     counts |= {status: int((report_frame["status"] == status).sum()) for status in REPORT_STATUSES}
+    misfit = counts["landmarks_outside_image"] + counts["crop_outside_image"]
     print(
         f"{output}: "
         + ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items() if value or key == "aligned")
         + f"; skipped files are listed in {output / REPORT_NAME}"
+        # Only images whose size the header does not give get here unchecked by _plan's refusal.
+        + (
+            f"; {landmarks} is likely for images of another size"
+            if 2 * misfit > aligned + already_done + misfit
+            else ""
+        )
     )
     if not aligned and not already_done:
         raise BadDataError(f"no image of {raw_root} could be aligned; the reasons are in {output / REPORT_NAME}")
@@ -452,7 +581,7 @@ def align_tree(
 
 
 # Report statuses that are damage (on_bad decides) rather than a file simply not taking part.
-_DAMAGE = ("bad_image", "implausible_landmarks", "landmarks_outside_image", "unsupported_format")
+_DAMAGE = ("bad_image", "implausible_landmarks", "landmarks_outside_image", "crop_outside_image", "unsupported_format")
 
 
 def _template_info(template: AlignTemplate) -> dict:

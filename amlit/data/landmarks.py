@@ -74,7 +74,7 @@ def read_landmarks(path: str | Path, landmark_format: LandmarkFormat = "auto") -
     paths: list[str] = []
     coordinates: list[list[float]] = []
     first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, start=1):
             fields = _split(line.rstrip("\r\n"))
             if not fields or fields == [""]:

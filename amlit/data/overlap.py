@@ -90,10 +90,20 @@ def match_names(id_names: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
 
 
 def read_names(path: str | Path) -> list[str]:
-    """Identity names from a list file: the first field of each line (``lfw-names.txt`` has ``<name>\\t<count>``)."""
+    """Identity names from a list file, one per line: the first TAB-separated field when the line has a TAB
+    (``lfw-names.txt``: ``<name>\\t<count>``; FaceScrub's actor lists: ``<name>\\t<id>\\t<url>``), else the whole
+    line, since names may contain spaces (``Aaron Eckhart``); a trailing image count after a space is dropped
+    (``lfw-names.txt`` with its TABs turned into spaces)."""
     path = Path(path)
     missing = f"name list {path} does not exist: expected one identity name per line (first field)"
-    return [entry.split()[0] for _, entry in read_entries(path, missing)]
+    names = []
+    for _, entry in read_entries(path, missing):
+        if "\t" in entry:
+            names.append(entry.split("\t", 1)[0].strip())
+            continue
+        words = entry.split()
+        names.append(" ".join(words[:-1] if len(words) > 1 and words[-1].isdigit() else words))
+    return names
 
 
 def find_overlaps(id_names: Path, names: list[str], output: Path | None = None) -> pd.DataFrame:
@@ -111,8 +121,16 @@ def find_overlaps(id_names: Path, names: list[str], output: Path | None = None) 
     table = read_id_name_list(id_names)
     found = []
     for names_file in names:
-        hits = match_names(table, read_names(names_file)).assign(source=str(names_file))
+        listed = read_names(names_file)
+        hits = match_names(table, listed).assign(source=str(names_file))
         print(f"{names_file}: {len(hits)} CASIA identities match by name")
+        if listed and hits.empty:
+            # Even LFW's 5,749 names give 6 exact matches: none at all means the lines were not read as names.
+            warnings.warn(
+                f"{names_file}: none of its {len(listed)} names matches a CASIA name (e.g. read {listed[0]!r}): "
+                "expected one name per line, or the name as the first TAB-separated field; check the file's format",
+                stacklevel=2,
+            )
         for row in hits.itertuples():
             print(f"  {row.identity} {row.name}")
         found.append(hits)

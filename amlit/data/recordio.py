@@ -208,7 +208,8 @@ class RecProperty:
 
 def read_property(path: str | Path) -> RecProperty:
     path = Path(path)
-    lines = [line.strip() for line in path.read_text(encoding="ascii", errors="replace").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8-sig", errors="replace")  # -sig: a BOM from a Windows editor is dropped
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     try:
         num_classes, height, width = (int(v) for v in lines[0].split(","))
         num_images = int(lines[1].split(",")[0]) if len(lines) > 1 else None

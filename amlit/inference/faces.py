@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from amlit.data.align import TEMPLATES, AlignTemplate, align_face, implausible_face, outside_image
-from amlit.data.images import decode_face, decode_image, scan_images
+from amlit.data.align import TEMPLATES, AlignTemplate, align_face, landmark_problem, landmarks_for_smaller_images
+from amlit.data.images import decode_face, decode_image, read_image_size, scan_images
 from amlit.data.landmarks import LandmarkFormat, read_landmarks
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.inference.record import InputContract, template_record
@@ -65,7 +65,27 @@ def list_faces(
     duplicated = [name for name, count in Counter(names).items() if count > 1]
     if duplicated:
         raise BadDataError(f"{images} lists {duplicated[0]} more than once: each image needs one feature")
-    return FaceList(base, names, face_landmarks(landmarks, landmark_format))
+    faces = FaceList(base, names, face_landmarks(landmarks, landmark_format))
+    check_landmark_scale(faces, landmarks)
+    return faces
+
+
+# Image headers read to compare the landmarks with the image sizes: enough to tell, quick on a million images.
+SCALE_CHECK_SAMPLE = 256
+
+
+def check_landmark_scale(faces: FaceList, landmarks: str | Path | None) -> None:
+    """Refuse a landmark file made for smaller copies of the images (``landmarks_for_smaller_images``, on the first
+    ``SCALE_CHECK_SAMPLE`` listed images that have landmarks): their faces would be aligned from the wrong place."""
+    if faces.landmarks is None:
+        return
+    points, sizes = [], []
+    for name in [name for name in faces.names if name in faces.landmarks][:SCALE_CHECK_SAMPLE]:
+        if (size := read_image_size(faces.path(name))) is not None:
+            points.append(faces.landmarks[name])
+            sizes.append(size)
+    if reason := landmarks_for_smaller_images(points, sizes):
+        raise BadDataError(f"{landmarks} does not fit the images under {faces.root}: {reason}")
 
 
 def face_landmarks(landmarks: str | Path | None, landmark_format: LandmarkFormat = "auto") -> dict | None:
@@ -121,9 +141,8 @@ def load_face(faces: FaceList, name: str, size: tuple[int, int], template: Align
         image = decode_image(data)
     except BadDataError as error:
         raise BadDataError(f"{path}: {error}") from None
-    problem = implausible_face(points, template.array()) or outside_image(points, image.shape[:2])
-    if problem:
-        raise BadDataError(f"{path}: {problem}")
+    if problem := landmark_problem(points, template, image.shape[:2]):
+        raise BadDataError(f"{path}: {problem[1]}")
     return cv2.cvtColor(align_face(image, points, template), cv2.COLOR_BGR2RGB)
 
 

@@ -1,6 +1,7 @@
 """Five-point alignment: the transform against a float64 least-squares solve, geometry on drawn discs, the landmark
 file formats (and the real LFW file), and ``amlit data align`` end to end on a tiny tree."""
 
+import hashlib
 import json
 
 import cv2
@@ -145,7 +146,8 @@ def test_align_command_end_to_end(raw_tree, tmp_path):
     counts = run_tool([*args, "--workers=2"])
     assert counts == {
         "aligned": 6, "already_done": 0, "no_landmarks": 1, "missing_image": 0, "unsupported_format": 0,
-        "bad_image": 1, "implausible_landmarks": 0, "landmarks_outside_image": 0, "name_clash": 0,
+        "bad_image": 1, "implausible_landmarks": 0, "landmarks_outside_image": 0, "crop_outside_image": 0,
+        "name_clash": 0,
     }  # fmt: skip
     written = sorted(p.relative_to(output).as_posix() for p in output.rglob("*.jpg"))
     assert written == [
@@ -175,6 +177,33 @@ def test_align_command_end_to_end(raw_tree, tmp_path):
         run_tool([*args, "--workers=0", "--on_bad=fail"])
     with pytest.raises(ConfigError, match="aligned with template 'sphereface_112x96'"):
         run_tool([*args, "--template=insightface_112x112"])
+
+
+def test_a_rerun_with_another_landmark_file_is_refused_and_with_the_same_one_resumes(raw_tree, tmp_path):
+    raw, landmarks = raw_tree
+    output = tmp_path / "aligned"
+    args = ["data", "align", f"--raw_root={raw}", f"--output={output}", "--workers=0"]
+    assert run_tool([*args, f"--landmarks={landmarks}"])["aligned"] == 6
+    info = json.loads((output / "alignment.json").read_text())
+    assert info["landmarks_sha256"] == hashlib.sha256(landmarks.read_bytes()).hexdigest()
+
+    # The same content under another name resumes: nothing is redone.
+    copy = tmp_path / "copy.txt"
+    copy.write_bytes(landmarks.read_bytes())
+    assert run_tool([*args, f"--landmarks={copy}"])["already_done"] == 6
+
+    # A corrected file (one face less) would keep every old crop, including the one it no longer lists.
+    corrected = tmp_path / "corrected.txt"
+    corrected.write_text("\n".join(landmarks.read_text().splitlines()[1:]) + "\n")
+    with pytest.raises(ConfigError, match=r"aligned from another landmark file .*copy.txt.* than .*corrected.txt"):
+        run_tool([*args, f"--landmarks={corrected}"])
+    assert json.loads((output / "alignment.json").read_text())["landmarks"] == str(copy)  # record untouched
+
+    # A folder aligned before the landmark file was recorded resumes, with a warning that it cannot be checked.
+    del info["landmarks_sha256"]
+    (output / "alignment.json").write_text(json.dumps(info))
+    with pytest.warns(UserWarning, match="does not record which landmark file"):
+        assert run_tool([*args, f"--landmarks={corrected}"])["already_done"] == 5
 
 
 def test_align_refuses_paths_that_match_nothing_and_output_inside_raw(raw_tree, tmp_path):
@@ -287,3 +316,64 @@ def test_align_with_nothing_to_do_exits_with_status_2(tmp_path, monkeypatch, cap
     error = capsys.readouterr().err
     assert info.value.code == 2 and "Traceback" not in error
     assert error.startswith("amlit: error: none of the 1 paths in") and "name image files (.jpg" in error
+
+
+def test_outside_share_is_the_black_part_of_the_warped_crop():
+    """Against a count of pixels: warp an all-white image and measure the black share of the crop."""
+    from amlit.data.align import outside_share
+
+    template = TEMPLATES["sphereface_112x96"]
+    white = np.full((250, 250), 255, np.uint8)
+    rng = np.random.default_rng(11)
+    for shift in ([0, 0], [-100, 0], [-110, -110], [95, 100]):  # inside, off the left edge, corner, bottom right
+        landmarks = apply(random_similarity(rng), template.array()) + shift
+        black = float((align_face(white, landmarks, template) < 128).mean())
+        assert outside_share(landmarks, template, (250, 250)) == pytest.approx(black, abs=0.01)
+
+
+def test_a_crop_mostly_outside_its_image_is_left_out_and_reported(tmp_path):
+    template = TEMPLATES["sphereface_112x96"].array()
+    raw = tmp_path / "raw"
+    faces = {  # landmarks inside each 250x250 image; the last face sits in the top-left corner
+        "0000001/001.png": apply(random_similarity(np.random.default_rng(5)), template),
+        "0000001/002.png": apply(random_similarity(np.random.default_rng(6)), template),
+    }
+    faces["0000001/003.png"] = faces["0000001/002.png"] - faces["0000001/002.png"].min(axis=0)
+    lines = []
+    for name, points in faces.items():
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(raw / name), disc_face(points))
+        lines.append(name + " " + " ".join(f"{v:.3f}" for v in points.ravel()))
+    (tmp_path / "landmarks.txt").write_text("\n".join(lines) + "\n")
+    output = tmp_path / "aligned"
+    counts = run_tool(["data", "align", f"--raw_root={raw}", f"--landmarks={tmp_path / 'landmarks.txt'}",
+                       f"--output={output}", "--workers=0"])  # fmt: skip
+    assert (counts["aligned"], counts["crop_outside_image"]) == (2, 1)
+    reason = pd.read_csv(output / "align_report.csv").set_index("path").loc["0000001/003.png", "reason"]
+    assert "of the crop would lie outside the 250x250 (HxW) image" in reason
+    assert not (output / "0000001" / "003.jpg").exists()
+
+
+def test_landmarks_for_half_size_copies_are_refused_before_writing(tmp_path):
+    """A detector run on half-size copies without scaling its points back: each face is plausible and inside its
+    image, so only the whole set shows it (every face in the top-left quarter); the crops would be of the wrong
+    place, so nothing is aligned. The same file scaled back aligns."""
+    rng = np.random.default_rng(9)
+    raw, lines = tmp_path / "raw", []
+    for k in range(10):
+        points = apply(random_similarity(rng), TEMPLATES["sphereface_112x96"].array())
+        name = f"{k:07d}/001.png"
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(raw / name), disc_face(points))
+        lines.append((name, points))
+    args = ["data", "align", f"--raw_root={raw}", "--workers=0"]
+    half = tmp_path / "half.txt"
+    half.write_text("".join(f"{n} " + " ".join(f"{v / 2:.2f}" for v in p.ravel()) + "\n" for n, p in lines))
+    with pytest.raises(BadDataError) as info:
+        run_tool([*args, f"--landmarks={half}", f"--output={tmp_path / 'half'}"])
+    message = str(info.value)
+    assert "all 10 images lie in the top-left quarter" in message and "half the size" in message
+    assert "nothing was aligned" in message and not (tmp_path / "half").exists()
+    full = tmp_path / "full.txt"
+    full.write_text("".join(f"{n} " + " ".join(f"{v:.2f}" for v in p.ravel()) + "\n" for n, p in lines))
+    assert run_tool([*args, f"--landmarks={full}", f"--output={tmp_path / 'full'}"])["aligned"] == 10

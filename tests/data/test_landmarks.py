@@ -55,3 +55,9 @@ def test_malformed_landmark_lines_name_file_and_line(tmp_path, fmt, content, mes
     path.write_text(content)
     with pytest.raises(BadDataError, match=message):
         read_landmarks(path, fmt)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_text("\ufeffa/001.jpg 1 2 3 4 5 6 7 8 9 10\r\nb/002.jpg 1 2 3 4 5 6 7 8 9 10\r\n", encoding="utf-8")
+    assert read_landmarks(path)["path"].tolist() == ["a/001.jpg", "b/002.jpg"]

@@ -89,3 +89,44 @@ def test_an_id_listed_twice_is_kept_once_with_a_warning_naming_the_line(tmp_path
     path.write_text("0000045\n# comment\n0000099\n0000045  # again\n")
     with pytest.warns(UserWarning, match=r"ids.txt:4: 0000045 is listed again \(first on line 1\)"):
         assert read_id_list(path) == ["0000045", "0000099"]
+
+
+def test_names_with_spaces_and_tab_separated_fields_are_read_whole(tmp_path):
+    from amlit.data.overlap import read_names
+
+    path = tmp_path / "names.txt"
+    # FaceScrub actors list (name TAB id TAB url), lfw-names.txt (name TAB count), a plain name with spaces,
+    # an underscored name, and lfw-names.txt with its TAB turned into a space.
+    path.write_text("Aaron Eckhart\t1\thttp://x/a.jpg\nAJ_Cook\t1\nAdam Brody\nBruce_Lee\nAJ_Lamas 3\n")
+    assert read_names(path) == ["Aaron Eckhart", "AJ_Cook", "Adam Brody", "Bruce_Lee", "AJ_Lamas"]
+
+
+def test_find_overlaps_matches_names_with_spaces(tmp_path, capsys):
+    from amlit.data.overlap import find_overlaps
+
+    id_names = tmp_path / "webface_id_name_list.txt"
+    id_names.write_text("0111013 Adam_Brody\n0000045 Bruce_Lee\n0000099 Aaron_Eckhart_Jr.\n")
+    actors = tmp_path / "facescrub_actors.txt"
+    actors.write_text("Aaron Eckhart\t1\thttp://x\nAdam Brody\t2\thttp://y\n")
+    output = tmp_path / "ov.txt"
+    found = find_overlaps(id_names, [actors], output)
+    assert found["identity"].tolist() == ["0111013"]
+    assert read_id_list(output) == ["0111013"]
+    assert f"{actors}: 1 CASIA identities match by name" in capsys.readouterr().out
+
+
+def test_find_overlaps_warns_when_no_name_of_a_list_matches(tmp_path):
+    from amlit.data.overlap import find_overlaps
+
+    id_names = tmp_path / "webface_id_name_list.txt"
+    id_names.write_text("0111013 Adam_Brody\n")
+    names = tmp_path / "names.csv"
+    names.write_text("Adam;Brody;2\nBruce;Lee;3\n")  # a format it cannot read as names
+    with pytest.warns(UserWarning, match=r"names.csv: none of its 2 names matches a CASIA name \(e.g. read 'Adam;"):
+        assert find_overlaps(id_names, [names]).empty
+
+
+def test_an_id_list_saved_with_a_byte_order_mark_reads_its_first_id(tmp_path):
+    path = tmp_path / "ids.txt"
+    path.write_text("\ufeff0000045\n0000099\n", encoding="utf-8")
+    assert read_id_list(path) == ["0000045", "0000099"]

@@ -132,6 +132,8 @@ def test_idx_and_property_round_trip_and_reject_malformed_files(tmp_path):
     assert read_property(tmp_path / "property") == RecProperty(10572, 112, 112, None)
     (tmp_path / "property").write_text("10572,112,112\n490623\n")
     assert read_property(tmp_path / "property") == RecProperty(10572, 112, 112, 490623)
+    (tmp_path / "property").write_text("\ufeff10572,112,112\n", encoding="utf-8")  # saved by a Windows editor
+    assert read_property(tmp_path / "property") == RecProperty(10572, 112, 112, None)
     write_property(tmp_path / "p2", RecProperty(3, 112, 96, 7))
     assert (tmp_path / "p2").read_text() == "3,112,96\n7\n"
     (tmp_path / "property").write_text("10572 112 112\n")

@@ -88,3 +88,12 @@ def four_pairs() -> PairList:
         issame=np.array([True, True, False, False]),
         fold=np.array([0, 0, 1, 1]),
     )
+
+
+def test_a_byte_order_mark_before_the_header_is_ignored(tmp_path):
+    folds = sample_fold_pairs({f"P{i}": [1, 2, 3] for i in range(20)}, 10, 2, np.random.default_rng(0))
+    write_lfw_pairs(tmp_path / "plain.txt", folds)
+    with_bom = tmp_path / "bom.txt"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "plain.txt").read_bytes())
+    assert parse_lfw_pairs(with_bom) == parse_lfw_pairs(tmp_path / "plain.txt")
+    assert len(read_lfw_pairs(with_bom)) == 40

@@ -104,6 +104,36 @@ def test_raw_faces_are_aligned_with_the_models_template_from_their_landmarks(tmp
     assert "no landmarks" in reasons["nolandmarks.png"] and "do not fit the face template" in reasons["mirrored.png"]
 
 
+def test_landmarks_for_smaller_copies_are_refused_and_a_mostly_black_crop_is_a_bad_image(tmp_path):
+    """The checks of ``amlit data align`` apply on the fly too: a landmark file for half-size copies (every face in
+    the top-left quarter of its image) is refused before any work; a face whose crop would be mostly off its image
+    is listed as bad."""
+    write_checkpoint(tmp_path / "model.ckpt")
+    names = aligned_faces(tmp_path / "aligned", 10, seed=2)
+    (tmp_path / "raw").mkdir()
+    lines = []
+    for k, name in enumerate(names):
+        canvas = np.zeros((250, 250, 3), np.uint8)
+        dx, dy = 60 + 5 * k, 50 + 4 * k
+        canvas[dy : dy + 112, dx : dx + 96] = cv2.imread(str(tmp_path / "aligned" / name))
+        cv2.imwrite(str(tmp_path / "raw" / f"raw{k}.png"), canvas)
+        lines.append((f"raw{k}.png", SPHEREFACE.array() + [dx, dy]))
+    lines[-1] = (lines[-1][0], SPHEREFACE.array() - SPHEREFACE.array().min(axis=0))  # face in the top-left corner
+    common = ["embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'raw'}", "--workers=0"]
+    for scale, landmarks in ((0.5, tmp_path / "half.txt"), (1.0, tmp_path / "full.txt")):
+        landmarks.write_text(
+            "".join(f"{n} " + " ".join(f"{v * scale:.3f}" for v in p.ravel()) + "\n" for n, p in lines)
+        )
+    with pytest.raises(BadDataError, match=r"half.txt does not fit .* all 10 images lie in the top-left quarter"):
+        run_tool([*common, f"--landmarks={tmp_path / 'half.txt'}", f"--output={tmp_path / 'half.npz'}"])
+    assert not (tmp_path / "half.npz").exists() and not (tmp_path / "half.npz.partial").exists()
+    counts = run_tool([*common, f"--landmarks={tmp_path / 'full.txt'}", f"--output={tmp_path / 'full.npz'}"])
+    assert counts == {"images": 10, "embedded": 9, "bad": 1}
+    reasons = dict(pd.read_csv(tmp_path / "full.bad.csv").itertuples(index=False))
+    assert list(reasons) == ["raw9.png"]
+    assert "of the crop would lie outside the 250x250 (HxW) image" in reasons["raw9.png"]
+
+
 def test_a_model_without_a_recorded_template_needs_the_option_that_supplies_it(tmp_path):
     write_checkpoint(tmp_path / "model.ckpt", template=None)
     aligned_faces(tmp_path / "raw", 1)
