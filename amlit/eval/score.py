@@ -19,7 +19,7 @@ import torch
 from amlit.errors import BadDataError, ConfigError
 from amlit.eval.blufr import evaluate_blufr, read_blufr_config
 from amlit.eval.curves import Curve
-from amlit.eval.embeddings import check_features, load_embeddings, read_embeddings
+from amlit.eval.embeddings import check_features, load_embeddings, read_embeddings, unmatched_hint
 from amlit.eval.far import FarRule
 from amlit.eval.megaface import (
     MEGAFACE_FAR,
@@ -72,7 +72,10 @@ def score_lfw(
     rows = data.rows_of(pair_list.images)
     missing = [image for image, row in zip(pair_list.images, rows, strict=True) if row < 0]
     if len(missing) == len(rows):
-        raise BadDataError(f"{embeddings}: none of the images of {pairs} (e.g. {missing[0]}) is among its names")
+        raise BadDataError(
+            f"{embeddings}: none of the images of {pairs} (e.g. {missing[0]}) is among its names; "
+            f"{unmatched_hint(data.names, pair_list.images)}"
+        )
     if missing:
         line, image = lines_naming(pairs, set(missing))[0]
         usable = int(((rows[pair_list.left] >= 0) & (rows[pair_list.right] >= 0)).sum())
