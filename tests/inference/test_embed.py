@@ -222,6 +222,22 @@ def test_a_checkpoint_carrying_code_never_runs_it(tmp_path, monkeypatch, capsys)
     assert not marker.exists()
 
 
+def test_a_config_passed_as_the_model_is_named_as_not_a_checkpoint(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "demo.yaml"
+    config.write_text("# a training config\nmodel:\n  embedding_dim: 16\n")
+    aligned_faces(tmp_path / "faces", 1)
+    command = ["embed", f"--model={config}", f"--images={tmp_path / 'faces'}", f"--output={tmp_path / 'x.npz'}"]
+    monkeypatch.setattr(sys, "argv", ["amlit", *command])
+    with pytest.raises(SystemExit) as info:
+        main()
+    stderr = capsys.readouterr().err
+    assert info.value.code == 2 and stderr.count("\n") == 1, stderr
+    assert f"{config} is not a checkpoint amlit can read: it is a text file (first line '# a training" in stderr
+    assert "--model takes an amlit checkpoint" in stderr and ".onnx" in stderr
+    assert "weights_only" not in stderr and "--ckpt_path" not in stderr  # torch's advice; an option of fit
+    assert not (tmp_path / "x.npz").exists()
+
+
 def test_checkpoints_without_a_record_or_with_wrong_weights_are_refused(tmp_path):
     write_checkpoint(tmp_path / "model.ckpt")
     checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)
