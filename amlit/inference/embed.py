@@ -67,6 +67,15 @@ def _resume_state(partial: Path, state: dict, overwrite: bool, output: Path) -> 
     write_json_atomically(state_path, state)
 
 
+def _kept_note(partial: Path, chunk: int) -> str:
+    """What an interrupted run leaves for the next one, and how to use it."""
+    finished = len(list(partial.glob("chunk-*.npz"))) if partial.is_dir() else 0
+    if not finished:
+        return "no chunk was finished, nothing to resume; run the command again to start over"
+    chunks = f"{finished} finished chunk{'s' if finished > 1 else ''}"
+    return f"kept {chunks} (--chunk={chunk} images each) in {partial}: run the same command again to embed the rest"
+
+
 def _chunks_to_do(partial: Path, count: int, chunk: int) -> Iterator[tuple[int, range]]:
     for number, start in enumerate(range(0, count, chunk)):
         if not _chunk_path(partial, number).is_file():
@@ -134,43 +143,47 @@ def embed(
         raise ConfigError(f"batch_size and chunk must be >= 1, got {batch_size} and {chunk}")
     if output.exists() and not overwrite:
         raise ConfigError(f"{output} exists: pass --overwrite=true to replace it, or choose another --output")
-    from amlit.inference.models import load_model
-
-    faces = list_faces(images, root, landmarks, landmark_format)
-    loaded = load_model(model, device, precision)
-    face_template = alignment_template(loaded.contract, loaded.source, template) if landmarks is not None else None
     partial = output.with_name(output.name + ".partial")
-    state = {
-        "weights_sha256": loaded.weights_sha256,
-        "images": _sha256("\n".join(faces.names)),
-        "root": str(faces.root.resolve()),
-        "landmarks": _sha256(Path(landmarks).read_text(encoding="utf-8")) if landmarks is not None else None,
-        "template": [list(p) for p in face_template.points] if face_template is not None else None,
-        "chunk": chunk,
-        "precision": precision,
-    }
-    _resume_state(partial, state, overwrite, output)
-    count = len(faces.names)
-    todo = list(_chunks_to_do(partial, count, chunk))
-    done = count - sum(len(indices) for _, indices in todo)
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    with progress_bar(total=count, initial=done, desc="embedding", unit="img") as bar:
-        for number, indices in todo:
-            rows, features, bad = [], [], []
-            for kept, batch_features, batch_bad in embedded_batches(
-                loaded, faces, indices, face_template, batch_size, workers
-            ):
-                rows += kept
-                features += [batch_features] if kept else []
-                bad += batch_bad
-                bar.update(len(kept) + len(batch_bad))
-            part = _npz_bytes(
-                rows=np.asarray(rows, dtype=np.int64),
-                features=np.concatenate(features) if features else np.empty((0, 0), np.float32),
-                bad_rows=np.asarray([row for row, _ in bad], dtype=np.int64),
-                bad_reasons=np.asarray([reason for _, reason in bad], dtype=str),
-            )
-            write_atomically(_chunk_path(partial, number), part)
+    try:
+        from amlit.inference.models import load_model
+
+        faces = list_faces(images, root, landmarks, landmark_format)
+        loaded = load_model(model, device, precision)
+        face_template = alignment_template(loaded.contract, loaded.source, template) if landmarks is not None else None
+        state = {
+            "weights_sha256": loaded.weights_sha256,
+            "images": _sha256("\n".join(faces.names)),
+            "root": str(faces.root.resolve()),
+            "landmarks": _sha256(Path(landmarks).read_text(encoding="utf-8")) if landmarks is not None else None,
+            "template": [list(p) for p in face_template.points] if face_template is not None else None,
+            "chunk": chunk,
+            "precision": precision,
+        }
+        _resume_state(partial, state, overwrite, output)
+        count = len(faces.names)
+        todo = list(_chunks_to_do(partial, count, chunk))
+        done = count - sum(len(indices) for _, indices in todo)
+        workers = (os.cpu_count() or 1) if workers is None else workers
+        with progress_bar(total=count, initial=done, desc="embedding", unit="img") as bar:
+            for number, indices in todo:
+                rows, features, bad = [], [], []
+                for kept, batch_features, batch_bad in embedded_batches(
+                    loaded, faces, indices, face_template, batch_size, workers
+                ):
+                    rows += kept
+                    features += [batch_features] if kept else []
+                    bad += batch_bad
+                    bar.update(len(kept) + len(batch_bad))
+                part = _npz_bytes(
+                    rows=np.asarray(rows, dtype=np.int64),
+                    features=np.concatenate(features) if features else np.empty((0, 0), np.float32),
+                    bad_rows=np.asarray([row for row, _ in bad], dtype=np.int64),
+                    bad_reasons=np.asarray([reason for _, reason in bad], dtype=str),
+                )
+                write_atomically(_chunk_path(partial, number), part)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: `amlit` prints this note instead of a traceback
+        interrupt.add_note(_kept_note(partial, chunk))
+        raise
 
     rows, features, bad = _collect(partial, count, chunk)
     bad_list = output.with_name(f"{output.stem}.bad.csv")

@@ -178,6 +178,49 @@ def test_an_interrupted_embedding_resumes_where_it_stopped(tmp_path, monkeypatch
     assert run_tool([*args, f"--output={tmp_path / 'other.npz'}", "--overwrite=true"])["embedded"] == 10
 
 
+def test_ctrl_c_says_in_one_line_what_was_kept_and_how_to_resume(tmp_path, monkeypatch, capsys):
+    write_checkpoint(tmp_path / "model.ckpt")
+    aligned_faces(tmp_path / "faces", 5)
+    output = tmp_path / "out.npz"
+    command = ["amlit", "embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'faces'}",
+               f"--output={output}", "--chunk=2", "--workers=0"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", command)
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    def interrupted_message() -> str:
+        with pytest.raises(SystemExit) as info:
+            main()
+        assert info.value.code == 130  # the shell's code for SIGINT
+        return capsys.readouterr().err.splitlines()[-1]  # the progress bar may stand above it
+
+    with monkeypatch.context() as early:
+        early.setattr(embed_module, "list_faces", ctrl_c)
+        assert interrupted_message() == (
+            "amlit: interrupted: no chunk was finished, nothing to resume; run the command again to start over"
+        )
+    real = embed_module.embedded_batches
+    chunks: list[int] = []
+
+    def ctrl_c_in_second_chunk(model, faces, indices, *rest):
+        chunks.append(indices[0])
+        return ctrl_c() if len(chunks) == 2 else real(model, faces, indices, *rest)
+
+    monkeypatch.setattr(embed_module, "embedded_batches", ctrl_c_in_second_chunk)
+    assert interrupted_message() == (
+        f"amlit: interrupted: kept 1 finished chunk (--chunk=2 images each) in {output}.partial: run the same "
+        "command again to embed the rest"
+    )
+    chunks.clear()
+    monkeypatch.setattr(embed_module, "embedded_batches", lambda *args: chunks.append(args[2][0]) or real(*args))
+    main()  # the same command resumes: only the chunks not finished
+    assert chunks == [2, 4] and len(np.load(output)["names"]) == 5
+    with monkeypatch.context() as before_embed:  # e.g. while Python imports: nothing of the command ran
+        before_embed.setattr("amlit.cli.run_tool", ctrl_c)
+        assert interrupted_message() == "amlit: interrupted"
+
+
 class Payload:
     """Pickles as a call of os.system: what a malicious checkpoint carries."""
 
