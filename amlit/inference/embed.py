@@ -2,7 +2,8 @@
 ``amlit score`` command reads (``amlit.eval.embeddings``).
 
 Large sets are embedded in chunks of ``chunk`` images, each kept under ``<output>.partial/`` as soon as it is done:
-running the same command again after an interruption embeds only the chunks not yet done. The finished file is
+running the same command again after an interruption embeds only the chunks not yet done (refused when the list,
+the model, the settings or an image file's size or modification time changed since). The finished file is
 written atomically; bad images are listed (with the reason) in ``<output stem>.bad.csv`` and left out.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amlit.data.images import write_atomically, write_json_atomically
+from amlit.data.images import source_checksum, write_atomically, write_json_atomically
 from amlit.data.landmarks import LandmarkFormat
 from amlit.errors import BadDataError, ConfigError, listed
 from amlit.inference.faces import FaceList, alignment_template, face_batches, list_faces
@@ -51,13 +52,22 @@ def _chunk_path(folder: Path, chunk: int) -> Path:
 
 
 def _resume_state(partial: Path, state: dict, overwrite: bool, output: Path) -> None:
-    """Keep the finished chunks of an interrupted run of the same command; refuse those of another one."""
+    """Keep the finished chunks of an interrupted run of the same command on the same files; refuse those of another
+    one, or of image files that changed since (their chunks hold features of the old images)."""
     state_path = partial / STATE_NAME
     if state_path.is_file():
         previous = json.loads(state_path.read_text(encoding="utf-8"))
         if previous != state:
             if not overwrite:
                 changed = [key for key in state if previous.get(key) != state[key]]
+                if changed == ["files"]:  # the same names: files rewritten in place (other names change "images")
+                    raise ConfigError(
+                        f"{partial} holds a part-finished embedding of these images, but some image files changed "
+                        "since (their size or modification time differs: replaced or rewritten), so its finished "
+                        f"chunks may hold features of the old images: delete {partial} or pass --overwrite=true to "
+                        f"embed {output} afresh"
+                    )
+                changed = [key for key in changed if key != "files"]  # implied by the others
                 raise ConfigError(
                     f"{partial} holds a part-finished embedding of other inputs ({', '.join(changed)} differ): pass "
                     f"--overwrite=true to start {output} afresh, or run the command that made it"
@@ -152,7 +162,8 @@ def embed(
         face_template = alignment_template(loaded.contract, loaded.source, template) if landmarks is not None else None
         state = {
             "weights_sha256": loaded.weights_sha256,
-            "images": _sha256("\n".join(faces.names)),
+            "images": _sha256("\n".join(faces.names)),  # in order: chunk rows index this list
+            "files": source_checksum(faces.root, faces.names),  # sizes and mtimes: catches images replaced in place
             "root": str(faces.root.resolve()),
             "landmarks": _sha256(Path(landmarks).read_text(encoding="utf-8")) if landmarks is not None else None,
             "template": [list(p) for p in face_template.points] if face_template is not None else None,

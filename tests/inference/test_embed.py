@@ -178,6 +178,37 @@ def test_an_interrupted_embedding_resumes_where_it_stopped(tmp_path, monkeypatch
     assert run_tool([*args, f"--output={tmp_path / 'other.npz'}", "--overwrite=true"])["embedded"] == 10
 
 
+def test_an_image_replaced_after_an_interruption_is_not_resumed_with_its_old_feature(tmp_path, monkeypatch):
+    write_checkpoint(tmp_path / "model.ckpt")
+    names = aligned_faces(tmp_path / "faces", 4)
+    args = ["embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'faces'}", "--chunk=2",
+            "--workers=0", f"--output={tmp_path / 'out.npz'}"]  # fmt: skip
+    real = embed_module.embedded_batches
+
+    def stop_in_second_chunk(model, faces, indices, *rest):
+        if indices[0] == 2:
+            raise Interrupted
+        return real(model, faces, indices, *rest)
+
+    monkeypatch.setattr(embed_module, "embedded_batches", stop_in_second_chunk)
+    with pytest.raises(Interrupted):
+        run_tool(args)
+    assert (tmp_path / "out.npz.partial" / "chunk-000000.npz").is_file()  # holds the features of names[:2]
+    replaced = tmp_path / "faces" / names[0]
+    replaced.write_bytes((tmp_path / "faces" / names[3]).read_bytes())  # `cp` another face over an embedded one
+    monkeypatch.setattr(embed_module, "embedded_batches", real)
+    with pytest.raises(ConfigError, match=r"some image files changed since .* delete .*out\.npz\.partial or pass "
+                       r"--overwrite=true"):  # fmt: skip
+        run_tool(args)
+    run_tool([*args, "--overwrite=true"])
+    run_tool([*args[:-1], f"--output={tmp_path / 'fresh.npz'}"])
+    resumed, fresh = np.load(tmp_path / "out.npz"), np.load(tmp_path / "fresh.npz")
+    assert resumed["names"].tolist() == fresh["names"].tolist()
+    np.testing.assert_array_equal(resumed["features"], fresh["features"])
+    row = resumed["names"].tolist().index(names[0])
+    np.testing.assert_allclose(resumed["features"][row], resumed["features"][3], atol=1e-6)  # now the same face
+
+
 def test_ctrl_c_says_in_one_line_what_was_kept_and_how_to_resume(tmp_path, monkeypatch, capsys):
     write_checkpoint(tmp_path / "model.ckpt")
     aligned_faces(tmp_path / "faces", 5)
