@@ -110,21 +110,49 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return load_verified(path, map_location)
 
 
-def load_verified(path, map_location: Any = _on_cpu) -> dict[str, Any]:
+RESUME_REMEDY = "use an older checkpoint, or start a new run without --ckpt_path"
+# What torch.save writes: a zip archive, or (before PyTorch 1.6, or _use_new_zipfile_serialization=False) a pickle
+# (protocol 2: 0x80 0x02).
+_TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def not_a_torch_file(head: bytes) -> str | None:
+    """Why a file starting with ``head`` (its first bytes) cannot be one torch.save wrote, or None when it could be.
+    Checked before ``torch.load``, whose weights-only error on e.g. a YAML config speaks of unsafe pickles."""
+    if head.startswith(_TORCH_FILE_STARTS):
+        return None
+    if not head:
+        return "it is empty (0 bytes)"
+    try:
+        first_line = head.decode("utf-8").splitlines()[0][:40]
+    except (UnicodeDecodeError, IndexError):
+        return f"it starts with the bytes {head[:8]!r}, not those of a file torch.save wrote (a zip archive)"
+    return f"it is a text file (first line {first_line!r}), not a file torch.save wrote"
+
+
+def load_verified(path, map_location: Any = _on_cpu, remedy: str = RESUME_REMEDY) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with one clear ``UserInputError`` for a missing, unreadable,
-    damaged (checksum mismatch) or code-carrying file. A file without an amlit checksum loads with a warning."""
+    damaged (checksum mismatch) or code-carrying file, or one that is no checkpoint at all (a config); ``remedy``
+    ends the message of the unreadable ones (what the option that named the file takes). A file without an amlit
+    checksum loads with a warning."""
     filesystem = get_filesystem(path)
     if not filesystem.exists(str(path)):
         raise MissingDataError(f"checkpoint not found: {path}. Give the path of an existing .ckpt file")
     try:
         with filesystem.open(str(path), "rb") as file:
+            reason = not_a_torch_file(file.read(64))
+            if reason is not None:
+                raise BadDataError(f"{path} is not a checkpoint amlit can read: {reason}; {remedy}")
+            file.seek(0)
             checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:  # torch's weights-only loader refused an object, or a broken pickle
         if _UNSAFE.search(str(error)):
             raise BadDataError(_untrusted_message(path, str(error))) from None
-        raise BadDataError(_unreadable_message(path, error)) from None
+        raise BadDataError(_unreadable_message(path, error, remedy)) from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, IndexError) as error:
-        raise BadDataError(_unreadable_message(path, error)) from None
+        if isinstance(error, BadDataError):
+            raise
+        raise BadDataError(_unreadable_message(path, error, remedy)) from None
     missing = {"state_dict", "pytorch-lightning_version"} - set(checkpoint if isinstance(checkpoint, dict) else ())
     if missing:  # e.g. a bare state dict (.pth) of another project
         raise BadDataError(
@@ -144,11 +172,11 @@ def load_verified(path, map_location: Any = _on_cpu) -> dict[str, Any]:
     return checkpoint
 
 
-def _unreadable_message(path, error: BaseException) -> str:
+def _unreadable_message(path, error: BaseException, remedy: str) -> str:
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return (
         f"{path} cannot be read as a checkpoint ({reason}): it is truncated or damaged, e.g. by a write that "
-        "was cut short. Use an older checkpoint, or start a new run without --ckpt_path"
+        f"was cut short; {remedy}"
     )
 
 

@@ -178,7 +178,8 @@ def check_config_files(args: list[str]) -> None:
 def main() -> None:
     """Entry point of the ``amlit`` console script: user errors (also those raised in DataLoader workers) print one
     message and exit with status 2; a run stopped by SIGTERM (after its checkpoint) exits with 143, the shell's code
-    for it, so schedulers see it."""
+    for it, so schedulers see it; Ctrl-C prints one line (with what the command kept for a rerun) and exits with
+    130, the shell's code for SIGINT."""
     args = sys.argv[1:]
     configure_console()
     try:
@@ -187,6 +188,10 @@ def main() -> None:
         else:
             check_config_files(args)
             _run_lightning_cli()
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, with what the command kept (its note), no traceback
+        kept = "; ".join(getattr(interrupt, "__notes__", []))
+        print(f"amlit: interrupted{': ' + kept if kept else ''}", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except ArgumentError as error:  # a config key, type or value jsonargparse refused
         command = " ".join(["amlit", *args[:1]])
         print(f"amlit: error: {error}\n(`{command} --help` lists the options)", file=sys.stderr)

@@ -366,6 +366,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def source_checksum(root: Path, names: Sequence[str]) -> str:
+    """sha256 over the sorted ``name<TAB>size<TAB>mtime_ns`` lines of ``names`` (files under ``root``): changes when
+    a file is added, removed, resized or rewritten (no file contents are read). A missing file counts as such (its
+    line says so): image lists may name files that are not there yet."""
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        try:
+            stat = os.stat(Path(root) / name)
+            digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            digest.update(f"{name}\tmissing\n".encode())
+    return digest.hexdigest()
+
+
 def write_json_atomically(path: Path, content: dict) -> None:
     write_atomically(path, (json.dumps(content, indent=1) + "\n").encode("utf-8"))
 

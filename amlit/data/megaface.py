@@ -40,7 +40,8 @@ class MegaFaceImages:
                 "MegaFace needs every probe and distractor embedded; some were not (limit_test_batches?)"
             )
         probes, distractors = features[: self.num_probes], features[self.num_probes :]
-        return evaluate_megaface(probes, torch.as_tensor(self.labels), distractors, far_rule=far_rule, progress=False)
+        labels, names = torch.as_tensor(self.labels), self.files[: self.num_probes]
+        return evaluate_megaface(probes, labels, distractors, far_rule=far_rule, progress=False, probe_names=names)
 
 
 def megaface_images(

@@ -32,7 +32,14 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from amlit.data.images import BadDataPolicy, IdentityFolders, file_sha256, read_image, write_json_atomically
+from amlit.data.images import (
+    BadDataPolicy,
+    IdentityFolders,
+    file_sha256,
+    read_image,
+    source_checksum,
+    write_json_atomically,
+)
 from amlit.data.sources import ImageFolder, TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.progress import progress_bar
@@ -49,16 +56,6 @@ def shard_file(index: int) -> str:
 
 def index_file(index: int) -> str:
     return f"shard-{index:05d}.npz"
-
-
-def source_checksum(root: Path, names: Sequence[str]) -> str:
-    """sha256 over the sorted ``name<TAB>size<TAB>mtime_ns`` lines of ``names``: changes when a file is added,
-    removed, resized or rewritten (no file contents are read)."""
-    digest = hashlib.sha256()
-    for name in sorted(names):
-        stat = os.stat(root / name)
-        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 # ---- decoding (runs in worker processes) ---------------------------------------------------------------------

@@ -35,6 +35,7 @@ import torch
 
 from amlit import keys
 from amlit.errors import BadDataError, MissingDataError
+from amlit.eval.embeddings import unmatched_hint
 from amlit.eval.exact import RunningTop, entries_at_or_above, full_precision_matmul, pair_dots, rounding_bound
 from amlit.eval.far import (
     FarRule,
@@ -466,9 +467,10 @@ def align_features(
     needed = np.unique(np.concatenate(config.test_index)) if config.num_trials else np.empty(0, dtype=np.int64)
     missing = [config.image_list[i] for i in needed.tolist() if config.image_list[i] not in row_of]
     if missing:
+        hint = f" ({unmatched_hint(names, missing)})" if len(missing) == len(needed) else ""
         raise BadDataError(
-            f"{len(missing)} of the {len(needed)} BLUFR test images have no feature (e.g. {', '.join(missing[:5])}); "
-            "embed every image of the BLUFR image list (LFW, matched by file name) and pass all the features"
+            f"{len(missing)} of the {len(needed)} BLUFR test images have no feature (e.g. {', '.join(missing[:5])})"
+            f"{hint}; embed every image of the BLUFR image list (LFW, matched by file name) and pass all the features"
         )
     aligned = torch.full((len(config.image_list), features.shape[1]), math.nan, dtype=features.dtype)
     aligned = aligned.to(features.device)

@@ -28,6 +28,8 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(f"embeddings file not found: {path}; write one with `amlit predict` (an .npz file)")
+    if path.stat().st_size == 0:  # np.load's EOFError "No data left in file" does not say so
+        raise BadDataError(f"{path} is empty (0 bytes): an interrupted write? Write it again (`amlit embed`)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "names" not in archive or "features" not in archive:
@@ -36,7 +38,7 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
                     "'features'"
                 )
             names, features = archive["names"], archive["features"]
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
         if isinstance(error, BadDataError):
             raise
         raise BadDataError(f"{path} is not a readable .npz of names and features ({error})") from error
@@ -46,7 +48,33 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
         )
     if not np.issubdtype(features.dtype, np.number):
         raise BadDataError(f"{path}: features are {features.dtype}, expected numbers (float32)")
-    return [str(name) for name in names], np.asarray(features, dtype=np.float32)
+    return _decoded(names, path), np.asarray(features, dtype=np.float32)
+
+
+def _decoded(names: np.ndarray, path: Path) -> list[str]:
+    """Names as str. Byte strings (dtype 'S', as Python 2 or h5py write them) are decoded as UTF-8: str() of them
+    would give "b'...'", which matches no protocol path."""
+    if names.dtype.kind != "S":
+        return [str(name) for name in names]
+    try:
+        return [name.decode("utf-8") for name in names.tolist()]
+    except UnicodeDecodeError as error:
+        raise BadDataError(f"{path}: names are bytes that are not UTF-8 ({error}); store them as str") from error
+
+
+def unmatched_hint(names: Sequence[str], wanted: Sequence[str]) -> str:
+    """Why none of the ``wanted`` protocol paths is among ``names``, for an error message: the file extensions
+    differ (e.g. ``.png`` features of ``.jpg`` pairs), or else what a stored name looks like."""
+    if not names:
+        return "the file holds no names"
+    stored = sorted({Path(name).suffix for name in names})
+    expected = sorted({Path(image).suffix for image in wanted})
+    if not set(stored) & set(expected):
+        return (
+            f"its names end in {listed(stored or [''], 3)} (e.g. {names[0]}) but the protocol names "
+            f"{listed(expected, 3)} files: name the features by the protocol's file names"
+        )
+    return f"its names look like {names[0]}"
 
 
 def check_features(

@@ -31,6 +31,7 @@ import itertools
 import json
 import math
 import struct
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 from amlit import keys
-from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
 from amlit.eval.curves import Curve
 from amlit.eval.exact import (
     RunningTop,
@@ -69,6 +70,9 @@ MAX_RANK = 10  # CMC ranks kept (running top-10 of distractor scores per probe)
 # The devkit's distractor set sizes (templatelists/megaface_features_list.json_<size>_<set>): rank-1 is reported at
 # each, the way MegaFace's papers plot identification against the number of distractors.
 DISTRACTOR_COUNTS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
+# A distractor this close to a probe is the probe's own image (a copy among the distractors): one image embedded
+# twice by one model agrees to ~1e-6 in cosine (~2e-5 under bf16), two photos of one face stay far below.
+SAME_IMAGE_COSINE = 0.9999
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,21 @@ def roc_curve(genuine: torch.Tensor, scan: DistractorScan, exact_points: int, mi
     return Curve(far, tar, x_label="false accept rate", y_label="true accept rate", log_x=True)
 
 
+def _warn_of_probe_copies(best: torch.Tensor, probe_names: Sequence[str] | None) -> None:
+    """Warn when probes' best distractor scores (P,) say that the distractors hold the probes' own images."""
+    copies = torch.nonzero(best >= SAME_IMAGE_COSINE).flatten().tolist()
+    if not copies:
+        return
+    examples = listed([probe_names[i] if probe_names is not None else f"probe {i}" for i in copies], 3)
+    warnings.warn(
+        f"{len(copies)} of the {len(best)} probes have a distractor at cosine >= {SAME_IMAGE_COSINE} (e.g. "
+        f"{examples}): the distractors hold copies of those probe images, so each of them finds itself before its "
+        "mates and rank-1 and TAR are too low; MegaFace's distractors must not contain the probe images (are "
+        "--probes and --distractors the same features?)",
+        stacklevel=3,
+    )
+
+
 def evaluate_megaface(
     probe_features: torch.Tensor,
     probe_labels: torch.Tensor | Sequence[int],
@@ -239,6 +258,7 @@ def evaluate_megaface(
     progress: bool = True,
     distractor_counts: Sequence[int] = DISTRACTOR_COUNTS,
     distractor_seed: int = 0,
+    probe_names: Sequence[str] | None = None,
 ) -> dict[str, float | Curve]:
     """MegaFace challenge 1 on L2-normalized features: probes (P, D) with identity labels (P,), distractors (N, D)
     (any N, e.g. the devkit's 10 .. 1,000,000; kept where they are and streamed to ``device`` in chunks).
@@ -251,6 +271,10 @@ def evaluate_megaface(
     ``rank1_vs_distractors`` (those n and N), read along the same single pass. Also the calibrated
     ``threshold@far=<FAR>`` with ``num_impostors`` (``amlit.eval.far.calibration_metrics``). Every score a metric
     reads is the float64 one (``scan_distractors``), so the metrics are those of float64 arithmetic.
+
+    Probes with a distractor at cosine >= ``SAME_IMAGE_COSINE`` (their own image among the distractors: each such
+    probe fails every trial) are reported in a warning, by ``probe_names`` when given; read from the scan's top
+    scores, at no extra cost.
     """
     if probe_features.ndim != 2 or distractor_features.ndim != 2:
         raise BadDataError(
@@ -290,6 +314,7 @@ def evaluate_megaface(
         device=device,
         progress=progress,
     )
+    _warn_of_probe_copies(scan.top_per_probe[:, 0], probe_names)
     genuine = pair_dots(probes, probes, rows, cols)  # (G,) float64
     cmc = identification_rates(genuine, rows, cols, scan.top_per_probe).cpu().numpy()
     by_count = {

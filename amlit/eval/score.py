@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amlit.errors import BadDataError, ConfigError
+from amlit.errors import BadDataError, ConfigError, listed
 from amlit.eval.blufr import evaluate_blufr, read_blufr_config
 from amlit.eval.curves import Curve
-from amlit.eval.embeddings import check_features, load_embeddings, read_embeddings
+from amlit.eval.embeddings import check_features, load_embeddings, read_embeddings, unmatched_hint
 from amlit.eval.far import FarRule
 from amlit.eval.megaface import (
     MEGAFACE_FAR,
@@ -72,7 +72,10 @@ def score_lfw(
     rows = data.rows_of(pair_list.images)
     missing = [image for image, row in zip(pair_list.images, rows, strict=True) if row < 0]
     if len(missing) == len(rows):
-        raise BadDataError(f"{embeddings}: none of the images of {pairs} (e.g. {missing[0]}) is among its names")
+        raise BadDataError(
+            f"{embeddings}: none of the images of {pairs} (e.g. {missing[0]}) is among its names; "
+            f"{unmatched_hint(data.names, pair_list.images)}"
+        )
     if missing:
         line, image = lines_naming(pairs, set(missing))[0]
         usable = int(((rows[pair_list.left] >= 0) & (rows[pair_list.right] >= 0)).sum())
@@ -133,6 +136,34 @@ def _jsonable(value: float | Curve) -> object:
     return value
 
 
+def _feature_source(source: str | Path, root: str | Path | None) -> tuple[Path, Path | None]:
+    """Where features come from: the file (an .npz), or a devkit list with its feature root."""
+    source = Path(source).resolve()
+    return source, Path(root).resolve() if root is not None and source.suffix != ".npz" else None
+
+
+def _warn_of_suspect_inputs(probe_names: list[str], distractor_names: list[str]) -> None:
+    """Warn, before the scan, of probes and distractors that look mixed up: probe images among the distractors (by
+    file name; copies under other names are caught by their scores, ``evaluate_megaface``), or the two swapped.
+    One pass over the distractor names (~0.2 s per million), none over their features."""
+    probe_files = {name.rsplit("/", 1)[-1] for name in probe_names}
+    shared = [name for name in distractor_names if name.rsplit("/", 1)[-1] in probe_files]
+    if shared:
+        warnings.warn(
+            f"{len(shared)} distractors have the file name of a probe image (e.g. {listed(shared, 3)}): if they are "
+            "the probe images, those probes find themselves among the distractors; MegaFace's distractors must not "
+            "contain the probe images",
+            stacklevel=3,
+        )
+    if len(probe_names) > len(distractor_names):
+        warnings.warn(
+            f"more probes ({len(probe_names)}) than distractors ({len(distractor_names)}): MegaFace scores the "
+            "FaceScrub probes (3,530 images of 80 identities) against up to 1M distractors; check that --probes and "
+            "--distractors are not swapped (fine for the devkit's small distractor sets)",
+            stacklevel=3,
+        )
+
+
 def score_megaface(
     probes: str,
     distractors: str,
@@ -171,7 +202,14 @@ def score_megaface(
         probe_names = [name for name, kept in zip(probe_names, keep, strict=True) if kept]
         probe_features = probe_features[keep]
     labels, identity_names = identity_labels(probe_names)
-    _, distractor_features = load_features(distractors, distractor_root, ending, "distractor")
+    if _feature_source(probes, probe_root) == _feature_source(distractors, distractor_root):
+        raise ConfigError(
+            f"--probes and --distractors are the same features ({probes}): every probe would find itself among the "
+            "distractors (rank-1 and TAR 0); pass the FaceScrub probe features as --probes and the MegaFace "
+            "distractor features as --distractors"
+        )
+    distractor_names, distractor_features = load_features(distractors, distractor_root, ending, "distractor")
+    _warn_of_suspect_inputs(probe_names, distractor_names)
     print(
         f"MegaFace: {len(probe_names)} probes of {len(identity_names)} identities, "
         f"{len(distractor_features)} distractors"
@@ -184,6 +222,7 @@ def score_megaface(
         far_rule=far_rule,
         chunk=chunk,
         device=device,
+        probe_names=probe_names,
     )
     scalars = {key: value for key, value in metrics.items() if not isinstance(value, Curve)}
     for key, value in scalars.items():

@@ -2,7 +2,8 @@
 ``amlit score`` command reads (``amlit.eval.embeddings``).
 
 Large sets are embedded in chunks of ``chunk`` images, each kept under ``<output>.partial/`` as soon as it is done:
-running the same command again after an interruption embeds only the chunks not yet done. The finished file is
+running the same command again after an interruption embeds only the chunks not yet done (refused when the list,
+the model, the settings or an image file's size or modification time changed since). The finished file is
 written atomically; bad images are listed (with the reason) in ``<output stem>.bad.csv`` and left out.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amlit.data.images import write_atomically, write_json_atomically
+from amlit.data.images import source_checksum, write_atomically, write_json_atomically
 from amlit.data.landmarks import LandmarkFormat
 from amlit.errors import BadDataError, ConfigError, listed
 from amlit.inference.faces import FaceList, alignment_template, face_batches, list_faces
@@ -51,13 +52,22 @@ def _chunk_path(folder: Path, chunk: int) -> Path:
 
 
 def _resume_state(partial: Path, state: dict, overwrite: bool, output: Path) -> None:
-    """Keep the finished chunks of an interrupted run of the same command; refuse those of another one."""
+    """Keep the finished chunks of an interrupted run of the same command on the same files; refuse those of another
+    one, or of image files that changed since (their chunks hold features of the old images)."""
     state_path = partial / STATE_NAME
     if state_path.is_file():
         previous = json.loads(state_path.read_text(encoding="utf-8"))
         if previous != state:
             if not overwrite:
                 changed = [key for key in state if previous.get(key) != state[key]]
+                if changed == ["files"]:  # the same names: files rewritten in place (other names change "images")
+                    raise ConfigError(
+                        f"{partial} holds a part-finished embedding of these images, but some image files changed "
+                        "since (their size or modification time differs: replaced or rewritten), so its finished "
+                        f"chunks may hold features of the old images: delete {partial} or pass --overwrite=true to "
+                        f"embed {output} afresh"
+                    )
+                changed = [key for key in changed if key != "files"]  # implied by the others
                 raise ConfigError(
                     f"{partial} holds a part-finished embedding of other inputs ({', '.join(changed)} differ): pass "
                     f"--overwrite=true to start {output} afresh, or run the command that made it"
@@ -65,6 +75,15 @@ def _resume_state(partial: Path, state: dict, overwrite: bool, output: Path) -> 
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     write_json_atomically(state_path, state)
+
+
+def _kept_note(partial: Path, chunk: int) -> str:
+    """What an interrupted run leaves for the next one, and how to use it."""
+    finished = len(list(partial.glob("chunk-*.npz"))) if partial.is_dir() else 0
+    if not finished:
+        return "no chunk was finished, nothing to resume; run the command again to start over"
+    chunks = f"{finished} finished chunk{'s' if finished > 1 else ''}"
+    return f"kept {chunks} (--chunk={chunk} images each) in {partial}: run the same command again to embed the rest"
 
 
 def _chunks_to_do(partial: Path, count: int, chunk: int) -> Iterator[tuple[int, range]]:
@@ -134,43 +153,48 @@ def embed(
         raise ConfigError(f"batch_size and chunk must be >= 1, got {batch_size} and {chunk}")
     if output.exists() and not overwrite:
         raise ConfigError(f"{output} exists: pass --overwrite=true to replace it, or choose another --output")
-    from amlit.inference.models import load_model
-
-    faces = list_faces(images, root, landmarks, landmark_format)
-    loaded = load_model(model, device, precision)
-    face_template = alignment_template(loaded.contract, loaded.source, template) if landmarks is not None else None
     partial = output.with_name(output.name + ".partial")
-    state = {
-        "weights_sha256": loaded.weights_sha256,
-        "images": _sha256("\n".join(faces.names)),
-        "root": str(faces.root.resolve()),
-        "landmarks": _sha256(Path(landmarks).read_text(encoding="utf-8")) if landmarks is not None else None,
-        "template": [list(p) for p in face_template.points] if face_template is not None else None,
-        "chunk": chunk,
-        "precision": precision,
-    }
-    _resume_state(partial, state, overwrite, output)
-    count = len(faces.names)
-    todo = list(_chunks_to_do(partial, count, chunk))
-    done = count - sum(len(indices) for _, indices in todo)
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    with progress_bar(total=count, initial=done, desc="embedding", unit="img") as bar:
-        for number, indices in todo:
-            rows, features, bad = [], [], []
-            for kept, batch_features, batch_bad in embedded_batches(
-                loaded, faces, indices, face_template, batch_size, workers
-            ):
-                rows += kept
-                features += [batch_features] if kept else []
-                bad += batch_bad
-                bar.update(len(kept) + len(batch_bad))
-            part = _npz_bytes(
-                rows=np.asarray(rows, dtype=np.int64),
-                features=np.concatenate(features) if features else np.empty((0, 0), np.float32),
-                bad_rows=np.asarray([row for row, _ in bad], dtype=np.int64),
-                bad_reasons=np.asarray([reason for _, reason in bad], dtype=str),
-            )
-            write_atomically(_chunk_path(partial, number), part)
+    try:
+        from amlit.inference.models import load_model
+
+        faces = list_faces(images, root, landmarks, landmark_format)
+        loaded = load_model(model, device, precision)
+        face_template = alignment_template(loaded.contract, loaded.source, template) if landmarks is not None else None
+        state = {
+            "weights_sha256": loaded.weights_sha256,
+            "images": _sha256("\n".join(faces.names)),  # in order: chunk rows index this list
+            "files": source_checksum(faces.root, faces.names),  # sizes and mtimes: catches images replaced in place
+            "root": str(faces.root.resolve()),
+            "landmarks": _sha256(Path(landmarks).read_text(encoding="utf-8")) if landmarks is not None else None,
+            "template": [list(p) for p in face_template.points] if face_template is not None else None,
+            "chunk": chunk,
+            "precision": precision,
+        }
+        _resume_state(partial, state, overwrite, output)
+        count = len(faces.names)
+        todo = list(_chunks_to_do(partial, count, chunk))
+        done = count - sum(len(indices) for _, indices in todo)
+        workers = (os.cpu_count() or 1) if workers is None else workers
+        with progress_bar(total=count, initial=done, desc="embedding", unit="img") as bar:
+            for number, indices in todo:
+                rows, features, bad = [], [], []
+                for kept, batch_features, batch_bad in embedded_batches(
+                    loaded, faces, indices, face_template, batch_size, workers
+                ):
+                    rows += kept
+                    features += [batch_features] if kept else []
+                    bad += batch_bad
+                    bar.update(len(kept) + len(batch_bad))
+                part = _npz_bytes(
+                    rows=np.asarray(rows, dtype=np.int64),
+                    features=np.concatenate(features) if features else np.empty((0, 0), np.float32),
+                    bad_rows=np.asarray([row for row, _ in bad], dtype=np.int64),
+                    bad_reasons=np.asarray([reason for _, reason in bad], dtype=str),
+                )
+                write_atomically(_chunk_path(partial, number), part)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: `amlit` prints this note instead of a traceback
+        interrupt.add_note(_kept_note(partial, chunk))
+        raise
 
     rows, features, bad = _collect(partial, count, chunk)
     bad_list = output.with_name(f"{output.stem}.bad.csv")

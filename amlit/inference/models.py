@@ -97,15 +97,25 @@ def torch_device(device: str | None):
     return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_checkpoint_model(path: str | Path, device: str | None = None, precision: Precision = "32") -> CheckpointModel:
+CHECKPOINT_REMEDY = "give a .ckpt that amlit fit wrote (e.g. <run folder>/checkpoints/last.ckpt)"
+MODEL_REMEDY = (
+    "--model takes an amlit checkpoint (a .ckpt that amlit fit wrote, e.g. <run folder>/checkpoints/last.ckpt) or "
+    "an `amlit export onnx` file (.onnx)"
+)
+
+
+def load_checkpoint_model(
+    path: str | Path, device: str | None = None, precision: Precision = "32", remedy: str = CHECKPOINT_REMEDY
+) -> CheckpointModel:
     """An amlit ``.ckpt`` for inference: verified weights-only load, the recorded backbone rebuilt and filled
-    strictly, embedding in ``precision``. Refused with one message: missing/damaged/code-carrying files,
-    checkpoints without an inference record, backbones amlit does not ship."""
+    strictly, embedding in ``precision``. Refused with one message (ending with ``remedy`` when the file is no
+    readable checkpoint): missing/damaged/code-carrying files, other files (a config), checkpoints without an
+    inference record, backbones amlit does not ship."""
     from amlit.checkpoint_io import load_verified
     from amlit.inference.network import EmbeddingNet, backbone_state, load_backbone, weights_digest
 
     source = str(path)
-    checkpoint = load_verified(path)
+    checkpoint = load_verified(path, remedy=remedy)
     record = read_record(checkpoint, source)
     contract = input_contract(record, source)
     tensors = backbone_state(checkpoint["state_dict"])
@@ -185,4 +195,4 @@ def load_model(path: str | Path, device: str | None = None, precision: Precision
         if precision != "32":
             raise ConfigError(f"{path}: an ONNX export runs in float32; embed with the checkpoint for bf16")
         return load_onnx_model(path, device)
-    return load_checkpoint_model(path, device, precision)
+    return load_checkpoint_model(path, device, precision, MODEL_REMEDY)

@@ -1,5 +1,8 @@
 """Image bytes: decoding, integrity checks, atomic writes and tree walking (``amlit.data.images``)."""
 
+import hashlib
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -125,3 +128,15 @@ def test_a_jpeg_whose_frame_header_sits_behind_a_large_exif_block_still_tells_it
     path.write_bytes(data)
     assert read_image_size(path) == (50, 70) and check_image_file(path).size == (50, 70)
     assert decode_image(data).shape == (50, 70, 3)
+
+
+def test_source_checksum_changes_with_size_or_mtime_and_counts_missing_files(tmp_path):
+    from amlit.data.images import source_checksum
+
+    (tmp_path / "a.jpg").write_bytes(b"abc")
+    names = ["a.jpg", "gone.jpg"]  # an image list may name files that are not there
+    before = source_checksum(tmp_path, names)
+    expected = f"a.jpg\t3\t{os.stat(tmp_path / 'a.jpg').st_mtime_ns}\ngone.jpg\tmissing\n"
+    assert before == hashlib.sha256(expected.encode()).hexdigest()
+    os.utime(tmp_path / "a.jpg", ns=(1, 1))  # same bytes, rewritten: another mtime
+    assert source_checksum(tmp_path, names) != before

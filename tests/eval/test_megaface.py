@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -40,9 +41,11 @@ PLANTED_DISTRACTORS = torch.tensor([[0.6, 0.8, 0.0], [0.0, 1.0, 0.0]], dtype=tor
 
 
 def planted(**kwargs):
-    return evaluate_megaface(
-        PLANTED_PROBES, PLANTED_LABELS, PLANTED_DISTRACTORS, device="cpu", progress=False, **kwargs
-    )
+    copy = r"1 of the 4 probes have a distractor at cosine >= 0\.9999 \(e\.g\. probe 1\)"  # d1: said, still scored
+    with pytest.warns(UserWarning, match=copy):
+        return evaluate_megaface(
+            PLANTED_PROBES, PLANTED_LABELS, PLANTED_DISTRACTORS, device="cpu", progress=False, **kwargs
+        )
 
 
 def test_planted_identification_counts_a_tied_distractor_against_the_probe():
@@ -89,9 +92,9 @@ def test_default_keys_and_far_count_is_exact_decimal():
 
 def test_bad_settings_and_inputs_raise_user_errors():
     with pytest.raises(ConfigError, match="unknown FAR rule 'nearest'"):
-        planted(far_rule="nearest")
+        evaluate_megaface(PLANTED_PROBES, PLANTED_LABELS, PLANTED_DISTRACTORS, device="cpu", far_rule="nearest")
     with pytest.raises(ConfigError, match="FAR"):
-        planted(far=2.0)
+        evaluate_megaface(PLANTED_PROBES, PLANTED_LABELS, PLANTED_DISTRACTORS, device="cpu", far=2.0)
     with pytest.raises(BadDataError, match="3-d but distractor features 2-d"):
         evaluate_megaface(PLANTED_PROBES, PLANTED_LABELS, PLANTED_DISTRACTORS[:, :2], device="cpu", progress=False)
     with pytest.raises(BadDataError, match="at least two probe images"):
@@ -307,6 +310,43 @@ def test_cli_scores_npz_and_devkit_tree_alike_and_exports(tmp_path):
     assert from_tree == pytest.approx(from_npz)
     with pytest.raises(ConfigError, match="--probe_root"):
         run_tool(["score", "megaface", f"--probes={tmp_path / 'probes.json'}", f"--distractors={tmp_path / 'x.npz'}"])
+
+
+def test_cli_refuses_one_file_as_both_sets_and_warns_of_probes_among_the_distractors_or_swapped_sets(tmp_path):
+    probes, labels, distractors = random_set(5, distractors=100)
+    probe_names = [f"Id{label}/Id{label}_{i}.png" for i, label in enumerate(labels)]
+    distractor_names = [f"FlickrFinal2/{i:03d}.jpg" for i in range(len(distractors))]
+    np.savez(tmp_path / "probes.npz", names=np.array(probe_names), features=probes.astype(np.float32))
+    np.savez(tmp_path / "distractors.npz", names=np.array(distractor_names), features=distractors.astype(np.float32))
+    # Copies of 3 probe images among the distractors: 2 under their file names, 1 under another name
+    with_copies = np.vstack([distractors, probes[:3]]).astype(np.float32)
+    copy_names = [*distractor_names, f"dup/{probe_names[0]}", f"dup/{probe_names[1]}", "renamed.jpg"]
+    np.savez(tmp_path / "with_copies.npz", names=np.array(copy_names), features=with_copies)
+
+    def score(probe_file, distractor_file):
+        args = [f"--probes={tmp_path / probe_file}", f"--distractors={tmp_path / distractor_file}"]
+        return run_tool(["score", "megaface", *args, "--far=0.01", "--device=cpu"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the right inputs: no warning
+        score("probes.npz", "distractors.npz")
+    with pytest.raises(ConfigError, match=r"--probes and --distractors are the same features \(.*probes\.npz\)"):
+        score("probes.npz", "./probes.npz")
+    with pytest.warns(UserWarning, match="probe") as caught:
+        result = score("probes.npz", "with_copies.npz")
+    messages = [str(warning.message) for warning in caught]
+    assert messages[0].startswith(
+        f"2 distractors have the file name of a probe image (e.g. dup/{probe_names[0]}, dup/{probe_names[1]})"
+    )
+    assert messages[1].startswith(
+        f"3 of the {len(probes)} probes have a distractor at cosine >= 0.9999 (e.g. {', '.join(probe_names[:3])})"
+    )
+    assert len(messages) == 2
+    stored = probes.astype(np.float32).astype(np.float64)  # the features as the files hold them
+    expected_cmc = brute_force(stored, labels, with_copies.astype(np.float64), 0.01)[0]
+    assert result["rank1"] == pytest.approx(expected_cmc[0])  # the warnings change no number
+    with pytest.warns(UserWarning, match=rf"more probes \(100\) than distractors \({len(probes)}\).* swapped"):
+        score("distractors.npz", "probes.npz")
 
 
 def test_embeddings_file_errors_and_identity_selection(tmp_path):

@@ -62,6 +62,34 @@ def test_bad_embeddings_files_are_explained(tmp_path):
     np.savez(tmp_path / "b.npz", names=np.array(["x", "y"]), features=np.zeros((3, 3)))
     with pytest.raises(BadDataError, match=r"names \(2,\) and features \(3, 3\) do not match"):
         read_embeddings(tmp_path / "b.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")  # np.load raises EOFError on it, no OSError/ValueError
+    with pytest.raises(BadDataError, match=r"empty\.npz is empty \(0 bytes\)"):
+        read_embeddings(tmp_path / "empty.npz")
+
+
+def test_byte_string_names_are_decoded(tiny_tree, tmp_path):
+    npz, pairs_file, names, unit = _lfw_file(tiny_tree, tmp_path)
+    as_bytes = tmp_path / "bytes.npz"
+    np.savez(as_bytes, names=np.array([name.encode() for name in names]), features=unit)
+    assert np.load(as_bytes)["names"].dtype.kind == "S"
+    expected = run_tool(["score", "lfw", f"--embeddings={npz}", f"--pairs={pairs_file}"])
+    assert run_tool(["score", "lfw", f"--embeddings={as_bytes}", f"--pairs={pairs_file}"]) == expected
+
+
+def test_names_matching_nothing_say_why(tiny_tree, tmp_path):
+    _, pairs_file, names, unit = _lfw_file(tiny_tree, tmp_path)
+    png = tmp_path / "png.npz"
+    np.savez(png, names=np.array([name.replace(".jpg", ".png") for name in names]), features=unit)
+    why = r"its names end in \.png \(e\.g\. \S+\.png\) but the protocol names \.jpg files"
+    with pytest.raises(BadDataError, match=rf"none of the images .* is among its names; {why}"):
+        run_tool(["score", "lfw", f"--embeddings={png}", f"--pairs={pairs_file}"])
+    other = tmp_path / "other.npz"
+    np.savez(other, names=np.array([f"x/{k}.jpg" for k in range(len(names))]), features=unit)
+    with pytest.raises(BadDataError, match=r"is among its names; its names look like x/0\.jpg"):
+        run_tool(["score", "lfw", f"--embeddings={other}", f"--pairs={pairs_file}"])
+    config_file = tiny_tree / "lfw" / "blufr_config.mat"
+    with pytest.raises(BadDataError, match=r"have no feature .*\(its names end in \.png"):
+        run_tool(["score", "blufr", f"--embeddings={png}", f"--blufr_config={config_file}"])
 
 
 # ---- embeddings from elsewhere: scored right or refused, by every protocol ------------------------------------

@@ -208,6 +208,80 @@ def test_an_interrupted_embedding_resumes_where_it_stopped(tmp_path, monkeypatch
     assert run_tool([*args, f"--output={tmp_path / 'other.npz'}", "--overwrite=true"])["embedded"] == 10
 
 
+def test_an_image_replaced_after_an_interruption_is_not_resumed_with_its_old_feature(tmp_path, monkeypatch):
+    write_checkpoint(tmp_path / "model.ckpt")
+    names = aligned_faces(tmp_path / "faces", 4)
+    args = ["embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'faces'}", "--chunk=2",
+            "--workers=0", f"--output={tmp_path / 'out.npz'}"]  # fmt: skip
+    real = embed_module.embedded_batches
+
+    def stop_in_second_chunk(model, faces, indices, *rest):
+        if indices[0] == 2:
+            raise Interrupted
+        return real(model, faces, indices, *rest)
+
+    monkeypatch.setattr(embed_module, "embedded_batches", stop_in_second_chunk)
+    with pytest.raises(Interrupted):
+        run_tool(args)
+    assert (tmp_path / "out.npz.partial" / "chunk-000000.npz").is_file()  # holds the features of names[:2]
+    replaced = tmp_path / "faces" / names[0]
+    replaced.write_bytes((tmp_path / "faces" / names[3]).read_bytes())  # `cp` another face over an embedded one
+    monkeypatch.setattr(embed_module, "embedded_batches", real)
+    with pytest.raises(ConfigError, match=r"some image files changed since .* delete .*out\.npz\.partial or pass "
+                       r"--overwrite=true"):  # fmt: skip
+        run_tool(args)
+    run_tool([*args, "--overwrite=true"])
+    run_tool([*args[:-1], f"--output={tmp_path / 'fresh.npz'}"])
+    resumed, fresh = np.load(tmp_path / "out.npz"), np.load(tmp_path / "fresh.npz")
+    assert resumed["names"].tolist() == fresh["names"].tolist()
+    np.testing.assert_array_equal(resumed["features"], fresh["features"])
+    row = resumed["names"].tolist().index(names[0])
+    np.testing.assert_allclose(resumed["features"][row], resumed["features"][3], atol=1e-6)  # now the same face
+
+
+def test_ctrl_c_says_in_one_line_what_was_kept_and_how_to_resume(tmp_path, monkeypatch, capsys):
+    write_checkpoint(tmp_path / "model.ckpt")
+    aligned_faces(tmp_path / "faces", 5)
+    output = tmp_path / "out.npz"
+    command = ["amlit", "embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'faces'}",
+               f"--output={output}", "--chunk=2", "--workers=0"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", command)
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    def interrupted_message() -> str:
+        with pytest.raises(SystemExit) as info:
+            main()
+        assert info.value.code == 130  # the shell's code for SIGINT
+        return capsys.readouterr().err.splitlines()[-1]  # the progress bar may stand above it
+
+    with monkeypatch.context() as early:
+        early.setattr(embed_module, "list_faces", ctrl_c)
+        assert interrupted_message() == (
+            "amlit: interrupted: no chunk was finished, nothing to resume; run the command again to start over"
+        )
+    real = embed_module.embedded_batches
+    chunks: list[int] = []
+
+    def ctrl_c_in_second_chunk(model, faces, indices, *rest):
+        chunks.append(indices[0])
+        return ctrl_c() if len(chunks) == 2 else real(model, faces, indices, *rest)
+
+    monkeypatch.setattr(embed_module, "embedded_batches", ctrl_c_in_second_chunk)
+    assert interrupted_message() == (
+        f"amlit: interrupted: kept 1 finished chunk (--chunk=2 images each) in {output}.partial: run the same "
+        "command again to embed the rest"
+    )
+    chunks.clear()
+    monkeypatch.setattr(embed_module, "embedded_batches", lambda *args: chunks.append(args[2][0]) or real(*args))
+    main()  # the same command resumes: only the chunks not finished
+    assert chunks == [2, 4] and len(np.load(output)["names"]) == 5
+    with monkeypatch.context() as before_embed:  # e.g. while Python imports: nothing of the command ran
+        before_embed.setattr("amlit.cli.run_tool", ctrl_c)
+        assert interrupted_message() == "amlit: interrupted"
+
+
 class Payload:
     """Pickles as a call of os.system: what a malicious checkpoint carries."""
 
@@ -250,6 +324,22 @@ def test_a_checkpoint_carrying_code_never_runs_it(tmp_path, monkeypatch, capsys)
     with pytest.raises(BadDataError, match=r"names the backbone 'subprocess\.Popen', which is not one of amlit's"):
         load_model(tmp_path / "other.ckpt")
     assert not marker.exists()
+
+
+def test_a_config_passed_as_the_model_is_named_as_not_a_checkpoint(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "demo.yaml"
+    config.write_text("# a training config\nmodel:\n  embedding_dim: 16\n")
+    aligned_faces(tmp_path / "faces", 1)
+    command = ["embed", f"--model={config}", f"--images={tmp_path / 'faces'}", f"--output={tmp_path / 'x.npz'}"]
+    monkeypatch.setattr(sys, "argv", ["amlit", *command])
+    with pytest.raises(SystemExit) as info:
+        main()
+    stderr = capsys.readouterr().err
+    assert info.value.code == 2 and stderr.count("\n") == 1, stderr
+    assert f"{config} is not a checkpoint amlit can read: it is a text file (first line '# a training" in stderr
+    assert "--model takes an amlit checkpoint" in stderr and ".onnx" in stderr
+    assert "weights_only" not in stderr and "--ckpt_path" not in stderr  # torch's advice; an option of fit
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_checkpoints_without_a_record_or_with_wrong_weights_are_refused(tmp_path):
