@@ -360,13 +360,16 @@ class CasiaDataModule(L.LightningDataModule):
             len(dataset), self.batch_size, world, rank, self.seed, batches_done if trainer is not None else None
         )
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        listing = self._manifest["train_listing_sha256"]  # a resume on other images is refused (ResumableLoader)
         if self._use_resident(len(dataset), device):
             if self._resident is None or self._resident.device != device:
                 self._resident = ResidentImages(dataset, self.image_size, device, self.num_workers)
             # Indices only: the batch is gathered on the device (transfer_batch_to_device).
             indices = SampleIndices(len(dataset))
-            return ResumableLoader(indices, sampler, collate_fn=collate_indices, pin_memory=device.type == "cuda")
-        return ResumableLoader(dataset, sampler, **self._loader_options())
+            return ResumableLoader(
+                indices, sampler, listing, collate_fn=collate_indices, pin_memory=device.type == "cuda"
+            )
+        return ResumableLoader(dataset, sampler, listing, **self._loader_options())
 
     def _use_resident(self, num_samples: int, device: torch.device) -> bool:
         if self.device_resident == "never":

@@ -42,6 +42,19 @@ def test_held_out_identities_are_not_trained_on(tiny_tree):
     assert dm.eval_sets("val")[0].num_images == len(dm.val_pairs.images)
 
 
+def test_resuming_on_a_renamed_identity_folder_is_refused(tiny_tree, tmp_path):
+    """Same image count, other names: every class label after the renamed identity would shift by one."""
+    root = _copy(tiny_tree, tmp_path)
+    state = CasiaDataModule(ImageFolder(root), batch_size=4, num_workers=0).train_dataloader().state_dict()
+    same = CasiaDataModule(ImageFolder(root), batch_size=4, num_workers=0)
+    same.train_dataloader().load_state_dict(state)  # the same data resumes
+    first = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    first.rename(root / "9999998")  # sorts last now
+    renamed = CasiaDataModule(ImageFolder(root), batch_size=4, num_workers=0)
+    with pytest.raises(ConfigError, match=r"trained on other images .*renamed, added or removed.*start a new run"):
+        renamed.train_dataloader().load_state_dict(state)
+
+
 def test_batches_are_uint8_nhwc_with_int64_targets(tiny_tree):
     dm = CasiaDataModule(
         ImageFolder(tiny_tree / "casia"),
