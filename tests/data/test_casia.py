@@ -55,6 +55,15 @@ def test_resuming_on_a_renamed_identity_folder_is_refused(tiny_tree, tmp_path):
         renamed.train_dataloader().load_state_dict(state)
 
 
+def test_too_few_held_out_pairs_name_the_settings_to_change(tiny_tree):
+    with pytest.raises(ConfigError) as caught:
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), val_identities=4, val_pairs_per_fold=100, batch_size=4)
+    message = str(caught.value)
+    # 2 folds of 2 identities with 6 images each: 2 * 15 matched pairs per fold.
+    assert "a fold of 2 identities has only 30 possible matched pairs, 100 requested" in message
+    assert "data.val_pairs_per_fold" in message and "data.val_identities" in message
+
+
 def test_batches_are_uint8_nhwc_with_int64_targets(tiny_tree):
     dm = CasiaDataModule(
         ImageFolder(tiny_tree / "casia"),
