@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from amlit.data.images import BadDataPolicy, IdentityFolders, file_sha256, read_image, write_json_atomically
 from amlit.data.sources import ImageFolder, TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.outputs import check_output
 from amlit.progress import progress_bar
 
 FORMAT = "amlit-packed-uint8"
@@ -188,6 +189,7 @@ def pack(
     image_size = (int(image_size[0]), int(image_size[1]))
     if shard_size < 1 or workers < 0:
         raise ConfigError(f"shard_size={shard_size} must be >= 1 and workers={workers} >= 0")
+    check_output(output, "--output", folder=True)
     source = ImageFolder(root, on_bad=on_bad, identity_folders=identity_folders)
     table = source.image_table(image_size)
     # Files left out count too: adding or repairing one changes what a resumed pack would hold.
