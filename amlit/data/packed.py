@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from amlit.compat import rank_zero_warn
 from amlit.data.images import BadDataPolicy, IdentityFolders, file_sha256, read_image, write_json_atomically
 from amlit.data.sources import ImageFolder, TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError
@@ -275,6 +276,7 @@ def _write_shard(
                 name = plan.names[start + position]
                 if on_bad == "fail":
                     raise BadDataError(f"{message}. Fix or remove {root / name}, or pass --on_bad=skip")
+                rank_zero_warn(f"skipping an image that cannot be packed: {message}")  # named now, listed at the end
                 skipped.append({"name": name, "reason": message})
             kept += [row for row in range(start, min(start + CHUNK, rows.stop)) if row - start not in failed]
             buffer = np.ascontiguousarray(images).data
