@@ -19,6 +19,7 @@ from amlit.checkpoint_io import SafeCheckpointIO, load_verified
 from amlit.data.sampling import check_global_batch
 from amlit.loggers import SaveConfigToLoggers
 from amlit.module import FaceVerificationModule
+from amlit.outputs import check_output
 from amlit.resume import resolve_ckpt_path
 from amlit.run_lock import RunLock
 
@@ -60,7 +61,11 @@ class AmlitCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
-        place_outputs(self.config[self.subcommand] if self.subcommand else self.config)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = (config.get("trainer") or {}).get("default_root_dir")
+        if root is not None:  # before the data is indexed and the model built, not at the first checkpoint
+            check_output(root, "--trainer.default_root_dir", folder=True)
+        place_outputs(config)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The configured trainer, writing and reading checkpoints with ``SafeCheckpointIO`` unless

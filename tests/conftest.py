@@ -80,3 +80,12 @@ def write_verification_bin(lfw: Path, path: Path):
             bins.append(cv2.imencode(".png", padded)[1].tobytes())
     path.write_bytes(pickle.dumps((bins, [bool(s) for s in pairs.issame]), protocol=pickle.HIGHEST_PROTOCOL))
     return path, pairs
+
+
+def damaged_in_the_middle(encoded: bytes) -> bytes:
+    """JPEG bytes whose compressed data is overwritten mid-file (magic and end marker intact): libjpeg decodes them
+    and only warns "Corrupt JPEG data: bad Huffman code" on stderr."""
+    damaged = bytearray(encoded)
+    middle = len(damaged) // 2
+    damaged[middle : middle + 64] = b"\xff\x00" * 32  # stuffed 0xFF bytes: all-ones bits, no valid Huffman code
+    return bytes(damaged)

@@ -16,9 +16,11 @@ from test_cli import CONFIGS, overrides
 
 from amlit.cli import run_cli, run_tool
 from amlit.errors import BadDataError, MissingDataError
+from amlit.eval.blufr import read_blufr_config
 from amlit.eval.curves import Curve, load_curves, save_curves
+from amlit.eval.label_pairs import count_pairs
 from amlit.report import make_report
-from amlit.report.paper import TABLE1, TABLE1_BY_KEY, TABLE1_COLUMNS, TABLE2, paper_row
+from amlit.report.paper import BLUFR_OFFICIAL, TABLE1, TABLE1_BY_KEY, TABLE1_COLUMNS, TABLE2, paper_row
 from amlit.sweep import load_sweep, run_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -106,27 +108,90 @@ def test_report_writes_both_tables_and_figure6_from_tested_runs(tested_runs, tmp
     assert list(table.index) == ["softmax", "am035", "arcface"]  # the paper's row order, other heads last
     assert table.loc["am035", "paper_row"] == "AM-Softmax m=0.35" and table.loc["softmax", "paper_row"] == "Softmax"
     assert pd.isna(table.loc["arcface", "paper_row"]) and table.loc["arcface", "head"] == "ArcFace"
-    paper = TABLE1_BY_KEY["am_softmax_0.35"].values
-    for name, row in (("am035", paper), ("softmax", TABLE1_BY_KEY["softmax"].values)):
+    for name in ("am035", "softmax"):
         results = json.loads((runs / name / "results" / "results.json").read_text())
-        for column, published in zip(TABLE1_COLUMNS, row, strict=True):
-            ours = 100 * results[column.key]
-            assert table.loc[name, column.name] == pytest.approx(ours)
-            assert table.loc[name, f"{column.name}_paper"] == published
-            assert table.loc[name, f"{column.name}_delta"] == pytest.approx(ours - published)
+        for column in TABLE1_COLUMNS:
+            assert table.loc[name, column.name] == pytest.approx(100 * results[column.key])
+        # The tiny test sets are not the paper's (6,000 LFW pairs, official BLUFR, 1M distractors): no paper number.
+        assert table.loc[name, [f"{c.name}_{part}" for c in TABLE1_COLUMNS for part in ("paper", "delta")]].isna().all()
+        lfw_pairs = f"{int(results['test/lfw/num_pairs']):,} LFW pairs scored, the paper's 6,000"
+        assert (
+            lfw_pairs in table.loc[name, "not_compared"]
+            and "40 MegaFace distractors" in table.loc[name, "not_compared"]
+        )
     assert table.loc["arcface", ["lfw_paper", "lfw_delta"]].isna().all()  # no paper number to compare with
     assert (table.loc["am035", ["m", "s"]] == ["0.35", "30"]).all()
     assert (table["megaface_distractors"] == 40).all()  # not the paper's 1M: said beside every row
 
     second = pd.read_csv(output / "table2.csv").set_index("run")
     assert (second["overlap_removal"] == "no").all()  # the generated data removes no identity
-    assert second.loc["am035", "megaface_rank1_paper"] == TABLE2[False][0]  # the "No" row of Table 2
-    assert second.loc[["softmax", "arcface"], "megaface_rank1_paper"].isna().all()
+    assert second[["megaface_rank1_paper", "megaface_vr_paper"]].isna().all().all()  # 40 distractors, not 1M
+    assert "40 MegaFace distractors, the paper's 1,000,000" in second.loc["am035", "not_compared"]
 
     markdown = (output / "table1.md").read_text()
-    assert "| am035 | AM-Softmax m=0.35 | AM-Softmax | 0.35 | 30 |" in markdown and "98.98" in markdown
-    assert "arXiv:1801.05599" in markdown
+    assert "| am035 | AM-Softmax m=0.35 | AM-Softmax | 0.35 | 30 |" in markdown and "98.98" not in markdown
+    assert "- am035: LFW 6,000 pairs: " in markdown and "arXiv:1801.05599" in markdown
     assert markdown in capsys.readouterr().out
+
+
+PAPER_PROTOCOL = {
+    "test/lfw/num_pairs": 6000,
+    "test/blufr/num_impostors": 44_003_474,
+    "test/megaface/num_distractors": 1e6,
+}
+
+
+def _results_run(root, name: str, counts: dict) -> None:
+    """A tested AM-Softmax m=0.35 run's results.json (as `amlit test` writes it) with the given protocol counts."""
+    folder = root / name / "results"
+    folder.mkdir(parents=True)
+    head = {"class_path": "amlit.heads.AMSoftmax", "init_args": {"margin": 0.35, "scale": 30.0}}
+    metrics = {column.key: 0.5 for column in TABLE1_COLUMNS}
+    document = {**metrics, **counts, "config": {"model": {"head": head}}, "manifest": {"removed_identities": []}}
+    (folder / "results.json").write_text(json.dumps(document))
+
+
+def test_report_compares_with_the_paper_only_runs_measured_as_the_paper_was(tmp_path):
+    runs = tmp_path / "runs"
+    _results_run(runs, "paper", PAPER_PROTOCOL)
+    _results_run(runs, "small", {**PAPER_PROTOCOL, "test/lfw/num_pairs": 400, "test/megaface/num_distractors": 1e3})
+    _results_run(runs, "generated_blufr", {**PAPER_PROTOCOL, "test/blufr/num_impostors": 15_660})
+    _results_run(runs, "unrecorded", {})  # written elsewhere: how it was measured is unknown
+    written = make_report([runs], output=tmp_path / "report")
+    table = pd.read_csv(written["table1.csv"]).set_index("run")
+    published = TABLE1_BY_KEY["am_softmax_0.35"].values
+    for column, value in zip(TABLE1_COLUMNS, published, strict=True):
+        assert table.loc["paper", f"{column.name}_paper"] == value
+        assert table.loc["paper", f"{column.name}_delta"] == pytest.approx(50.0 - value)
+    assert pd.isna(table.loc["paper", "not_compared"])
+    blank = table.loc["small", ["lfw_paper", "lfw_delta", "megaface_rank1_paper", "megaface_vr_delta"]]
+    assert blank.isna().all() and table.loc["small", "blufr_vr_1e-3_paper"] == published[2]
+    assert table.loc["small", "not_compared"] == (
+        "LFW 6,000 pairs: 400 LFW pairs scored, the paper's 6,000; MegaFace Rank1@1e6, MegaFace VR@FAR=1e-6: "
+        "1,000 MegaFace distractors, the paper's 1,000,000"
+    )
+    blufr = [f"{c.name}_paper" for c in TABLE1_COLUMNS if c.name.startswith("blufr")]
+    assert table.loc["generated_blufr", blufr].isna().all() and table.loc["generated_blufr", "lfw_paper"] == 98.98
+    assert (
+        "15,660 impostor pairs in the smallest BLUFR trial, the paper's 44,003,474"
+        in (table.loc["generated_blufr", "not_compared"])
+    )
+    assert table.loc["unrecorded", [f"{c.name}_paper" for c in TABLE1_COLUMNS]].isna().all()
+    assert "does not record the LFW pairs scored (test/lfw/num_pairs)" in table.loc["unrecorded", "not_compared"]
+    second = pd.read_csv(written["table2.csv"]).set_index("run")
+    assert second.loc["paper", "megaface_rank1_paper"] == TABLE2[False][0]  # no identity removed: the "No" row
+    assert second.loc["small", ["megaface_rank1_paper", "megaface_rank1_delta"]].isna().all()
+    markdown = written["table1.md"].read_text()
+    assert "| paper | AM-Softmax m=0.35 | AM-Softmax | 0.35 | 30 | 1000000 | 50.00 | 98.98 | -48.98 |" in markdown
+    assert "- small: LFW 6,000 pairs: 400 LFW pairs scored, the paper's 6,000; MegaFace" in markdown
+    assert "- paper:" not in markdown
+
+
+def test_the_official_blufr_config_has_the_impostor_count_the_report_expects(shared_data):
+    config = read_blufr_config(shared_data / "blufr" / "blufr_lfw_config.mat")
+    labels = torch.as_tensor(config.labels)
+    smallest = min(count_pairs(labels[torch.as_tensor(test)])[1] for test in config.test_index)
+    assert smallest == BLUFR_OFFICIAL.expected == 44_003_474
 
 
 def test_report_reads_a_trials_csv_and_lists_the_trials_it_cannot_report(tested_runs, tmp_path, capsys):

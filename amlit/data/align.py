@@ -42,6 +42,7 @@ from amlit.data.images import (
 )
 from amlit.data.landmarks import LandmarkFormat, read_landmarks
 from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.outputs import check_output
 from amlit.progress import progress_bar
 
 
@@ -529,6 +530,7 @@ def align_tree(
         raise MissingDataError(f"raw image folder {raw_root} does not exist: pass the root of the original images")
     if output.resolve() == raw_root.resolve() or output.resolve().is_relative_to(raw_root.resolve()):
         raise ConfigError(f"output {output} must not be raw_root {raw_root} or inside it: choose a separate folder")
+    check_output(output, "--output", folder=True)
     workers = (os.cpu_count() or 1) if workers is None else workers
 
     table = read_landmarks(landmarks, landmark_format)

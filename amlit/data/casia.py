@@ -40,7 +40,7 @@ from amlit.data.provenance import training_provenance
 from amlit.data.sampling import EpochShardSampler, ResumableLoader
 from amlit.data.sources import ImageFiles, TrainingImages
 from amlit.data.verification_bin import bin_eval_set
-from amlit.errors import ConfigError, MissingDataError, listed
+from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
 from amlit.eval.blufr import BlufrConfig, evaluate_blufr, read_blufr_config
 from amlit.eval.evalset import EvalSet
 from amlit.eval.far import FarRule, check_far
@@ -73,7 +73,18 @@ def held_out_pairs(table: pd.DataFrame, pairs_per_fold: int, seed: int) -> PairL
     files = {identity: list(group["name"]) for identity, group in table.groupby("identity", sort=True)}
     numbered = {identity: list(range(len(paths))) for identity, paths in files.items()}
     num_folds = min(10, len(files) // 2)
-    folds = sample_fold_pairs(numbered, num_folds, pairs_per_fold, rng=np.random.default_rng(seed))
+    # Folds hold 2-3 identities until there are 10 of them: more identities per fold needs val_identities > 20.
+    sizes = sorted({len(files) // num_folds, -(-len(files) // num_folds)})
+    advice = (
+        f"lower data.val_pairs_per_fold (now {pairs_per_fold}), or hold out more identities with data.val_identities "
+        f"(now {len(files)}: {num_folds} folds of {'-'.join(map(str, sizes))} identities; a fold gets more "
+        "identities once there are more than 20), or set data.val_identities=0 to train without validation"
+    )
+    rng = np.random.default_rng(seed)
+    try:
+        folds = sample_fold_pairs(numbered, num_folds, pairs_per_fold, rng=rng, advice=advice)
+    except BadDataError as error:
+        raise ConfigError(f"held-out validation pairs: {error}") from None
     return fold_pairs_to_list(folds, lambda identity, number: files[identity][number])
 
 
@@ -360,13 +371,16 @@ class CasiaDataModule(L.LightningDataModule):
             len(dataset), self.batch_size, world, rank, self.seed, batches_done if trainer is not None else None
         )
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        listing = self._manifest["train_listing_sha256"]  # a resume on other images is refused (ResumableLoader)
         if self._use_resident(len(dataset), device):
             if self._resident is None or self._resident.device != device:
                 self._resident = ResidentImages(dataset, self.image_size, device, self.num_workers)
             # Indices only: the batch is gathered on the device (transfer_batch_to_device).
             indices = SampleIndices(len(dataset))
-            return ResumableLoader(indices, sampler, collate_fn=collate_indices, pin_memory=device.type == "cuda")
-        return ResumableLoader(dataset, sampler, **self._loader_options())
+            return ResumableLoader(
+                indices, sampler, listing, collate_fn=collate_indices, pin_memory=device.type == "cuda"
+            )
+        return ResumableLoader(dataset, sampler, listing, **self._loader_options())
 
     def _use_resident(self, num_samples: int, device: torch.device) -> bool:
         if self.device_resident == "never":

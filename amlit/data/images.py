@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from amlit.data.jpeg_warnings import decode_jpeg
 from amlit.errors import BadDataError
 
 # Extensions accepted as image files (lower-cased); the README's "What amlit accepts" lists them. OpenCV decodes
@@ -211,14 +212,20 @@ def decode_image(data: bytes) -> np.ndarray:
     Every format of ``IMAGE_EXTENSIONS`` is read by OpenCV (GIF: the first frame, through Pillow where OpenCV was
     built without GIF). EXIF orientation is ignored: landmarks refer to the stored pixel grid (what MATLAB's
     ``imread`` returns). Raises ``BadDataError`` with the reason (no path: callers add it) for data that is not an
-    image, truncated JPEGs and undecodable data.
+    image, truncated JPEGs, JPEGs whose compressed data libjpeg reports as corrupt (``amlit.data.jpeg_warnings``:
+    it would fill the damaged part with guessed pixels) and undecodable data.
     """
     fmt = image_format(data[:32])
     if fmt is None:
         raise BadDataError(f"not an image: its first bytes are not those of a {', '.join(FORMAT_NAMES.values())} file")
     if fmt == "jpeg" and not _jpeg_is_complete(data):
         raise BadDataError("damaged or truncated JPEG (no end-of-image marker after the image data)")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if fmt == "jpeg":
+        image, damage = decode_jpeg(data)
+        if damage is not None:
+            raise BadDataError(f"damaged JPEG data (libjpeg: {damage}; the rest of the image would be guessed)")
+    else:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None and fmt == "gif":
         image = _decode_with_pillow(data)
     if image is None:

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from amlit.compat import rank_zero_warn
 from amlit.data.images import (
     BadDataPolicy,
     IdentityFolders,
@@ -42,6 +43,7 @@ from amlit.data.images import (
 )
 from amlit.data.sources import ImageFolder, TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.outputs import check_output
 from amlit.progress import progress_bar
 
 FORMAT = "amlit-packed-uint8"
@@ -185,6 +187,7 @@ def pack(
     image_size = (int(image_size[0]), int(image_size[1]))
     if shard_size < 1 or workers < 0:
         raise ConfigError(f"shard_size={shard_size} must be >= 1 and workers={workers} >= 0")
+    check_output(output, "--output", folder=True)
     source = ImageFolder(root, on_bad=on_bad, identity_folders=identity_folders)
     table = source.image_table(image_size)
     # Files left out count too: adding or repairing one changes what a resumed pack would hold.
@@ -270,6 +273,7 @@ def _write_shard(
                 name = plan.names[start + position]
                 if on_bad == "fail":
                     raise BadDataError(f"{message}. Fix or remove {root / name}, or pass --on_bad=skip")
+                rank_zero_warn(f"skipping an image that cannot be packed: {message}")  # named now, listed at the end
                 skipped.append({"name": name, "reason": message})
             kept += [row for row in range(start, min(start + CHUNK, rows.stop)) if row - start not in failed]
             buffer = np.ascontiguousarray(images).data

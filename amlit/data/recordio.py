@@ -301,7 +301,8 @@ class RecIndex:
 
     ``images``: one row per usable image record (``key``, ``cls``, ``offset``), in key order; ``ranges``: record 0's
     ``(A, B)`` when present; ``identity_ranges``: class slot -> ``(first key, end key)`` from the identity records;
-    ``problems``: unusable records (see ``scan_image_headers``) and inconsistencies found.
+    ``problems``: unusable records (see ``scan_image_headers``) and inconsistencies found; ``images_past_end``: image
+    records the ``.idx`` lists that start beyond the end of the ``.rec`` or are cut short by it (a truncated file).
     """
 
     rec_path: Path
@@ -311,10 +312,43 @@ class RecIndex:
     num_image_records: int  # image keys examined (usable or not)
     identity_ranges: list[tuple[int, int]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    images_past_end: int = 0
 
     @property
     def num_classes(self) -> int:
         return int(self.images["cls"].max()) + 1 if len(self.images) else 0
+
+
+def _cut_short(file: BinaryIO, offset: int, size: int) -> bool:
+    """Whether the record at ``offset`` (its parts followed) runs past ``size``, the end of the file."""
+    while True:
+        file.seek(offset)
+        head = file.read(8)
+        if len(head) < 8:
+            return True
+        magic, lrec = struct.unpack("<II", head)
+        if magic != MAGIC:
+            return False  # not a truncation: scan_image_headers names it
+        length = lrec & LENGTH_MASK
+        if offset + 8 + length > size:
+            return True
+        if lrec >> LENGTH_BITS in (0, 3):
+            return False
+        offset += 8 + length + _padding(length)
+
+
+def records_past_end(rec_path: str | Path, offsets: np.ndarray) -> int:
+    """How many of the records at ``offsets`` start beyond the end of the ``.rec`` or are cut short by it. A
+    truncated file (a cut-off download, a full disk) loses its last records; only the last one that starts inside
+    the file can be cut short, so one record is read at most."""
+    size = Path(rec_path).stat().st_size
+    offsets = np.asarray(offsets, dtype=np.int64)
+    inside = offsets[offsets + 8 <= size]
+    lost = len(offsets) - len(inside)
+    if len(inside):
+        with open(rec_path, "rb") as file:
+            lost += _cut_short(file, int(inside.max()), size)
+    return lost
 
 
 def index_rec(rec_path: str | Path, idx_path: str | Path, read_identity_records: bool = False) -> RecIndex:
@@ -355,6 +389,7 @@ def index_rec(rec_path: str | Path, idx_path: str | Path, read_identity_records:
     problems += header_problems
     images = scanned.assign(offset=offsets.loc[scanned["key"]].to_numpy()).reset_index(drop=True)
     index = RecIndex(rec_path, offsets, images, ranges, len(image_keys), problems=problems)
+    index.images_past_end = records_past_end(rec_path, offsets.loc[image_keys].to_numpy())
     if read_identity_records and ranges is not None:
         _check_identity_records(index, Path(idx_path))
     elif ranges is not None:

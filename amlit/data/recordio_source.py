@@ -224,8 +224,24 @@ class RecordIO(TrainingImages):
             images = images[~out_of_range].reset_index(drop=True)
         return images, problems, prop
 
+    def truncation(self) -> str | None:
+        """Why the ``.rec`` looks truncated (image records the ``.idx`` lists lie beyond its end or the last is cut
+        short), or None. Not a damaged record to skip: the images at the end, often whole classes, are missing."""
+        index = self.index()
+        if not index.images_past_end:
+            return None
+        return (
+            f"{self.rec_path} looks truncated: {index.images_past_end:,} of the {index.num_image_records:,} image "
+            f"records that {self.idx_path.name} lists start beyond its end ({self.rec_path.stat().st_size:,} bytes) "
+            "or are cut short by it, so the images at its end, often whole classes, are missing. Re-download or "
+            "rebuild the .rec (or use the .idx written with it); `amlit data rec-info` lists the records lost"
+        )
+
     def image_table(self, image_size: tuple[int, int]) -> pd.DataFrame:
         images, problems, prop = self.usable_records()
+        truncated = self.truncation()
+        if truncated is not None:  # whatever on_bad says: skipping would train on fewer classes without a word
+            raise BadDataError(f"{truncated}. amlit does not train on a truncated .rec")
         if problems and self.on_bad == "fail":
             raise BadDataError(
                 f"{len(problems)} damaged record(s): {listed(problems, 3)}. Fix the files or set data.train.on_bad=skip"
@@ -296,6 +312,8 @@ def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 
     rec, idx, prop_path = source.rec_path, source.idx_path, source.property_path
     index = source.index(read_identity_records=True)
     images, problems, prop = source.usable_records()
+    truncated = source.truncation()
+    problems = [truncated, *problems] if truncated is not None else problems
     summary: dict = {"rec": str(rec), "rec_bytes": rec.stat().st_size, "idx_records": len(index.offsets)}
     print(f"{rec}: {summary['rec_bytes']:,} bytes; {idx}: {len(index.offsets):,} records")
     if prop is not None:

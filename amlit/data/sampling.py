@@ -97,10 +97,17 @@ class ResumableLoader(DataLoader):
     resume (and warns about loaders without them). The position itself comes back with the trainer's batch count;
     the state records what the order depends on, so that a resume with other data or another global batch fails
     instead of silently training on a different order. The device count may change.
+
+    ``listing_sha256`` fingerprints the training images (``amlit.data.provenance.listing_sha256``): the same number
+    of images under other names (a renamed identity folder) would shift every class label after it, so a resume
+    on another listing is refused too. Checkpoints written before it was recorded are compared by count only.
     """
 
-    def __init__(self, dataset: Dataset, sampler: EpochShardSampler, **kwargs) -> None:
+    def __init__(
+        self, dataset: Dataset, sampler: EpochShardSampler, listing_sha256: str | None = None, **kwargs
+    ) -> None:
         super().__init__(dataset, batch_size=sampler.batch_per_replica, sampler=sampler, drop_last=True, **kwargs)
+        self.listing_sha256 = listing_sha256
 
     def state_dict(self) -> dict[str, Any]:
         sampler = self.sampler
@@ -110,6 +117,7 @@ class ResumableLoader(DataLoader):
             "seed": sampler.seed,
             "global_batch": sampler.global_batch,
             "num_samples": sampler.num_samples,
+            "listing_sha256": self.listing_sha256,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -120,6 +128,17 @@ class ResumableLoader(DataLoader):
                 f"the checkpoint was trained with (seed, global batch_size, training images) = {saved}, this run has "
                 f"{(sampler.seed, sampler.global_batch, sampler.num_samples)}: resume with the same data, data.seed "
                 "and data.batch_size (the device count may change), or start a new run from the weights only"
+            )
+        saved_listing = state.get("listing_sha256")
+        if saved_listing and self.listing_sha256 and saved_listing != self.listing_sha256:
+            raise ConfigError(
+                f"the checkpoint was trained on other images than this run's: the same number ({sampler.num_samples})"
+                f" of training images, but the sha256 of their (identity, image name) listing differs (checkpoint "
+                f"{saved_listing[:12]}..., this run {self.listing_sha256[:12]}...). An identity folder or image was "
+                "renamed, added or removed, or data.exclude_id_lists or data.val_identities changed, so the class "
+                "labels no longer match the trained head. Resume with the data the checkpoint was trained on, or "
+                "start a new run: leave out --ckpt_path (it overwrites this run folder's last.ckpt) or give another "
+                "--trainer.default_root_dir"
             )
 
 

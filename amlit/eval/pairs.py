@@ -161,11 +161,13 @@ def sample_fold_pairs(
     num_folds: int,
     pairs_per_fold: int,
     rng: np.random.Generator,
+    advice: str = "use more images per identity or fewer pairs",
 ) -> Folds:
     """Draw LFW-style folds from identities with numbered images: identities are split into disjoint folds
     (as in LFW View 2), each fold gets ``pairs_per_fold`` matched and as many mismatched pairs, no repeats.
 
-    ``images_by_identity`` maps an identity name to its image numbers.
+    ``images_by_identity`` maps an identity name to its image numbers. ``advice`` ends the error when a fold has
+    too few matched pairs (callers name their settings).
     """
     names = sorted(images_by_identity)
     if len(names) < 2 * num_folds:
@@ -182,8 +184,8 @@ def sample_fold_pairs(
         ]
         if len(candidates) < pairs_per_fold:
             raise BadDataError(
-                f"a fold has only {len(candidates)} possible matched pairs, {pairs_per_fold} requested: "
-                "use more images per identity or fewer pairs"
+                f"a fold of {len(members)} identities has only {len(candidates)} possible matched pairs, "
+                f"{pairs_per_fold} requested: {advice}"
             )
         matched = [candidates[i] for i in rng.choice(len(candidates), pairs_per_fold, replace=False)]
         mismatched: set[tuple[str, int, str, int]] = set()

@@ -32,6 +32,13 @@ from amlit.eval.megaface import (
 )
 from amlit.eval.pairs import lines_naming, read_lfw_pairs
 from amlit.eval.verification import PairProtocol, pair_verification_metrics
+from amlit.outputs import check_output
+
+
+def _check_output(output: str | Path | None) -> None:
+    """Before scoring: an --output that cannot be written is refused now, not after the work."""
+    if output is not None:
+        check_output(output, "--output")
 
 
 def _report(metrics: dict[str, float | Curve], prefix: str, output: Path | None) -> dict[str, float]:
@@ -67,6 +74,7 @@ def score_lfw(
         allow_missing: score the pairs whose images all have features when some have none (they are counted);
             by default a missing image is an error naming it.
     """
+    _check_output(output)
     data = load_embeddings(embeddings, normalize=protocol == "amsoftmax")
     pair_list = read_lfw_pairs(pairs)
     rows = data.rows_of(pair_list.images)
@@ -103,6 +111,7 @@ def score_blufr(
         output: optional JSON file for the metrics.
         far_rule: ``evalroc`` (the BLUFR toolkit's own rule, default), ``at_most`` or ``interpolated``.
     """
+    _check_output(output)
     data = load_embeddings(embeddings)
     config = read_blufr_config(blufr_config)
     metrics = evaluate_blufr((data.names, torch.from_numpy(data.features)), config, far_rule=far_rule)
@@ -196,6 +205,7 @@ def score_megaface(
     Returns:
         The scalar metrics (also printed).
     """
+    _check_output(output)
     probe_names, probe_features = load_features(probes, probe_root, ending, "probe")
     if identities is not None:
         keep = select_identities(probe_names, identities)
@@ -250,6 +260,7 @@ def export_megaface(
     Returns:
         The number of files written.
     """
+    check_output(output_root, "--output_root", folder=True)
     names, features = load_features(embeddings, None, ending, "embedding")
     if image_list is not None:
         row_of = {name: row for row, name in enumerate(names)}

@@ -24,6 +24,7 @@ from amlit.data.landmarks import LandmarkFormat
 from amlit.errors import BadDataError, ConfigError, listed
 from amlit.inference.faces import FaceList, alignment_template, face_batches, list_faces
 from amlit.inference.models import Precision
+from amlit.outputs import check_output
 from amlit.progress import progress_bar
 
 STATE_NAME = "state.json"
@@ -153,6 +154,7 @@ def embed(
         raise ConfigError(f"batch_size and chunk must be >= 1, got {batch_size} and {chunk}")
     if output.exists() and not overwrite:
         raise ConfigError(f"{output} exists: pass --overwrite=true to replace it, or choose another --output")
+    check_output(output, "--output")
     partial = output.with_name(output.name + ".partial")
     try:
         from amlit.inference.models import load_model

@@ -31,6 +31,7 @@ import numpy as np
 from amlit.errors import ConfigError, UserInputError
 from amlit.inference import models
 from amlit.inference.network import InputFormat
+from amlit.outputs import check_output
 
 MIN_OPSET = 17
 PARITY_MIN_COSINE = 0.9999
@@ -133,6 +134,7 @@ def export_onnx(
     output = Path(output)
     if output.suffix != models.ONNX_SUFFIX:
         raise ConfigError(f"--output must name an .onnx file, got {output}")
+    check_output(output, "--output")
     if opset < MIN_OPSET:
         raise ConfigError(f"--opset must be >= {MIN_OPSET}, got {opset}")
     if input_format not in ("uint8_nhwc", "float_nchw"):

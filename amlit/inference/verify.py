@@ -14,6 +14,7 @@ from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.pairs import read_lfw_pairs
 from amlit.inference.faces import FaceList, alignment_template, check_landmark_scale, face_landmarks
 from amlit.listfiles import read_entries
+from amlit.outputs import check_output
 
 
 def read_pairs(path: Path) -> tuple[list[str], list[str]]:
@@ -91,6 +92,8 @@ def verify(
 
     if (pairs is None) == (image1 is None or image2 is None) or (pairs is not None and (image1 or image2)):
         raise ConfigError("give either --image1 and --image2, or --pairs")
+    if output is not None:
+        check_output(output, "--output")
     if pairs is not None:
         left, right = read_pairs(Path(pairs))
         base = Path(root) if root is not None else Path(pairs).parent

@@ -17,22 +17,41 @@ CITATION = "Wang et al., Additive Margin Softmax for Face Verification, arXiv:18
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """How the paper measured a column, as ``results.json`` records it: the count under ``key`` equals
+    ``expected``. A run measured otherwise (fewer LFW pairs, a generated BLUFR list, a MegaFace subset) gets no paper
+    number beside it: a difference to the paper would compare two different measurements."""
+
+    key: str  # the count amlit test records, e.g. test/lfw/num_pairs
+    expected: int
+    what: str  # what the count counts, for the report's notes
+
+
+LFW_PAIRS = Protocol("test/lfw/num_pairs", 6000, "LFW pairs scored")
+# The official blufr_lfw_config.mat (BLUFR toolkit v1.0): its 10 trials have 44,003,474 to 52,612,506 impostor
+# pairs; amlit records the smallest trial's count (amlit.eval.blufr.summarize_calibration). Any other list differs.
+BLUFR_OFFICIAL = Protocol("test/blufr/num_impostors", 44_003_474, "impostor pairs in the smallest BLUFR trial")
+MEGAFACE_1M = Protocol("test/megaface/num_distractors", 1_000_000, "MegaFace distractors")
+
+
+@dataclass(frozen=True)
 class Column:
-    """A column of Table 1 and the amlit metric key (``results.json``) that measures it."""
+    """A column of Table 1, the amlit metric key (``results.json``) that measures it, and how the paper did."""
 
     name: str  # short name, used in CSV column names
     title: str  # as the paper's header says
     key: str
+    protocol: Protocol
 
 
 # BLUFR numbers are mean - std over the 10 trials (the toolkit's reported figure; amlit.eval.blufr).
 TABLE1_COLUMNS = (
-    Column("lfw", "LFW 6,000 pairs", "test/lfw/acc"),
-    Column("blufr_vr_1e-4", "BLUFR VR@FAR=0.01%", "test/blufr/vr@far=1e-4_mean_minus_std"),
-    Column("blufr_vr_1e-3", "BLUFR VR@FAR=0.1%", "test/blufr/vr@far=1e-3_mean_minus_std"),
-    Column("blufr_dir_1e-2", "BLUFR DIR@FAR=1%", "test/blufr/dir@far=1e-2,rank=1_mean_minus_std"),
-    Column("megaface_rank1", "MegaFace Rank1@1e6", "test/megaface/rank1"),
-    Column("megaface_vr", "MegaFace VR@FAR=1e-6", "test/megaface/tar@far=1e-6"),
+    Column("lfw", "LFW 6,000 pairs", "test/lfw/acc", LFW_PAIRS),
+    Column("blufr_vr_1e-4", "BLUFR VR@FAR=0.01%", "test/blufr/vr@far=1e-4_mean_minus_std", BLUFR_OFFICIAL),
+    Column("blufr_vr_1e-3", "BLUFR VR@FAR=0.1%", "test/blufr/vr@far=1e-3_mean_minus_std", BLUFR_OFFICIAL),
+    Column("blufr_dir_1e-2", "BLUFR DIR@FAR=1%", "test/blufr/dir@far=1e-2,rank=1_mean_minus_std", BLUFR_OFFICIAL),
+    Column("megaface_rank1", "MegaFace Rank1@1e6", "test/megaface/rank1", MEGAFACE_1M),
+    Column("megaface_vr", "MegaFace VR@FAR=1e-6", "test/megaface/tar@far=1e-6", MEGAFACE_1M),
 )
 TABLE2_COLUMNS = TABLE1_COLUMNS[4:]  # MegaFace Rank1, MegaFace VR
 

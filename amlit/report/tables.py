@@ -1,4 +1,10 @@
-"""Table 1 and Table 2 of the paper from runs: ours beside the paper's number and the difference, in percent."""
+"""Table 1 and Table 2 of the paper from runs: ours beside the paper's number and the difference, in percent.
+
+A paper number is put beside a run's only where the run was measured as the paper was (``Column.protocol``: the
+6,000 LFW pairs, the official BLUFR list, 1M MegaFace distractors, as ``results.json`` records them); elsewhere the
+paper's number and the difference stay blank and the ``not_compared`` column (a note under the markdown table)
+says why.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from amlit.report.paper import (
     TABLE2_COLUMNS,
     TABLE2_ROW,
     Column,
+    Protocol,
     describe_head,
     paper_row,
 )
@@ -34,6 +41,34 @@ def _paper_label(key: str | None) -> str:
 def _measured(run: Run, column: Column) -> float:
     value = run.metrics.get(column.key)
     return 100.0 * value if value is not None else math.nan
+
+
+def measured_otherwise(run: Run, protocol: Protocol) -> str | None:
+    """Why ``run`` was not measured as the paper was under ``protocol`` (None when it was)."""
+    recorded = run.metrics.get(protocol.key)
+    if recorded is None:
+        return f"results.json does not record the {protocol.what} ({protocol.key}); the paper's: {protocol.expected:,}"
+    if int(recorded) != protocol.expected:
+        return f"{int(recorded):,} {protocol.what}, the paper's {protocol.expected:,}"
+    return None
+
+
+def _not_compared(run: Run, columns: tuple[Column, ...]) -> dict[str, str]:
+    """Column name -> why its paper number is left out, for the columns ``run`` has a value in."""
+    return {
+        column.name: reason
+        for column in columns
+        if column.key in run.metrics and (reason := measured_otherwise(run, column.protocol)) is not None
+    }
+
+
+def _note(columns: tuple[Column, ...], reasons: dict[str, str]) -> str:
+    """One clause per protocol: ``"BLUFR VR@FAR=0.01%, ...: 15,660 impostor pairs ..., the paper's 44,003,474"``."""
+    by_reason: dict[str, list[str]] = {}
+    for column in columns:
+        if column.name in reasons:
+            by_reason.setdefault(reasons[column.name], []).append(column.title)
+    return "; ".join(f"{', '.join(titles)}: {reason}" for reason, titles in by_reason.items())
 
 
 def _compare(values: dict, column: Column, ours: float, paper: float | None) -> None:
@@ -67,8 +102,11 @@ def table1(runs: list[Run]) -> pd.DataFrame:
     for run in sorted(runs, key=lambda r: _ROW_ORDER.get(paper_row(r.head) or "", len(_ROW_ORDER))):
         values = _identity(run)
         paper = TABLE1_BY_KEY.get(paper_row(run.head) or "")
+        reasons = _not_compared(run, TABLE1_COLUMNS)
         for index, column in enumerate(TABLE1_COLUMNS):
-            _compare(values, column, _measured(run, column), paper.values[index] if paper else None)
+            published = paper.values[index] if paper and column.name not in reasons else None
+            _compare(values, column, _measured(run, column), published)
+        values["not_compared"] = _note(TABLE1_COLUMNS, reasons) if paper else ""
         rows.append(values)
     return pd.DataFrame(rows)
 
@@ -91,8 +129,12 @@ def table2(runs: list[Run]) -> pd.DataFrame:
         values["overlap_removal"] = {None: "?", True: f"yes ({count} ids)", False: "no"}[removed]
         values["classes"] = run.manifest.get("num_classes", "")
         paper = TABLE2.get(removed) if paper_row(run.head) == TABLE2_ROW and removed is not None else None
+        reasons = _not_compared(run, TABLE2_COLUMNS)
         for index, column in enumerate(TABLE2_COLUMNS):
-            _compare(values, column, _measured(run, column), paper[index] if paper else None)
+            _compare(
+                values, column, _measured(run, column), paper[index] if paper and column.name not in reasons else None
+            )
+        values["not_compared"] = _note(TABLE2_COLUMNS, reasons) if paper else ""
         rows.append(values)
     return pd.DataFrame(rows)
 
@@ -104,8 +146,9 @@ def _cell(value) -> str:
 
 
 def markdown(table: pd.DataFrame, columns: tuple[Column, ...], title: str) -> str:
-    """A markdown table: the identity columns, then per metric "ours / paper / delta"; numbers in percent."""
-    fixed = [c for c in table.columns if not any(c.startswith(m.name) for m in columns)]
+    """A markdown table: the identity columns, then per metric "ours / paper / delta"; numbers in percent. Below it,
+    per run, the columns whose paper number is left out and why (``not_compared``)."""
+    fixed = [c for c in table.columns if not any(c.startswith(m.name) for m in columns) and c != "not_compared"]
     header = [*fixed]
     for column in columns:
         header += [column.title, "paper", "Δ"]
@@ -125,4 +168,7 @@ def markdown(table: pd.DataFrame, columns: tuple[Column, ...], title: str) -> st
         f"Percent. Paper: {CITATION}. BLUFR: mean - std over 10 trials; MegaFace: the paper's at 1,000,000 "
         "distractors, ours at megaface_distractors; Δ = ours - paper.",
     ]
+    notes = [f"- {r['run']}: {r['not_compared']}" for r in table.to_dict("records") if r.get("not_compared")]
+    if notes:
+        lines += ["", "No paper number or Δ where a run was measured differently from the paper:", *notes]
     return "\n".join(lines) + "\n"

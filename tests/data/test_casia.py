@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import write_verification_bin
+from conftest import damaged_in_the_middle, write_verification_bin
+from torch.utils.data import DataLoader
 
 from amlit.data import CasiaDataModule, ImageFolder
 from amlit.data.sources import ImageFiles
@@ -40,6 +41,28 @@ def test_held_out_identities_are_not_trained_on(tiny_tree):
     with pytest.raises(ConfigError, match="val_identities=2: hold out at least 4"):
         CasiaDataModule(ImageFolder(tiny_tree / "casia"), val_identities=2)
     assert dm.eval_sets("val")[0].num_images == len(dm.val_pairs.images)
+
+
+def test_resuming_on_a_renamed_identity_folder_is_refused(tiny_tree, tmp_path):
+    """Same image count, other names: every class label after the renamed identity would shift by one."""
+    root = _copy(tiny_tree, tmp_path)
+    state = CasiaDataModule(ImageFolder(root), batch_size=4, num_workers=0).train_dataloader().state_dict()
+    same = CasiaDataModule(ImageFolder(root), batch_size=4, num_workers=0)
+    same.train_dataloader().load_state_dict(state)  # the same data resumes
+    first = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    first.rename(root / "9999998")  # sorts last now
+    renamed = CasiaDataModule(ImageFolder(root), batch_size=4, num_workers=0)
+    with pytest.raises(ConfigError, match=r"trained on other images .*renamed, added or removed.*start a new run"):
+        renamed.train_dataloader().load_state_dict(state)
+
+
+def test_too_few_held_out_pairs_name_the_settings_to_change(tiny_tree):
+    with pytest.raises(ConfigError) as caught:
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), val_identities=4, val_pairs_per_fold=100, batch_size=4)
+    message = str(caught.value)
+    # 2 folds of 2 identities with 6 images each: 2 * 15 matched pairs per fold.
+    assert "a fold of 2 identities has only 30 possible matched pairs, 100 requested" in message
+    assert "data.val_pairs_per_fold" in message and "data.val_identities" in message
 
 
 def test_batches_are_uint8_nhwc_with_int64_targets(tiny_tree):
@@ -97,6 +120,22 @@ def test_an_undecodable_training_image_is_replaced_by_the_next_one_when_skipping
     assert label == 4 and image.shape == (112, 96, 3)
     with pytest.raises(BadDataError, match=r"image .*001.jpg: damaged"):
         ImageFolder(root, on_bad="fail").dataset([f"{identity.name}/001.jpg"], [0], (112, 96))[0]
+
+
+def test_a_jpeg_damaged_in_the_middle_follows_the_bad_data_policy_in_loader_workers(tiny_tree, tmp_path):
+    """libjpeg only warns on stderr (no file named) and guesses the rest: the image is damaged, by name."""
+    root = _copy(tiny_tree, tmp_path)
+    identity = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    (identity / "001.jpg").write_bytes(damaged_in_the_middle((identity / "001.jpg").read_bytes()))
+    names = [f"{identity.name}/001.jpg", f"{identity.name}/002.jpg"]
+    dataset = ImageFolder(root).dataset(names, [3, 4], (112, 96))
+    with pytest.warns(UserWarning, match=r"skipping an unreadable training image: image .*001.jpg: damaged JPEG data"):
+        image, label = dataset[0]
+    assert label == 4 and image.shape == (112, 96, 3)
+    failing = ImageFolder(root, on_bad="fail").dataset(names, [0, 1], (112, 96))
+    loader = DataLoader(failing, batch_size=2, num_workers=1)  # decoded in a forked worker process
+    with pytest.raises(BadDataError, match=r"image .*001.jpg: damaged JPEG data \(libjpeg: Corrupt JPEG data"):
+        next(iter(loader))
 
 
 def test_missing_lfw_images_and_half_configured_lfw(tiny_tree, tmp_path):

@@ -2,12 +2,16 @@
 
 import hashlib
 import os
+from multiprocessing.pool import ThreadPool
 
 import cv2
 import numpy as np
 import pytest
+from conftest import damaged_in_the_middle
 
 from amlit.data.images import decode_image
+from amlit.data.synthetic import random_identity, render_face
+from amlit.errors import BadDataError
 
 
 def test_decode_rejects_truncated_jpeg_and_makes_gray_three_channel():
@@ -22,6 +26,37 @@ def test_decode_rejects_truncated_jpeg_and_makes_gray_three_channel():
         decode_image(b"GIF89a not really")
     gray = decode_image(cv2.imencode(".jpg", image[:, :, 0])[1].tobytes())
     assert gray.shape == (64, 48, 3) and np.array_equal(gray[:, :, 0], gray[:, :, 2])
+
+
+def test_decode_refuses_jpeg_data_damaged_in_the_middle_and_leaves_the_warning_on_stderr(capfd):
+    rng = np.random.default_rng(5)
+    image = cv2.cvtColor(render_face(random_identity(rng), rng), cv2.COLOR_RGB2BGR)
+    encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    expected = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decode_image(encoded), expected)  # intact data: the same pixels as OpenCV's
+    with pytest.raises(BadDataError, match=r"damaged JPEG data \(libjpeg: Corrupt JPEG data: bad Huffman code"):
+        decode_image(damaged_in_the_middle(encoded))
+    assert capfd.readouterr().err == "Corrupt JPEG data: bad Huffman code\n"  # passed on once, not swallowed
+    np.testing.assert_array_equal(decode_image(encoded), expected)  # stderr is back in place, nothing pending
+
+
+def test_decoding_threads_are_each_told_about_their_own_damaged_jpeg(capfd):
+    """The decoding pools of embed and align share one stderr: a warning goes to the image that caused it."""
+    rng = np.random.default_rng(7)
+    image = cv2.cvtColor(render_face(random_identity(rng), rng), cv2.COLOR_RGB2BGR)
+    encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    damaged = [i % 7 == 3 for i in range(400)]
+
+    def refused(is_damaged: bool) -> bool:
+        try:
+            decode_image(damaged_in_the_middle(encoded) if is_damaged else encoded)
+        except BadDataError:
+            return True
+        return False
+
+    with ThreadPool(6) as pool:
+        assert pool.map(refused, damaged, chunksize=2) == damaged
+    assert capfd.readouterr().err.count("Corrupt JPEG data") == sum(damaged)
 
 
 # ---- every accepted format, checked against OpenCV's own decode -----------------------------------------------

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import damaged_in_the_middle
 from torch.utils.data import default_collate
 
 from amlit.cli import run_tool
@@ -120,6 +121,20 @@ def test_damaged_images_are_skipped_and_listed_or_stop_the_pack(tiny_tree, tmp_p
 
     (identity / "001.jpg").write_bytes(whole)  # only the undecodable file is left
     with pytest.raises(BadDataError, match=f"image .*{identity.name}/004.jpg: damaged or truncated JPEG"):
+        pack(source, tmp_path / "failing", shard_size=SHARD_SIZE, workers=0, on_bad="fail")
+
+
+def test_a_jpeg_damaged_in_the_middle_is_left_out_of_the_pack_by_name_or_stops_it(tiny_tree, tmp_path):
+    source = shutil.copytree(tiny_tree / "casia", tmp_path / "casia")
+    identity = sorted(p for p in source.iterdir() if p.is_dir())[1]
+    (identity / "003.jpg").write_bytes(damaged_in_the_middle((identity / "003.jpg").read_bytes()))
+    with pytest.warns(UserWarning, match=rf"{identity.name}/003.jpg"):
+        pack(source, tmp_path / "pack", shard_size=SHARD_SIZE, workers=0)
+    manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
+    assert manifest["num_images"] == 71 and manifest["identities"][identity.name] == 5
+    (skipped,) = manifest["skipped"]
+    assert skipped["name"] == f"{identity.name}/003.jpg" and "damaged JPEG data (libjpeg: Corrupt" in skipped["reason"]
+    with pytest.raises(BadDataError, match=f"image .*{identity.name}/003.jpg: damaged JPEG data"):
         pack(source, tmp_path / "failing", shard_size=SHARD_SIZE, workers=0, on_bad="fail")
 
 

@@ -295,6 +295,26 @@ def test_a_truncated_rec_reports_the_identity_records_it_lost(rec, samples):
         RecordIO(rec, on_bad="fail").image_table((112, 96))
 
 
+@pytest.mark.parametrize("cut", ["inside_an_image_record", "between_image_records"])
+def test_a_rec_truncated_in_its_images_is_refused_as_truncated_whatever_on_bad_says(
+    rec, samples, monkeypatch, capsys, cut
+):
+    """A cut-off download is not a damaged record to skip: the classes at its end would be gone from training."""
+    offsets = read_idx(rec / "train.idx")
+    end = offsets[19] + (30 if cut == "inside_an_image_record" else 0)  # keys 19..24 (classes 6 and 7) lost
+    (rec / "train.rec").write_bytes((rec / "train.rec").read_bytes()[:end])
+    truncated = r"train.rec looks truncated: 6 of the 24 image records that train.idx lists start beyond its end"
+    for on_bad in ("skip", "fail"):
+        with pytest.raises(BadDataError, match=truncated) as caught:
+            CasiaDataModule(RecordIO(rec, on_bad=on_bad), batch_size=4, num_workers=0)
+        assert "property" not in str(caught.value) and "on_bad" not in str(caught.value)
+    (rec / "property").unlink()  # the old advice ("delete the property file") does not make it trainable
+    with pytest.raises(BadDataError, match=truncated):
+        RecordIO(rec).image_table((112, 96))
+    code, out, _ = _run_main(["data", "rec-info", f"--path={rec}"], monkeypatch, capsys)
+    assert code == 2 and "looks truncated: 6 of the 24 image records" in out
+
+
 def test_a_label_beyond_the_property_classes_names_its_record(samples, tmp_path):
     broken = [*samples[:-1], (len(CASIA_IDS) - 1, samples[-1][1])]
     folder = write_insightface_rec(tmp_path / "rec", broken)

@@ -69,6 +69,18 @@ def test_loader_state_refuses_a_different_order():
     assert two_devices.batch_size == 4
 
 
+def test_loader_state_refuses_other_images_of_the_same_count():
+    sampler = EpochShardSampler(num_samples=40, global_batch=8, seed=0, batches_done=lambda: 3)
+    state = ResumableLoader(list(range(40)), sampler, listing_sha256="a" * 64).state_dict()
+    assert state["listing_sha256"] == "a" * 64
+    ResumableLoader(list(range(40)), sampler, listing_sha256="a" * 64).load_state_dict(state)
+    renamed = ResumableLoader(list(range(40)), sampler, listing_sha256="b" * 64)
+    with pytest.raises(ConfigError, match=r"same number \(40\) .* listing differs \(checkpoint aaaaaaaaaaaa"):
+        renamed.load_state_dict(state)
+    older = {k: v for k, v in state.items() if k != "listing_sha256"}  # a checkpoint from before the fingerprint
+    renamed.load_state_dict(older)
+
+
 def test_bad_batch_settings_are_config_errors():
     with pytest.raises(ConfigError, match="not divisible by 3 devices"):
         EpochShardSampler(num_samples=40, global_batch=8, num_replicas=3, rank=0)
