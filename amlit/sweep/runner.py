@@ -2,11 +2,13 @@
 
 For air-gapped clusters (``wandb sweep`` / ``wandb agent`` need a server). Each trial runs the command the wandb
 agent would run, in its own output folder; ``<output>/trials.csv`` gets one row per finished trial as it goes, so a
-crash loses nothing and a re-run skips the trials that finished.
+crash loses nothing and a re-run skips the trials that finished (when the sweep's parameters, command and extra
+arguments are still those they ran with). The command exits non-zero when a trial failed, after the others ran.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -22,14 +24,24 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from amlit.data.images import write_atomically
-from amlit.errors import ConfigError
+from amlit.errors import ConfigError, UserInputError, listed
 from amlit.progress import progress_bar
 from amlit.sweep.command import render_command
 from amlit.sweep.params import expand_grid, sample_random
-from amlit.sweep.schema import load_sweep
+from amlit.sweep.schema import DEFAULT_COMMAND, load_sweep
 
 TRIALS_FILE = "trials.csv"
 FINISHED = "finished"
+SWEEP_COMMAND = "sweep_command"  # trials.csv column: what every trial runs apart from its parameters
+CLI_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class TrialsFailedError(UserInputError, RuntimeError):
+    """Trials of a sweep failed (the others ran; all rows are in ``trials.csv``): the command exits non-zero."""
+
+    def __init__(self, message: str, table: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.table = table  # every row, as run_sweep returns it when all trials finish
 
 
 # ---- keeping trials apart: every output of a run goes under trainer.default_root_dir -----------------------------
@@ -52,6 +64,116 @@ def _use_this_python(argv: list[str]) -> list[str]:
         else:
             resolved.append(item)
     return resolved
+
+
+def _trial_argv(
+    config: Mapping[str, Any], parameters: Mapping[str, Any], run_dir: Path, extra_args: list[str]
+) -> list[str]:
+    """The argv of one trial: the agent's command for ``parameters``, run in ``run_dir``, then ``extra_args``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    argv = render_command(
+        config.get("command"),
+        parameters,
+        program=config.get("program"),
+        args_json_file=run_dir / "args.json",
+        interpreter=sys.executable,
+    )
+    return isolate_trial_outputs(_use_this_python(argv), run_dir) + list(extra_args)
+
+
+# ---- one sweep per output folder: a rerun continues it only with the settings its finished trials ran with --------
+def sweep_command(config: Mapping[str, Any], extra_args: Sequence[str]) -> str:
+    """What every trial of the sweep runs apart from its parameters, as JSON: the file's command (and program) and
+    the extra arguments. Paths of the interpreter and the output folder are left out: a rerun from another venv or
+    with the folder spelt differently still continues the sweep."""
+    command = [str(item) for item in (config.get("command") or DEFAULT_COMMAND)]
+    return json.dumps({"command": command, "program": config.get("program"), "extra_args": list(extra_args)})
+
+
+def _command_changes(old: str, new: str, file: Path) -> list[str]:
+    was, now = json.loads(old), json.loads(new)
+    changes = []
+    if (was["command"], was["program"]) != (now["command"], now["program"]):
+        program = [f"program {was['program']!r} -> {now['program']!r}"] * (was["program"] != now["program"])
+        commands = [f"{' '.join(was['command'])} -> {' '.join(now['command'])}"] * (was["command"] != now["command"])
+        changes.append(f"the command of {file} changed: {'; '.join([*commands, *program])}")
+    if was["extra_args"] != now["extra_args"]:
+        changes.append(f"--extra_args changed: {was['extra_args']} -> {now['extra_args']}")
+    return changes
+
+
+def check_same_sweep(
+    rows: Mapping[int, Mapping[str, Any]],
+    planned: Sequence[tuple[int, dict[str, Any]]],
+    current: str,
+    trial_argv,
+    file: Path,
+    trials_csv: Path,
+) -> None:
+    """Refuse to continue a sweep folder whose recorded trials ran other settings than the sweep now gives: a finished
+    trial would be skipped and its result ranked beside trials of the new settings. Checked before anything runs.
+
+    ``rows``: trials.csv's rows by trial; ``current``: ``sweep_command`` now; ``trial_argv(index, parameters)``: the
+    argv a trial runs now, compared with the recorded one for rows written before trials.csv recorded
+    ``sweep_command``."""
+    advice = f"the sweep changed: pass another --output (or delete {trials_csv.parent}), or rerun it as it was"
+    for index, parameters in planned:
+        previous = rows.get(index)
+        params_json = json.dumps(parameters, sort_keys=True)
+        if previous is not None and previous["params"] != params_json:
+            raise ConfigError(
+                f"{trials_csv}: trial {index} was run with {previous['params']}, but {file} now gives {params_json}; "
+                + advice
+            )
+    for index, previous in sorted(rows.items()):
+        if previous["status"] != FINISHED:
+            continue  # a failed trial is run again with the current settings, replacing its row
+        recorded = previous.get(SWEEP_COMMAND)
+        if isinstance(recorded, str):
+            changes = _command_changes(recorded, current, file) if recorded != current else []
+        elif index in dict(planned):  # a row of an older amlit: compare the whole command it ran
+            argv = shlex.join(trial_argv(index, dict(planned)[index]))
+            changes = [f"it ran `{previous['command']}`, the sweep now runs `{argv}`"] * (previous["command"] != argv)
+        else:
+            changes = []
+        if changes:
+            raise ConfigError(
+                f"{trials_csv}: trial {index} finished with other settings than this run would use "
+                f"({'; '.join(changes)}), so its result would be ranked beside trials of the new ones; " + advice
+            )
+
+
+# ---- checks before anything runs -----------------------------------------------------------------------------------
+def amlit_cli_args(argv: Sequence[str]) -> tuple[int, list[str]] | None:
+    """Where the amlit CLI starts in a trial's argv and the arguments it parses: ``... -m amlit <subcommand> ...``,
+    or ``... -m amlit.sweep.trial ...`` (which runs ``fit`` with them, then ``test``); None for any other program."""
+    for position, (flag, module) in enumerate(itertools.pairwise(argv)):
+        if flag != "-m":
+            continue
+        rest = list(argv[position + 2 :])
+        if module == "amlit" and rest[:1] and rest[0] in CLI_SUBCOMMANDS:
+            return position, rest
+        if module == "amlit.sweep.trial":
+            return position, ["fit", *rest]
+    return None
+
+
+def check_trial_parses(argv: list[str], env: Mapping[str, str], file: Path, index: int) -> None:
+    """Parse one trial's amlit command with the CLI (``--print_config``: parsed, nothing built or run, ~5 s) so that
+    a misspelt parameter or a value of the wrong type stops the sweep before the first trial, not in every trial.
+    The parameter names are the same in every trial, so one trial is enough for them."""
+    found = amlit_cli_args(argv)
+    if found is None:
+        return  # another program: its arguments are its own
+    position, cli_args = found
+    probe = [*argv[:position], "-m", "amlit", *cli_args, "--print_config"]
+    result = subprocess.run(probe, capture_output=True, text=True, env=dict(env), check=False)
+    if result.returncode != 0:
+        said = "\n".join(line.removeprefix("amlit: error: ") for line in result.stderr.strip().splitlines()[-8:])
+        raise ConfigError(
+            f"{file}: trial {index}'s command does not parse with the amlit CLI, so its trials would fail; nothing "
+            f"was run. The CLI said:\n{said}\nThe command: {shlex.join(argv)}"
+        )
 
 
 # ---- results -----------------------------------------------------------------------------------------------------
@@ -123,7 +245,14 @@ def run_sweep(
         trials: run only these trial numbers (0-based), e.g. one SLURM array task's (scripts/slurm/table1_array.sbatch).
 
     Returns:
-        One row per trial: trial, the parameters, status, exit_code, the metric, run_dir, seconds, command.
+        One row per trial: trial, the parameters, status, exit_code, the metric, run_dir, seconds, params, command,
+        sweep_command.
+
+    Raises:
+        ConfigError: before anything runs, when ``output`` holds trials of other parameters, another command or other
+            extra_args, or when a trial's amlit command does not parse (e.g. a misspelt parameter name).
+        TrialsFailedError: after all trials ran and the summary was printed, when any of them failed (its
+            ``table`` is the return value).
     """
     file = Path(file)
     config = load_sweep(file)
@@ -143,28 +272,22 @@ def run_sweep(
     rows = {int(row["trial"]): row for row in done.to_dict("records")}
     env = dict(os.environ)
     env.setdefault("WANDB_RUN_GROUP", config.get("name", file.stem))
+    extra_args = list(extra_args or [])
+    current = sweep_command(config, extra_args)
 
-    progress = progress_bar(planned, desc=f"sweep {file.name}", unit="trial", disable=dry_run)
+    def trial_argv(index: int, parameters: dict[str, Any]) -> list[str]:
+        return _trial_argv(config, parameters, output / f"trial-{index}", extra_args)
+
+    check_same_sweep(rows, planned, current, trial_argv, file, trials_csv)
+    to_run = [(index, p) for index, p in planned if rows.get(index, {}).get("status") != FINISHED]
+    if to_run and not dry_run:
+        check_trial_parses(trial_argv(*to_run[0]), env, file, to_run[0][0])
+
+    progress = progress_bar(to_run, desc=f"sweep {file.name}", unit="trial", disable=dry_run)
     for index, parameters in progress:
         params_json = json.dumps(parameters, sort_keys=True)
-        previous = rows.get(index)
-        if previous is not None and previous["params"] != params_json:
-            raise ConfigError(
-                f"{trials_csv}: trial {index} was run with {previous['params']}, but {file} now gives {params_json}; "
-                "the sweep changed: pass another --output (or delete the old folder)"
-            )
-        if previous is not None and previous["status"] == FINISHED:
-            continue
         run_dir = output / f"trial-{index}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        argv = render_command(
-            config.get("command"),
-            parameters,
-            program=config.get("program"),
-            args_json_file=run_dir / "args.json",
-            interpreter=sys.executable,
-        )
-        argv = isolate_trial_outputs(_use_this_python(argv), run_dir) + list(extra_args or [])
+        argv = trial_argv(index, parameters)
         if dry_run:
             print(f"trial {index}: {shlex.join(argv)}")
             continue
@@ -187,12 +310,25 @@ def run_sweep(
             "seconds": round(time.monotonic() - started, 1),
             "params": params_json,
             "command": shlex.join(argv),
+            SWEEP_COMMAND: current,
         }
         # a crash mid-write never leaves a truncated trials.csv
         write_atomically(trials_csv, pd.DataFrame([rows[k] for k in sorted(rows)]).to_csv(index=False).encode())
 
     table = pd.DataFrame([rows[k] for k in sorted(rows)])
-    if not dry_run:
-        print(f"\n{file.name}: {len(table)} trials, sorted by {metric} ({goal}); all rows in {trials_csv}")
-        print(_summary(table, metric or "metric", goal, names))
+    if dry_run:
+        return table
+    failed = [rows[index] for index, _ in planned if rows[index]["status"] != FINISHED]
+    failures = f" ({len(failed)} failed: see {listed(row['run_dir'] + '/output.log' for row in failed)})" * bool(failed)
+    print(f"\n{file.name}: {len(table)} trials{failures}, sorted by {metric} ({goal}); all rows in {trials_csv}")
+    print(_summary(table, metric or "metric", goal, names))
+    if failed:
+        logs = listed(
+            f"trial {row['trial']} (exit status {row['exit_code']}): {row['run_dir']}/output.log" for row in failed
+        )
+        raise TrialsFailedError(
+            f"{len(failed)} of {len(planned)} trials of {file} failed: {logs}. Every row is in {trials_csv}; the "
+            "same command again runs only the failed trials",
+            table,
+        )
     return table

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import REPO
 from sweep_helpers import TABLE1_MARGINS, valid_sweep, write_sweep
 
@@ -21,6 +22,7 @@ from amlit.sweep import (
     read_final_metric,
     run_sweep,
 )
+from amlit.sweep.runner import TrialsFailedError, amlit_cli_args
 
 FAKE_TRAINER = """
 import json, os, sys
@@ -52,10 +54,12 @@ def _fake_sweep(tmp_path: Path, values: list) -> Path:
 def test_runner_records_every_trial_as_it_goes_and_resumes(tmp_path, capsys, monkeypatch):
     sweep = _fake_sweep(tmp_path, [1, 2, 3])
     output = tmp_path / "out"
-    run_sweep(sweep, output=output, max_trials=1)
+    run_sweep(sweep, output=output, max_trials=1, extra_args=["--extra=1"])
     assert len(pd.read_csv(output / "trials.csv")) == 1  # written after each trial
 
-    table = run_sweep(sweep, output=output, extra_args=["--extra=1"])
+    with pytest.raises(TrialsFailedError) as failed:  # x = 3 fails, after the others ran
+        run_sweep(sweep, output=output, extra_args=["--extra=1"])
+    table = failed.value.table
     saved = pd.read_csv(output / "trials.csv")
     assert saved["trial"].tolist() == [0, 1, 2] and table["trial"].tolist() == [0, 1, 2]
     assert saved["status"].tolist() == ["finished", "finished", "failed"]
@@ -73,8 +77,78 @@ def test_runner_records_every_trial_as_it_goes_and_resumes(tmp_path, capsys, mon
     monkeypatch.setattr(
         subprocess, "run", lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 3)
     )
-    run_sweep(sweep, output=output)
-    assert len(calls) == 1 and calls[0][-1].endswith("trial-2")  # only the failed trial runs again
+    with pytest.raises(TrialsFailedError):
+        run_sweep(sweep, output=output, extra_args=["--extra=1"])
+    assert len(calls) == 1 and calls[0][-2].endswith("trial-2")  # only the failed trial runs again
+
+
+def test_sweep_command_exits_non_zero_naming_the_failed_trials_logs(tmp_path):
+    sweep, output = _fake_sweep(tmp_path, [1, 3, 2]), tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "amlit", "sweep", f"--file={sweep}", f"--output={output}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    log = f"{output / 'trial-1' / 'output.log'}"
+    assert f"fake.yaml: 3 trials (1 failed: see {log}), sorted by" in result.stdout
+    assert f"amlit: error: 1 of 3 trials of {sweep} failed: trial 1 (exit status 3): {log}." in result.stderr
+    assert pd.read_csv(output / "trials.csv")["status"].tolist() == ["finished", "failed", "finished"]
+
+
+def test_runner_refuses_an_output_folder_of_another_command_or_extra_args(tmp_path, monkeypatch):
+    sweep, output = _fake_sweep(tmp_path, [1, 3]), tmp_path / "out"
+    with pytest.raises(TrialsFailedError):
+        run_sweep(sweep, output=output)  # trial 0 finished, trial 1 failed
+    changed = yaml.safe_load(sweep.read_text()) | {
+        "command": ["${env}", "${interpreter}", "${program}", "--lr=0.5", "${args}"]
+    }
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: calls.append(argv))
+    with pytest.raises(ConfigError, match=r"trial 0 finished with other settings.*the command of .*fake\.yaml "
+                       r"changed: .*\$\{program\} \$\{args\} -> .*\$\{program\} --lr=0\.5 \$\{args\}.*"
+                       r"pass another --output"):  # fmt: skip
+        run_sweep(write_sweep(sweep, changed), output=output)
+    _fake_sweep(tmp_path, [1, 3])  # the command as it was
+    with pytest.raises(ConfigError, match=r"--extra_args changed: \[\] -> \['--trainer.max_steps=20'\]"):
+        run_sweep(sweep, output=output, extra_args=["--trainer.max_steps=20"])
+    assert calls == []  # refused before any trial ran (the failed trial 1 too)
+
+    # trials.csv of an amlit that did not record sweep_command: the whole command each trial ran is compared
+    saved = pd.read_csv(output / "trials.csv")
+    saved.drop(columns="sweep_command").to_csv(output / "trials.csv", index=False)
+    ran = r"it ran `.*--x=1 --trainer.default_root_dir=\S*trial-0`, the sweep now runs `.* --trainer.max_steps=20`"
+    with pytest.raises(ConfigError, match=r"trial 0 finished with other settings .*" + ran):
+        run_sweep(sweep, output=output, extra_args=["--trainer.max_steps=20"])
+    assert calls == []
+    monkeypatch.undo()
+    with pytest.raises(TrialsFailedError):
+        run_sweep(sweep, output=output)  # unchanged: continues, trial 1 runs (and fails) again
+    rerun = pd.read_csv(output / "trials.csv")
+    assert rerun["status"].tolist() == ["finished", "failed"]
+    assert rerun["sweep_command"].isna().tolist() == [True, False]  # trial 0 kept, trial 1 ran again
+
+
+def test_amlit_cli_arguments_of_a_trial_command():
+    python = sys.executable
+    assert amlit_cli_args(["/usr/bin/env", python, "-m", "amlit", "fit", "--config", "c.yaml", "--a=1"]) == (
+        2,
+        ["fit", "--config", "c.yaml", "--a=1"],
+    )
+    assert amlit_cli_args([python, "-m", "amlit.sweep.trial", "--a=1"]) == (1, ["fit", "--a=1"])  # fit, then test
+    assert amlit_cli_args([python, "train.py", "--a=1"]) is None  # another program: not amlit's to check
+    assert amlit_cli_args([python, "-m", "amlit", "sweep", "--file=x"]) is None
+
+
+@pytest.mark.slow
+def test_runner_refuses_a_misspelt_parameter_before_any_trial_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the command names configs/demo.yaml
+    config = valid_sweep() | {"parameters": {"model.head.marign": {"values": [0.25, 0.35]}}}
+    with pytest.raises(ConfigError, match=r"(?s)trial 0's command does not parse with the amlit CLI.*nothing was run"
+                       r".*Option 'marign' is not accepted.*--model.head.marign=0.25"):  # fmt: skip
+        run_sweep(write_sweep(tmp_path / "typo.yaml", config), output=tmp_path / "out")
+    assert not (tmp_path / "out" / "trials.csv").exists() and not (tmp_path / "out" / "trial-0" / "output.log").exists()
 
 
 def test_runner_runs_only_the_selected_trials(tmp_path):
