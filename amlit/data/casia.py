@@ -47,6 +47,12 @@ from amlit.eval.far import FarRule, check_far
 from amlit.eval.pairs import PairList, fold_pairs_to_list, lines_naming, read_lfw_pairs, sample_fold_pairs
 from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verification_metrics
 
+# Test sets of the protocols that are not pair lists, by the name in their result keys (test/<name>/<metric>,
+# amlit.keys.eval_key): a .bin set is named after its file, and one named after these would write its accuracy and
+# ROC into that protocol's results (and amlit report read them as BLUFR's or MegaFace's).
+BLUFR_SET, MEGAFACE_SET = "blufr", "megaface"
+PROTOCOL_SET_NAMES = {BLUFR_SET: "BLUFR", MEGAFACE_SET: "MegaFace"}
+
 
 def _lfw_path(file_name: str) -> str:
     """``Aaron_Eckhart_0001.jpg`` -> ``Aaron_Eckhart/Aaron_Eckhart_0001.jpg`` (the LFW tree layout)."""
@@ -282,6 +288,14 @@ class CasiaDataModule(L.LightningDataModule):
         self.far_rule = far_rule
         self.verification_bins = [Path(p) for p in verification_bins]
         names = ["lfw"] * (self.lfw is not None) + [p.stem for p in self.verification_bins]
+        for path in self.verification_bins:
+            if path.stem in PROTOCOL_SET_NAMES:
+                raise ConfigError(
+                    f"{path}: a .bin test set is named after its file, and '{path.stem}' is the "
+                    f"{PROTOCOL_SET_NAMES[path.stem]} test set's name: the .bin's results would be written into "
+                    f"test/{path.stem}/... and read as {PROTOCOL_SET_NAMES[path.stem]}'s (whether or not it is "
+                    f"configured); rename the file, e.g. {path.name} -> {path.stem}_bin.bin"
+                )
         if len(set(names)) != len(names):
             raise ConfigError(
                 f"test sets need distinct names, got {names} (LFW pairs.txt is 'lfw', a .bin is named after its "
@@ -327,12 +341,12 @@ class CasiaDataModule(L.LightningDataModule):
                 images = self._blufr_images
                 dataset = ImageFiles(self.lfw_root, images, range(len(images)), self.image_size)
                 evaluate = partial(_blufr_metrics, names=images, config=self.blufr, far_rule=self.far_rule)
-                sets.append(EvalSet("blufr", dataset, len(images), evaluate))
+                sets.append(EvalSet(BLUFR_SET, dataset, len(images), evaluate))
             if self.megaface is not None:
                 images = self.megaface.files
                 dataset = ImageFiles(Path("/"), images, range(len(images)), self.image_size)
                 evaluate = partial(self.megaface.evaluate, far_rule=self.far_rule)
-                sets.append(EvalSet("megaface", dataset, len(images), evaluate))
+                sets.append(EvalSet(MEGAFACE_SET, dataset, len(images), evaluate))
             if not sets:
                 raise ConfigError(
                     "no test set configured: set data.lfw_root and data.lfw_pairs, data.verification_bins, or "

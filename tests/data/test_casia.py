@@ -252,6 +252,11 @@ def test_verification_bins_are_test_sets_named_after_their_files(tiny_tree, tmp_
         CasiaDataModule(ImageFolder(tiny_tree / "casia"), lfw, lfw / "pairs.txt", verification_bins=[
             shutil.copy(bin_path, tmp_path / "lfw.bin")
         ])  # fmt: skip
+    for protocol, name in (("BLUFR", "blufr"), ("MegaFace", "megaface")):  # refused even when that protocol is off
+        renamed = shutil.copy(bin_path, tmp_path / f"{name}.bin")
+        with pytest.raises(ConfigError, match=rf"{name}\.bin: .*'{name}' is the {protocol} test set's name: .*"
+                           rf"test/{name}/\.\.\. .*rename the file, e.g. {name}\.bin -> {name}_bin\.bin"):  # fmt: skip
+            CasiaDataModule(ImageFolder(tiny_tree / "casia"), verification_bins=[bin_path, renamed])
     sphereface = CasiaDataModule(
         ImageFolder(tiny_tree / "casia"),
         lfw,
