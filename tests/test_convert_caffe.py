@@ -234,6 +234,16 @@ def test_damaged_or_foreign_caffemodels_are_refused(tmp_path):
     (tmp_path / "text.caffemodel").write_text('name: "Face-ResNet"\nlayer { name: "conv1_1" }\n')  # a prototxt
     with pytest.raises(BadDataError):
         read_caffemodel(tmp_path / "text.caffemodel")
+    expected = r": `amlit convert caffe` expects the weights file Caffe saves \(a binary NetParameter protobuf, e\.g\."
+    # random bytes: the first key is field 3 of wire type 4 (a group), which caffe.proto never uses
+    (tmp_path / "junk.caffemodel").write_bytes(b"\x1c" + np.random.default_rng(0).bytes(999))
+    with pytest.raises(BadDataError, match=rf"junk\.caffemodel does not look like a \.caffemodel, or is damaged "
+                       rf"\(protobuf wire type 4 \(field 3\) is not used by caffe\.proto\){expected}"):  # fmt: skip
+        read_caffemodel(tmp_path / "junk.caffemodel")
+    (tmp_path / "empty.caffemodel").write_bytes(b"")
+    with pytest.raises(BadDataError, match=rf"empty\.caffemodel has no layers, so it does not look like a \.caffemodel"
+                       rf"{expected}"):  # fmt: skip
+        read_caffemodel(tmp_path / "empty.caffemodel")
     missing = {k: v for k, v in blobs.items() if k != "relu3_5"}
     with pytest.raises(BadDataError, match="relu3_5"):
         convert_layers(read_caffemodel(write_caffemodel(tmp_path / "a.caffemodel", missing)))

@@ -60,26 +60,43 @@ def _blob(data: memoryview) -> np.ndarray:
     return values.astype(np.float32).reshape(shape)
 
 
-def read_caffemodel(path: Path) -> list[CaffeLayer]:
-    """Every layer of a ``.caffemodel`` (binary NetParameter) with its blobs, in file order."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingDataError(f"{path} not found; expected a binary Caffe model (.caffemodel)")
-    data = memoryview(path.read_bytes())
+# What `amlit convert caffe` reads, for the message about a file that is not one.
+EXPECTED_FILE = (
+    "`amlit convert caffe` expects the weights file Caffe saves (a binary NetParameter protobuf, e.g. "
+    "sphereface_model.caffemodel), not a .prototxt, a PyTorch or Lightning checkpoint or an archive"
+)
+
+
+def _layers(data: memoryview) -> tuple[list[CaffeLayer], bool]:
+    """The layers of a NetParameter message, and whether it has V0 (pre-2014) layers."""
     net = by_field(data)
     layers = []
     for number, name_field, type_field, blob_field in ((100, 1, 2, 7), (2, 4, 5, 6)):
         for _, message in net.get(number, []):
             layer = by_field(message)
             if number == 2 and 1 in layer:
-                raise BadDataError(
-                    f"{path}: V0 (pre-2014) layers; upgrade it with Caffe's upgrade_net_proto_binary first"
-                )
+                return layers, True
             kind = text(layer.get(type_field, [])) if number == 100 else f"V1:{layer.get(type_field, [(0, 0)])[-1][1]}"
             blobs = [_blob(blob) for _, blob in layer.get(blob_field, [])]
             layers.append(CaffeLayer(text(layer.get(name_field, [])), kind, blobs))
+    return layers, False
+
+
+def read_caffemodel(path: Path) -> list[CaffeLayer]:
+    """Every layer of a ``.caffemodel`` (binary NetParameter) with its blobs, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"{path} not found; expected a binary Caffe model (.caffemodel)")
+    try:
+        layers, has_v0 = _layers(memoryview(path.read_bytes()))
+    except BadDataError as error:  # the wire format's words alone do not say which file, or what it should be
+        raise BadDataError(
+            f"{path} does not look like a .caffemodel, or is damaged ({error}): {EXPECTED_FILE}"
+        ) from None
+    if has_v0:
+        raise BadDataError(f"{path}: V0 (pre-2014) layers; upgrade it with Caffe's upgrade_net_proto_binary first")
     if not layers:
-        raise BadDataError(f"{path} has no layers: not a Caffe NetParameter (.caffemodel)")
+        raise BadDataError(f"{path} has no layers, so it does not look like a .caffemodel: {EXPECTED_FILE}")
     return layers
 
 
