@@ -419,7 +419,8 @@ class CasiaDataModule(L.LightningDataModule):
         return [self._loader(s.dataset, self.eval_batch_size) for s in self.eval_sets("test")]
 
     def predict_dataloader(self) -> DataLoader:
-        """Every image of the test sets (``amlit predict`` writes their embeddings file)."""
+        """The LFW images: those of the pairs and, with BLUFR, of its list (``amlit predict`` writes their embeddings
+        file); MegaFace's and the ``.bin`` sets' images are not in it (``amlit embed`` embeds any aligned tree)."""
         if self.lfw is None:
             raise ConfigError("no test images configured to embed: set data.lfw_root and data.lfw_pairs")
         images = sorted(set(self.lfw.images) | set(self._blufr_images if self.blufr is not None else []))
