@@ -9,6 +9,7 @@ Testing: the feature of a face is ``embedding(image) + embedding(mirror)``, L2-n
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,6 +40,28 @@ SGD_IMPLEMENTATIONS = {
 }
 # The settings held in the optimizer and schedule states that a checkpoint restores (see on_train_start).
 OPTIMIZER_HPARAMS = ("learning_rate", "momentum", "weight_decay", "lr_milestones", "lr_gamma", "bias_lr_factor")
+
+
+def check_optimizer_settings(
+    learning_rate: float, momentum: float, weight_decay: float, lr_milestones: Sequence[int], lr_gamma: float
+) -> None:
+    """Refuse (``ConfigError``) SGD and step-schedule settings that would train nothing sensible: torch accepts a
+    momentum >= 1 (diverges), a gamma of 0 (learning rate 0 after the first milestone), repeated milestones (each
+    copy multiplies: [5, 5] divides by 100 at step 5) and negative milestones (never reached)."""
+    if not learning_rate > 0:
+        raise ConfigError(f"model.learning_rate must be > 0, got {learning_rate} (paper: 0.1 for a batch of 256)")
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"model.momentum must satisfy 0 <= momentum < 1, got {momentum} (paper: 0.9)")
+    if not weight_decay >= 0:
+        raise ConfigError(f"model.weight_decay must be >= 0, got {weight_decay} (paper: 5e-4)")
+    if not 0 < lr_gamma <= 1:
+        raise ConfigError(f"model.lr_gamma must satisfy 0 < lr_gamma <= 1, got {lr_gamma} (paper: 0.1)")
+    milestones = list(lr_milestones)
+    if any(step <= 0 for step in milestones) or any(a >= b for a, b in itertools.pairwise(milestones)):
+        raise ConfigError(
+            f"model.lr_milestones must be optimizer steps > 0 in strictly increasing order, got {milestones} "
+            "(paper: [16000, 24000, 28000])"
+        )
 
 
 class FaceVerificationModule(L.LightningModule):
@@ -84,6 +107,7 @@ class FaceVerificationModule(L.LightningModule):
         sgd_implementation: Literal["for_loop", "foreach", "fused"] | None = None,
     ) -> None:
         super().__init__()
+        check_optimizer_settings(learning_rate, momentum, weight_decay, lr_milestones, lr_gamma)
         self.save_hyperparameters(ignore=["backbone", "head"])
         self.backbone = backbone
         if compile_backbone:
@@ -200,6 +224,24 @@ class FaceVerificationModule(L.LightningModule):
                 "model.backbone/model.head settings and the data (its number of classes) it was trained with"
             )
         self._resumed_hparams = dict(checkpoint.get("hyper_parameters") or {})
+
+    def on_fit_start(self) -> None:
+        """A run that trains no step, or a schedule with milestones the run never reaches, is said before training
+        (a shortened paper config would otherwise train at a constant learning rate without a word)."""
+        max_steps = self.trainer.max_steps
+        if max_steps == 0:
+            raise ConfigError(
+                "trainer.max_steps=0 trains no step and writes no checkpoint: give the number of optimizer steps "
+                "to train, or -1 to train for trainer.max_epochs"
+            )
+        if max_steps < 0 or self.trainer.fast_dev_run:  # trained by epochs, or a smoke test: no step count to hold
+            return
+        unreached = [step for step in self.hparams.lr_milestones if step >= max_steps]
+        if unreached:
+            rank_zero_warn(
+                f"model.lr_milestones {unreached} lie at or beyond trainer.max_steps={max_steps}: the learning rate "
+                f"is never multiplied by {self.hparams.lr_gamma} there (lower them to decay within this run)"
+            )
 
     def on_train_start(self) -> None:
         """After a resume, the restored SGD and MultiStepLR states carry the settings of the run that wrote the

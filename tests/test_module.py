@@ -1,3 +1,5 @@
+import warnings
+
 import lightning as L
 import pytest
 import torch
@@ -5,6 +7,7 @@ import torch.nn.functional as F
 
 from amlit.backbones import SphereFace
 from amlit.data import CasiaDataModule, ImageFolder
+from amlit.errors import ConfigError
 from amlit.heads import AMSoftmax
 from amlit.module import FaceVerificationModule
 
@@ -92,3 +95,44 @@ def test_a_few_steps_lower_the_loss(tiny_tree):
     trainer.fit(module, datamodule=dm)
     assert len(losses) == 45
     assert sum(losses[-9:]) / 9 < sum(losses[:9]) / 9 - 0.3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"learning_rate": -0.1}, r"model.learning_rate must be > 0, got -0.1"),
+        ({"learning_rate": 0.0}, r"model.learning_rate must be > 0"),
+        ({"momentum": 1.5}, r"model.momentum must satisfy 0 <= momentum < 1, got 1.5"),
+        ({"momentum": 1.0}, r"model.momentum must satisfy"),
+        ({"weight_decay": -1e-4}, r"model.weight_decay must be >= 0"),
+        ({"lr_gamma": 0.0}, r"model.lr_gamma must satisfy 0 < lr_gamma <= 1, got 0.0"),
+        ({"lr_gamma": 10.0}, r"model.lr_gamma must satisfy"),
+        ({"lr_milestones": [5, 5]}, r"strictly increasing order, got \[5, 5\]"),  # would divide by 100 at step 5
+        ({"lr_milestones": [8, 5]}, r"strictly increasing order"),
+        ({"lr_milestones": [-1, 5]}, r"optimizer steps > 0 .*got \[-1, 5\]"),
+        ({"lr_milestones": [0]}, r"optimizer steps > 0"),
+    ],
+)
+def test_optimizer_settings_that_train_nothing_sensible_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        make_module(**kwargs)
+
+
+def test_edge_settings_that_make_sense_are_kept():
+    module = make_module(momentum=0.0, lr_gamma=1.0, lr_milestones=[], weight_decay=0.0)  # plain SGD, constant lr
+    assert (module.hparams.momentum, module.hparams.lr_gamma, list(module.hparams.lr_milestones)) == (0.0, 1.0, [])
+
+
+def test_milestones_the_run_never_reaches_are_named_and_no_steps_is_refused():
+    module = make_module(lr_milestones=[5, 10, 480])
+    module.trainer = L.Trainer(max_steps=10, logger=False, enable_checkpointing=False)
+    with pytest.warns(UserWarning, match=r"model.lr_milestones \[10, 480\] lie at or beyond trainer.max_steps=10"):
+        module.on_fit_start()
+    module.trainer = L.Trainer(max_steps=11, logger=False, enable_checkpointing=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # [5, 10] apply at steps 5 and 10 of 0..10; 480 is still named
+        with pytest.raises(UserWarning, match=r"\[480\] lie at or beyond trainer.max_steps=11"):
+            module.on_fit_start()
+    module.trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False)
+    with pytest.raises(ConfigError, match=r"trainer.max_steps=0 trains no step and writes no checkpoint"):
+        module.on_fit_start()
