@@ -17,10 +17,12 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from amlit import keys
+from amlit.checkpoint_fit import check_weights_fit, head_changes
 from amlit.compat import is_logging_step
 from amlit.data.sampling import mirror_flags
 from amlit.diagnostics import margin_diagnostics
@@ -208,21 +210,15 @@ class FaceVerificationModule(L.LightningModule):
         data): ``amlit embed``/``verify``/``export`` read it instead of guessing (``amlit.inference.record``)."""
         checkpoint[RECORD_KEY] = inference_record(self, self._trainer)
 
-    # ---- resuming with changed optimizer settings ---------------------------------------------------------------
+    # ---- loading checkpoints; resuming with changed settings ---------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse, with the settings to look at, a checkpoint whose weights do not fit this model (instead of
-        torch's size-mismatch traceback); note its settings for ``on_train_start``."""
-        own = self.state_dict()
-        mismatched = [
-            f"{name} {tuple(value.shape)} vs {tuple(own[name].shape)}"
-            for name, value in checkpoint.get("state_dict", {}).items()
-            if name in own and tuple(value.shape) != tuple(own[name].shape)
-        ]
-        if mismatched:
-            raise ConfigError(
-                f"the checkpoint does not fit this model (checkpoint vs model: {'; '.join(mismatched[:3])}): use the "
-                "model.backbone/model.head settings and the data (its number of classes) it was trained with"
-            )
+        torch's state-dict traceback) or, outside ``fit``, that was trained with another head than this config's
+        (``amlit.checkpoint_fit``); note its optimizer and head settings for ``on_train_start``."""
+        resuming = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        self._resumed_head_changes = head_changes(checkpoint, self.head, resuming)
+        if "state_dict" in checkpoint:
+            check_weights_fit(checkpoint["state_dict"], self.state_dict(), getattr(self, "strict_loading", True))
         self._resumed_hparams = dict(checkpoint.get("hyper_parameters") or {})
 
     def on_fit_start(self) -> None:
@@ -246,7 +242,14 @@ class FaceVerificationModule(L.LightningModule):
     def on_train_start(self) -> None:
         """After a resume, the restored SGD and MultiStepLR states carry the settings of the run that wrote the
         checkpoint. Where this run's ``model.*`` optimizer settings differ, they are applied (the momentum buffers
-        and the step count are kept), so what ``hparams.yaml`` and ``config.yaml`` record is what trains."""
+        and the step count are kept), so what ``hparams.yaml`` and ``config.yaml`` record is what trains. Changed
+        head settings (margin, scale, ...) are in effect already (the head is built from them): both are said, so
+        the log shows where the run changed."""
+        head_changed, self._resumed_head_changes = getattr(self, "_resumed_head_changes", None), None
+        if head_changed:  # already in effect: the head was built from this run's settings
+            changes = ", ".join(f"model.head.{k} {old} -> {new}" for k, (old, new) in head_changed.items())
+            step = self.trainer.global_step
+            rank_zero_info(f"resumed with changed head settings, applied from step {step}: {changes}")
         saved, self._resumed_hparams = getattr(self, "_resumed_hparams", None), None
         if not saved:
             return

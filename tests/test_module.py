@@ -4,11 +4,13 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 
 from amlit.backbones import SphereFace
 from amlit.data import CasiaDataModule, ImageFolder
 from amlit.errors import ConfigError
 from amlit.heads import AMSoftmax
+from amlit.inference.record import RECORD_KEY
 from amlit.module import FaceVerificationModule
 
 
@@ -136,3 +138,69 @@ def test_milestones_the_run_never_reaches_are_named_and_no_steps_is_refused():
     module.trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False)
     with pytest.raises(ConfigError, match=r"trainer.max_steps=0 trains no step and writes no checkpoint"):
         module.on_fit_start()
+
+
+def trained_with(head: dict, module: FaceVerificationModule) -> dict:
+    """A checkpoint of ``module``'s weights whose inference record says it was trained with ``head``."""
+    config = {"model": {"head": head}}
+    return {"state_dict": module.state_dict(), RECORD_KEY: {"training": {"config": config}}, "hyper_parameters": {}}
+
+
+AM_SOFTMAX = {"class_path": "amlit.heads.AMSoftmax", "init_args": {"margin": 0.35, "scale": 30.0}}
+
+
+def test_a_checkpoint_of_another_head_is_refused_for_testing_naming_both():
+    module = make_module()  # AMSoftmax(margin=0.35, scale=30)
+    arcface = {"class_path": "amlit.heads.ArcFace", "init_args": {"margin": 0.5, "scale": 64.0, "easy_margin": False}}
+    with pytest.raises(ConfigError) as info:
+        module.on_load_checkpoint(trained_with(arcface, module))  # same weights: only the record tells them apart
+    message = str(info.value)
+    assert (
+        "trained with the head ArcFace(margin=0.5, scale=64.0, easy_margin=False), this config has AMSoftmax("
+        in message
+    )
+    assert "the same --model.head.* overrides" in message and "\n" not in message
+    narrower = {**AM_SOFTMAX, "init_args": {"margin": 0.25, "scale": 30.0}}
+    with pytest.raises(
+        ConfigError, match=r"AMSoftmax\(margin=0.25, scale=30.0\), this config has AMSoftmax\(margin=0.35"
+    ):
+        module.on_load_checkpoint(trained_with(narrower, module))
+    module.on_load_checkpoint(trained_with(AM_SOFTMAX, module))  # the same head: loads
+    module.on_load_checkpoint({"state_dict": module.state_dict()})  # no record (another tool): weights alone
+
+
+def test_resuming_with_changed_head_settings_is_said_and_another_head_class_is_refused(monkeypatch):
+    module = make_module(compile_head=False)
+    module.trainer = L.Trainer(logger=False, enable_checkpointing=False)
+    module.trainer.state.fn = TrainerFn.FITTING
+    said = []
+    monkeypatch.setattr("amlit.module.rank_zero_info", said.append)
+    module.on_load_checkpoint(trained_with({**AM_SOFTMAX, "init_args": {"margin": 0.1, "scale": 30.0}}, module))
+    module.on_train_start()
+    assert said == ["resumed with changed head settings, applied from step 0: model.head.margin 0.1 -> 0.35"]
+    said.clear()
+    module.on_load_checkpoint(trained_with(AM_SOFTMAX, module))
+    module.on_train_start()
+    assert said == []  # unchanged: nothing to say
+    center = {"class_path": "amlit.heads.CenterLoss", "init_args": {"loss_weight": 0.003, "alpha": 0.5, "dropout": 0}}
+    with pytest.raises(
+        ConfigError, match=r"CenterLoss\(.*a run cannot change its head class mid-way.*leave out --ckpt"
+    ):
+        module.on_load_checkpoint(trained_with(center, module))
+
+
+def test_a_checkpoint_with_other_weights_is_refused_naming_them():
+    module = make_module()
+    weights = module.state_dict()
+    center_loss = {**weights, "head.bias": torch.zeros(12), "head.centers": torch.zeros(12, 16)}
+    with pytest.raises(
+        ConfigError,
+        match=r"does not fit this model \(checkpoint vs model: only in the checkpoint: "
+        r"head.bias, head.centers\)",
+    ):
+        module.on_load_checkpoint({"state_dict": center_loss})
+    no_head = {name: value for name, value in weights.items() if not name.startswith("head.")}
+    with pytest.raises(ConfigError, match=r"only in the model: head.weight\): use the model.backbone/model.head"):
+        module.on_load_checkpoint({"state_dict": no_head})
+    module.strict_loading = False  # Lightning loads such a checkpoint then, and so does amlit
+    module.on_load_checkpoint({"state_dict": no_head})
