@@ -11,6 +11,7 @@ overflow in fp16) otherwise.
 
 from __future__ import annotations
 
+import inspect
 import math
 from functools import partial
 from typing import NamedTuple
@@ -109,6 +110,19 @@ class MarginHead(nn.Module):
             loss = loss + self.regularizer(features, labels)
         return HeadOutput(loss=loss, cosine=cosine)
 
+    def settings(self) -> dict[str, bool | int | float | str | None]:
+        """The ``__init__`` arguments besides the two sizes, read back from the attributes of the same name (those
+        without a plain one are left out): what a checkpoint's recorded head is compared with on loading
+        (``amlit.checkpoint_fit``)."""
+        plain = (bool, int, float, str, type(None))
+        names = [
+            name
+            for name, parameter in inspect.signature(type(self).__init__).parameters.items()
+            if name not in ("self", "embedding_dim", "num_classes")
+            and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        ]
+        return {name: getattr(self, name) for name in names if isinstance(getattr(self, name, ()), plain)}
+
     def extra_repr(self) -> str:
         return f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}"
 
@@ -204,6 +218,9 @@ class Softmax(MarginHead):
 
     def logits(self, embeddings: torch.Tensor, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.linear(self.dropout(embeddings), self.weight.float(), self.bias.float())
+
+    def settings(self) -> dict[str, bool | int | float | str | None]:
+        return {**super().settings(), "dropout": self.dropout.p}  # the argument lives in its nn.Dropout
 
 
 def center_loss(embeddings: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -252,12 +252,31 @@ class SaveConfigToLoggers(SaveConfigCallback):
       ``save_hyperparameters`` leaves out the injected backbone and head);
     - the dataset manifest under ``data_manifest`` (``datamodule.manifest()``: classes, removed identities, ...);
     - ``config.yaml`` itself as a file of the wandb run.
+
+    Written once the checkpoint of ``--ckpt_path`` is restored (at the start of fit/validate/test/predict, not at
+    setup, which comes first): a run refused for its checkpoint (another head or model) keeps the run folder's
+    ``config.yaml``, the record of how that checkpoint was trained, instead of replacing it with the refused config.
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # trainer.log_dir broadcasts from rank 0: read it on every rank here, never on rank 0 alone (a DDP hang).
         self._log_dir = trainer.log_dir
-        super().setup(trainer, pl_module, stage)
+
+    def _save_once(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Called on every rank (SaveConfigCallback.setup broadcasts); it returns at once after the first call.
+        super().setup(trainer, pl_module, trainer.state.fn)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save_once(trainer, pl_module)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save_once(trainer, pl_module)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save_once(trainer, pl_module)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save_once(trainer, pl_module)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))

@@ -9,6 +9,7 @@ Testing: the feature of a face is ``embedding(image) + embedding(mirror)``, L2-n
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -16,10 +17,12 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from amlit import keys
+from amlit.checkpoint_fit import check_weights_fit, head_changes
 from amlit.compat import is_logging_step
 from amlit.data.sampling import mirror_flags
 from amlit.diagnostics import margin_diagnostics
@@ -39,6 +42,28 @@ SGD_IMPLEMENTATIONS = {
 }
 # The settings held in the optimizer and schedule states that a checkpoint restores (see on_train_start).
 OPTIMIZER_HPARAMS = ("learning_rate", "momentum", "weight_decay", "lr_milestones", "lr_gamma", "bias_lr_factor")
+
+
+def check_optimizer_settings(
+    learning_rate: float, momentum: float, weight_decay: float, lr_milestones: Sequence[int], lr_gamma: float
+) -> None:
+    """Refuse (``ConfigError``) SGD and step-schedule settings that would train nothing sensible: torch accepts a
+    momentum >= 1 (diverges), a gamma of 0 (learning rate 0 after the first milestone), repeated milestones (each
+    copy multiplies: [5, 5] divides by 100 at step 5) and negative milestones (never reached)."""
+    if not learning_rate > 0:
+        raise ConfigError(f"model.learning_rate must be > 0, got {learning_rate} (paper: 0.1 for a batch of 256)")
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"model.momentum must satisfy 0 <= momentum < 1, got {momentum} (paper: 0.9)")
+    if not weight_decay >= 0:
+        raise ConfigError(f"model.weight_decay must be >= 0, got {weight_decay} (paper: 5e-4)")
+    if not 0 < lr_gamma <= 1:
+        raise ConfigError(f"model.lr_gamma must satisfy 0 < lr_gamma <= 1, got {lr_gamma} (paper: 0.1)")
+    milestones = list(lr_milestones)
+    if any(step <= 0 for step in milestones) or any(a >= b for a, b in itertools.pairwise(milestones)):
+        raise ConfigError(
+            f"model.lr_milestones must be optimizer steps > 0 in strictly increasing order, got {milestones} "
+            "(paper: [16000, 24000, 28000])"
+        )
 
 
 class FaceVerificationModule(L.LightningModule):
@@ -84,6 +109,7 @@ class FaceVerificationModule(L.LightningModule):
         sgd_implementation: Literal["for_loop", "foreach", "fused"] | None = None,
     ) -> None:
         super().__init__()
+        check_optimizer_settings(learning_rate, momentum, weight_decay, lr_milestones, lr_gamma)
         self.save_hyperparameters(ignore=["backbone", "head"])
         self.backbone = backbone
         if compile_backbone:
@@ -184,27 +210,46 @@ class FaceVerificationModule(L.LightningModule):
         data): ``amlit embed``/``verify``/``export`` read it instead of guessing (``amlit.inference.record``)."""
         checkpoint[RECORD_KEY] = inference_record(self, self._trainer)
 
-    # ---- resuming with changed optimizer settings ---------------------------------------------------------------
+    # ---- loading checkpoints; resuming with changed settings ---------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse, with the settings to look at, a checkpoint whose weights do not fit this model (instead of
-        torch's size-mismatch traceback); note its settings for ``on_train_start``."""
-        own = self.state_dict()
-        mismatched = [
-            f"{name} {tuple(value.shape)} vs {tuple(own[name].shape)}"
-            for name, value in checkpoint.get("state_dict", {}).items()
-            if name in own and tuple(value.shape) != tuple(own[name].shape)
-        ]
-        if mismatched:
-            raise ConfigError(
-                f"the checkpoint does not fit this model (checkpoint vs model: {'; '.join(mismatched[:3])}): use the "
-                "model.backbone/model.head settings and the data (its number of classes) it was trained with"
-            )
+        torch's state-dict traceback) or, outside ``fit``, that was trained with another head than this config's
+        (``amlit.checkpoint_fit``); note its optimizer and head settings for ``on_train_start``."""
+        resuming = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        self._resumed_head_changes = head_changes(checkpoint, self.head, resuming)
+        if "state_dict" in checkpoint:
+            check_weights_fit(checkpoint["state_dict"], self.state_dict(), getattr(self, "strict_loading", True))
         self._resumed_hparams = dict(checkpoint.get("hyper_parameters") or {})
+
+    def on_fit_start(self) -> None:
+        """A run that trains no step, or a schedule with milestones the run never reaches, is said before training
+        (a shortened paper config would otherwise train at a constant learning rate without a word)."""
+        max_steps = self.trainer.max_steps
+        if max_steps == 0:
+            raise ConfigError(
+                "trainer.max_steps=0 trains no step and writes no checkpoint: give the number of optimizer steps "
+                "to train, or -1 to train for trainer.max_epochs"
+            )
+        if max_steps < 0 or self.trainer.fast_dev_run:  # trained by epochs, or a smoke test: no step count to hold
+            return
+        unreached = [step for step in self.hparams.lr_milestones if step >= max_steps]
+        if unreached:
+            rank_zero_warn(
+                f"model.lr_milestones {unreached} lie at or beyond trainer.max_steps={max_steps}: the learning rate "
+                f"is never multiplied by {self.hparams.lr_gamma} there (lower them to decay within this run)"
+            )
 
     def on_train_start(self) -> None:
         """After a resume, the restored SGD and MultiStepLR states carry the settings of the run that wrote the
         checkpoint. Where this run's ``model.*`` optimizer settings differ, they are applied (the momentum buffers
-        and the step count are kept), so what ``hparams.yaml`` and ``config.yaml`` record is what trains."""
+        and the step count are kept), so what ``hparams.yaml`` and ``config.yaml`` record is what trains. Changed
+        head settings (margin, scale, ...) are in effect already (the head is built from them): both are said, so
+        the log shows where the run changed."""
+        head_changed, self._resumed_head_changes = getattr(self, "_resumed_head_changes", None), None
+        if head_changed:  # already in effect: the head was built from this run's settings
+            changes = ", ".join(f"model.head.{k} {old} -> {new}" for k, (old, new) in head_changed.items())
+            step = self.trainer.global_step
+            rank_zero_info(f"resumed with changed head settings, applied from step {step}: {changes}")
         saved, self._resumed_hparams = getattr(self, "_resumed_hparams", None), None
         if not saved:
             return

@@ -232,6 +232,38 @@ def test_a_checkpoint_of_another_model_is_refused_with_the_settings_to_check(tin
         run_cli([*args, f"--ckpt_path={path}"])
 
 
+@pytest.mark.slow
+def test_a_checkpoint_is_tested_and_resumed_only_with_its_head_and_a_refused_run_keeps_the_runs_config(
+    tiny_tree, tmp_path, data_root, monkeypatch, capsys
+):
+    """ArcFace and AM-Softmax checkpoints hold the same weights: only the recorded config tells which head trained,
+    and results recorded under the config's head would file an ArcFace run in the paper's AM-Softmax row."""
+    monkeypatch.chdir(tmp_path)
+    args = [*demo_args(tiny_tree, tmp_path, data_root), "--config", str(callbacks_config(tmp_path))]
+    arcface = ["--config", str(CONFIGS / "heads" / "arcface.yaml")]
+    run_cli(["fit", *args, *arcface, "--trainer.max_steps=2"])
+    (config_file,) = [path for path in tmp_path.glob("**/config.yaml") if "wandb" not in path.parts]
+    recorded = config_file.read_bytes()
+    capsys.readouterr()
+
+    status, stderr = amlit_main(["test", *args, "--ckpt_path=last"], monkeypatch, capsys)
+    assert status == 2 and "Traceback" not in stderr, stderr
+    assert stderr.splitlines()[-1].startswith(  # one line (after wandb's warnings, when another test left a run)
+        "amlit: error: the checkpoint was trained with the head ArcFace(margin=0.5, scale=64.0, easy_margin=False), "
+        "this config has AMSoftmax(margin=0.35, scale=30.0, "
+    )
+    assert config_file.read_bytes() == recorded  # still says how the checkpoint was trained, as the message advises
+    status, stderr = amlit_main(["fit", *args, "--trainer.max_steps=3", "--ckpt_path=last"], monkeypatch, capsys)
+    assert status == 2 and "a run cannot change its head class mid-way" in stderr, stderr
+    assert config_file.read_bytes() == recorded
+
+    said = []
+    monkeypatch.setattr("amlit.module.rank_zero_info", said.append)
+    cli = run_cli(["fit", *args, *arcface, "--model.head.margin=0.3", "--trainer.max_steps=3", "--ckpt_path=last"])
+    assert said == ["resumed with changed head settings, applied from step 2: model.head.margin 0.5 -> 0.3"]
+    assert cli.trainer.global_step == 3 and cli.model.head.margin == 0.3
+
+
 # ---- 6. untrusted checkpoints stay inert ---------------------------------------------------------------------------
 class Payload:
     """Pickles as a call of os.system: what a malicious checkpoint carries."""

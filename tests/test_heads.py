@@ -419,3 +419,21 @@ def test_wo_fn_overlay_is_the_prototxt_ramp():
     for step, expected in [(0, 0.0), (4000, 0.2), (8000, 0.4), (20000, 0.4)]:
         head.iteration.fill_(step)
         assert float(head.current_margin()) == pytest.approx(expected, abs=1e-6)
+
+
+def test_settings_read_back_every_init_argument_but_the_sizes():
+    """What a checkpoint's recorded head is compared with (amlit.checkpoint_fit): the dropout of its nn.Dropout too."""
+    from amlit.heads import CenterLoss
+
+    assert CenterLoss(8, 4, loss_weight=0.01, dropout=0.75).settings() == {
+        "loss_weight": 0.01,
+        "alpha": 0.5,
+        "dropout": 0.75,
+    }
+    assert AMSoftmax(8, 4, margin=0.4, margin_ramp=5e-5).settings() == {
+        "margin": 0.4,
+        "scale": 30.0,
+        "conditional_margin": False,
+        "feature_normalization": True,
+        "margin_ramp": 5e-5,
+    }

@@ -1,11 +1,16 @@
+import warnings
+
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 
 from amlit.backbones import SphereFace
 from amlit.data import CasiaDataModule, ImageFolder
+from amlit.errors import ConfigError
 from amlit.heads import AMSoftmax
+from amlit.inference.record import RECORD_KEY
 from amlit.module import FaceVerificationModule
 
 
@@ -92,3 +97,110 @@ def test_a_few_steps_lower_the_loss(tiny_tree):
     trainer.fit(module, datamodule=dm)
     assert len(losses) == 45
     assert sum(losses[-9:]) / 9 < sum(losses[:9]) / 9 - 0.3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"learning_rate": -0.1}, r"model.learning_rate must be > 0, got -0.1"),
+        ({"learning_rate": 0.0}, r"model.learning_rate must be > 0"),
+        ({"momentum": 1.5}, r"model.momentum must satisfy 0 <= momentum < 1, got 1.5"),
+        ({"momentum": 1.0}, r"model.momentum must satisfy"),
+        ({"weight_decay": -1e-4}, r"model.weight_decay must be >= 0"),
+        ({"lr_gamma": 0.0}, r"model.lr_gamma must satisfy 0 < lr_gamma <= 1, got 0.0"),
+        ({"lr_gamma": 10.0}, r"model.lr_gamma must satisfy"),
+        ({"lr_milestones": [5, 5]}, r"strictly increasing order, got \[5, 5\]"),  # would divide by 100 at step 5
+        ({"lr_milestones": [8, 5]}, r"strictly increasing order"),
+        ({"lr_milestones": [-1, 5]}, r"optimizer steps > 0 .*got \[-1, 5\]"),
+        ({"lr_milestones": [0]}, r"optimizer steps > 0"),
+    ],
+)
+def test_optimizer_settings_that_train_nothing_sensible_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        make_module(**kwargs)
+
+
+def test_edge_settings_that_make_sense_are_kept():
+    module = make_module(momentum=0.0, lr_gamma=1.0, lr_milestones=[], weight_decay=0.0)  # plain SGD, constant lr
+    assert (module.hparams.momentum, module.hparams.lr_gamma, list(module.hparams.lr_milestones)) == (0.0, 1.0, [])
+
+
+def test_milestones_the_run_never_reaches_are_named_and_no_steps_is_refused():
+    module = make_module(lr_milestones=[5, 10, 480])
+    module.trainer = L.Trainer(max_steps=10, logger=False, enable_checkpointing=False)
+    with pytest.warns(UserWarning, match=r"model.lr_milestones \[10, 480\] lie at or beyond trainer.max_steps=10"):
+        module.on_fit_start()
+    module.trainer = L.Trainer(max_steps=11, logger=False, enable_checkpointing=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # [5, 10] apply at steps 5 and 10 of 0..10; 480 is still named
+        with pytest.raises(UserWarning, match=r"\[480\] lie at or beyond trainer.max_steps=11"):
+            module.on_fit_start()
+    module.trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False)
+    with pytest.raises(ConfigError, match=r"trainer.max_steps=0 trains no step and writes no checkpoint"):
+        module.on_fit_start()
+
+
+def trained_with(head: dict, module: FaceVerificationModule) -> dict:
+    """A checkpoint of ``module``'s weights whose inference record says it was trained with ``head``."""
+    config = {"model": {"head": head}}
+    return {"state_dict": module.state_dict(), RECORD_KEY: {"training": {"config": config}}, "hyper_parameters": {}}
+
+
+AM_SOFTMAX = {"class_path": "amlit.heads.AMSoftmax", "init_args": {"margin": 0.35, "scale": 30.0}}
+
+
+def test_a_checkpoint_of_another_head_is_refused_for_testing_naming_both():
+    module = make_module()  # AMSoftmax(margin=0.35, scale=30)
+    arcface = {"class_path": "amlit.heads.ArcFace", "init_args": {"margin": 0.5, "scale": 64.0, "easy_margin": False}}
+    with pytest.raises(ConfigError) as info:
+        module.on_load_checkpoint(trained_with(arcface, module))  # same weights: only the record tells them apart
+    message = str(info.value)
+    assert (
+        "trained with the head ArcFace(margin=0.5, scale=64.0, easy_margin=False), this config has AMSoftmax("
+        in message
+    )
+    assert "the same --model.head.* overrides" in message and "\n" not in message
+    narrower = {**AM_SOFTMAX, "init_args": {"margin": 0.25, "scale": 30.0}}
+    with pytest.raises(
+        ConfigError, match=r"AMSoftmax\(margin=0.25, scale=30.0\), this config has AMSoftmax\(margin=0.35"
+    ):
+        module.on_load_checkpoint(trained_with(narrower, module))
+    module.on_load_checkpoint(trained_with(AM_SOFTMAX, module))  # the same head: loads
+    module.on_load_checkpoint({"state_dict": module.state_dict()})  # no record (another tool): weights alone
+
+
+def test_resuming_with_changed_head_settings_is_said_and_another_head_class_is_refused(monkeypatch):
+    module = make_module(compile_head=False)
+    module.trainer = L.Trainer(logger=False, enable_checkpointing=False)
+    module.trainer.state.fn = TrainerFn.FITTING
+    said = []
+    monkeypatch.setattr("amlit.module.rank_zero_info", said.append)
+    module.on_load_checkpoint(trained_with({**AM_SOFTMAX, "init_args": {"margin": 0.1, "scale": 30.0}}, module))
+    module.on_train_start()
+    assert said == ["resumed with changed head settings, applied from step 0: model.head.margin 0.1 -> 0.35"]
+    said.clear()
+    module.on_load_checkpoint(trained_with(AM_SOFTMAX, module))
+    module.on_train_start()
+    assert said == []  # unchanged: nothing to say
+    center = {"class_path": "amlit.heads.CenterLoss", "init_args": {"loss_weight": 0.003, "alpha": 0.5, "dropout": 0}}
+    with pytest.raises(
+        ConfigError, match=r"CenterLoss\(.*a run cannot change its head class mid-way.*leave out --ckpt"
+    ):
+        module.on_load_checkpoint(trained_with(center, module))
+
+
+def test_a_checkpoint_with_other_weights_is_refused_naming_them():
+    module = make_module()
+    weights = module.state_dict()
+    center_loss = {**weights, "head.bias": torch.zeros(12), "head.centers": torch.zeros(12, 16)}
+    with pytest.raises(
+        ConfigError,
+        match=r"does not fit this model \(checkpoint vs model: only in the checkpoint: "
+        r"head.bias, head.centers\)",
+    ):
+        module.on_load_checkpoint({"state_dict": center_loss})
+    no_head = {name: value for name, value in weights.items() if not name.startswith("head.")}
+    with pytest.raises(ConfigError, match=r"only in the model: head.weight\): use the model.backbone/model.head"):
+        module.on_load_checkpoint({"state_dict": no_head})
+    module.strict_loading = False  # Lightning loads such a checkpoint then, and so does amlit
+    module.on_load_checkpoint({"state_dict": no_head})
