@@ -22,6 +22,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -305,8 +306,8 @@ class PackedShards(TrainingImages):
 
     Args:
         root: the pack folder (holding ``manifest.json``).
-        verify: recompute each shard's sha256 against the manifest when listing (reads the whole pack once;
-            without it only the file sizes are checked).
+        verify: recompute the sha256 of each shard and of its index against the manifest when listing (reads the
+            whole pack once; without it only the file sizes and each index's length are checked).
     """
 
     def __init__(self, root: str | Path, verify: bool = False) -> None:
@@ -349,16 +350,36 @@ class PackedShards(TrainingImages):
             )
         record = int(np.prod(manifest["image_size"])) * 3
         for entry in manifest["shards"]:
-            data = self.root / entry["file"]
-            size = data.stat().st_size if data.is_file() else None
-            if size != entry["count"] * record or not (self.root / entry["index"]).is_file():
+            data, index = self.root / entry["file"], self.root / entry["index"]
+            for missing in (data, index):
+                if not missing.is_file():
+                    raise BadDataError(f"{missing} is missing: the pack is damaged; {self._repair(manifest)}")
+            size = data.stat().st_size
+            if size != entry["count"] * record:
                 raise BadDataError(
-                    f"{data} is missing or has {size} bytes, expected {entry['count']} records of {record} bytes "
-                    f"(and {entry['index']} beside it): the pack is damaged; {redo} --overwrite=true"
+                    f"{data} has {size} bytes, expected {entry['count'] * record} ({entry['count']} records of "
+                    f"{record} bytes): the pack is damaged; {self._repair(manifest)}"
                 )
-            if self.verify and file_sha256(data) != entry["sha256"]:
-                raise BadDataError(f"{data} does not match its sha256 in {path}: the shard is damaged; {redo}")
+            if self.verify:
+                # The index too: another shard's index of the same length would silently relabel every record.
+                for file, key in ((data, "sha256"), (index, "index_sha256")):
+                    if file_sha256(file) != entry[key]:
+                        raise BadDataError(
+                            f"{file} does not match its {key} in {path}: the pack is damaged; {self._repair(manifest)}"
+                        )
         return manifest
+
+    def _repair(self, manifest: dict) -> str:
+        """What to run: the pack command again, which keeps the shards that match the manifest and re-packs the
+        rest (``_compatible_shards``)."""
+        height, width = manifest["image_size"]
+        template = manifest.get("alignment_template")
+        command = (
+            f"amlit data pack --source_root={manifest.get('source_root', '<aligned tree>')} --output={self.root} "
+            f"--image_size=[{height},{width}] --shard_size={manifest['shard_size']}"
+            + (f" --alignment_template={template}" if template else "")
+        )
+        return f"re-run `{command}` (it re-packs the damaged shards and keeps the intact ones)"
 
     def image_table(self, image_size: tuple[int, int]) -> pd.DataFrame:
         self._check_size(image_size)
@@ -376,13 +397,31 @@ class PackedShards(TrainingImages):
     def _table(self) -> pd.DataFrame:
         names, identities = [], []
         for entry in self.manifest["shards"]:
-            with np.load(self.root / entry["index"], allow_pickle=False) as index:
-                names += index["names"].tolist()
-                identities += index["identities"].tolist()
+            shard_names, shard_identities = self._read_index(entry)
+            names += shard_names
+            identities += shard_identities
         self._names = names
         if not names:
             raise BadDataError(f"the pack in {self.root} holds no images")
         return pd.DataFrame({"identity": identities, "name": names})
+
+    def _read_index(self, entry: dict) -> tuple[list[str], list[str]]:
+        """Names and identities of one shard's records, checked to be as many as the manifest says."""
+        path = self.root / entry["index"]
+        try:
+            with np.load(path, allow_pickle=False) as index:
+                names, identities = index["names"].tolist(), index["identities"].tolist()
+        except (zipfile.BadZipFile, ValueError, EOFError, KeyError, OSError) as error:
+            # A flipped bit shows up here as a CRC error of the zip member, a truncation as EOF or a bad zip.
+            raise BadDataError(
+                f"{path} cannot be read ({error}): the pack is damaged; {self._repair(self.manifest)}"
+            ) from error
+        if len(names) != entry["count"] or len(identities) != entry["count"]:
+            raise BadDataError(
+                f"{path} lists {len(names)} names and {len(identities)} identities but {self.root / MANIFEST} says "
+                f"{entry['file']} holds {entry['count']} records: the pack is damaged; {self._repair(self.manifest)}"
+            )
+        return names, identities
 
     def _positions(self, names: Sequence[str]) -> np.ndarray:
         """Record number (over all shards, in order) of each name."""

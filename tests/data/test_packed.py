@@ -30,7 +30,7 @@ def _sha256(path) -> str:
 @pytest.fixture(scope="module")
 def packed(tiny_tree, tmp_path_factory):
     output = tmp_path_factory.mktemp("packed")
-    pack(tiny_tree / "casia", output, shard_size=SHARD_SIZE, workers=0, alignment_template="sphereface-112x96")
+    pack(tiny_tree / "casia", output, shard_size=SHARD_SIZE, workers=0, alignment_template="sphereface_112x96")
     return output
 
 
@@ -57,7 +57,7 @@ def test_manifest_describes_the_pack(tiny_tree, packed):
     manifest = json.loads((packed / "manifest.json").read_text())
     folders = sorted(p for p in source.iterdir() if p.is_dir())
     assert manifest["complete"] is True
-    assert manifest["image_size"] == [112, 96] and manifest["alignment_template"] == "sphereface-112x96"
+    assert manifest["image_size"] == [112, 96] and manifest["alignment_template"] == "sphereface_112x96"
     assert manifest["identities"] == {p.name: len(list(p.glob("*.jpg"))) for p in folders}
     assert manifest["num_images"] == 72 and manifest["num_identities"] == 12 and manifest["skipped"] == []
     assert [entry["count"] for entry in manifest["shards"]] == [20, 20, 20, 12]
@@ -197,5 +197,52 @@ def test_missing_incompatible_and_mismatched_packs_are_explained(tiny_tree, pack
     assert len(PackedShards(output).image_table((112, 96))) == 73
 
     (output / "shard-00001.u8").write_bytes(b"short")
-    with pytest.raises(BadDataError, match=r"shard-00001.u8 is missing or has 5 bytes"):
+    with pytest.raises(BadDataError, match=r"shard-00001.u8 has 5 bytes, expected 645120 \(20 records of 32256"):
+        PackedShards(output).image_table((112, 96))
+
+
+def _damage(output, how: str) -> None:
+    if how == "swapped indexes":  # two indexes of the same length: only their sha256 tells them apart
+        first, second = (output / "shard-00000.npz").read_bytes(), (output / "shard-00001.npz").read_bytes()
+        (output / "shard-00000.npz").write_bytes(second)
+        (output / "shard-00001.npz").write_bytes(first)
+    elif how == "flipped bit":
+        index = bytearray((output / "shard-00001.npz").read_bytes())
+        index[60] ^= 4  # inside names.npy: its CRC no longer matches
+        (output / "shard-00001.npz").write_bytes(bytes(index))
+    else:
+        (output / how).unlink()
+
+
+@pytest.mark.parametrize(
+    ("how", "verify", "message"),
+    [
+        ("swapped indexes", True, r"shard-00000.npz does not match its index_sha256 in .*manifest.json"),
+        ("flipped bit", True, r"shard-00001.npz does not match its index_sha256"),
+        ("flipped bit", False, r"shard-00001.npz cannot be read \(Bad CRC-32 for file 'names.npy'\)"),
+        ("shard-00002.npz", False, r"shard-00002.npz is missing"),
+        ("shard-00002.u8", False, r"shard-00002.u8 is missing"),
+    ],
+)
+def test_a_damaged_pack_names_the_damaged_file_and_the_command_that_repairs_it(
+    tiny_tree, packed, tmp_path, how, verify, message
+):
+    output = shutil.copytree(packed, tmp_path / "pack")
+    _damage(output, how)
+    with pytest.raises(BadDataError, match=message) as error:
+        PackedShards(output, verify=verify).image_table((112, 96))
+    command = str(error.value).split("re-run `")[1].split("`")[0]
+    assert command == (
+        f"amlit data pack --source_root={tiny_tree / 'casia'} --output={output} --image_size=[112,96] "
+        "--shard_size=20 --alignment_template=sphereface_112x96"
+    )
+    run_tool(command.split()[1:] + ["--workers=0"])  # re-packs the damaged shard, keeps the rest
+    table = PackedShards(output, verify=True).image_table((112, 96))
+    assert table.equals(PackedShards(packed).image_table((112, 96)))
+
+
+def test_an_index_of_another_length_than_the_manifest_says_is_refused_without_verify(packed, tmp_path):
+    output = shutil.copytree(packed, tmp_path / "pack")
+    shutil.copy(output / "shard-00003.npz", output / "shard-00001.npz")  # 12 names where 20 records are
+    with pytest.raises(BadDataError, match=r"shard-00001.npz lists 12 names and 12 identities but .* holds 20 rec"):
         PackedShards(output).image_table((112, 96))
