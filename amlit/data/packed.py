@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from amlit.compat import rank_zero_warn
+from amlit.data.align import TEMPLATES, template_at
 from amlit.data.images import (
     BadDataPolicy,
     IdentityFolders,
@@ -132,6 +133,11 @@ def _compatible_shards(output: Path, header: dict, overwrite: bool) -> dict[int,
     return finished
 
 
+def _templates_for(image_size: tuple[int, int]) -> str:
+    fitting = [name for name in TEMPLATES if template_at(name, image_size) is not None]
+    return ", ".join(fitting) if fitting else f"none of {', '.join(TEMPLATES)} is for that size: leave it unset"
+
+
 def _chunks(plan: _Plan, shards: Sequence[int], root: str, size: tuple[int, int]) -> Iterator[tuple]:
     for shard in shards:
         rows = plan.rows(shard)
@@ -177,7 +183,8 @@ def pack(
         shard_size: images per shard (8192 x 112 x 96 x 3 bytes = 264 MB).
         workers: decoding processes (0: decode in this process).
         on_bad: a damaged image is ``"skip"``-ped and listed in the manifest, or ``"fail"`` stops naming it.
-        alignment_template: name of the 5-point template the tree was aligned with, recorded in the manifest.
+        alignment_template: name of the 5-point template the tree was aligned with (``amlit.data.align.TEMPLATES``,
+            one for crops of ``image_size``), recorded in the manifest.
         identity_folders: which folders are identities (``auto``, ``casia``, ``any``; see ``ImageFolder``).
         overwrite: replace a pack of another source or other settings found in ``output``.
 
@@ -188,6 +195,13 @@ def pack(
     image_size = (int(image_size[0]), int(image_size[1]))
     if shard_size < 1 or workers < 0:
         raise ConfigError(f"shard_size={shard_size} must be >= 1 and workers={workers} >= 0")
+    if alignment_template is not None and template_at(alignment_template, image_size) is None:
+        # template_at refuses an unknown name; a known one must put its points in crops of --image_size
+        raise ConfigError(
+            f"--alignment_template={alignment_template} is for {TEMPLATES[alignment_template].size[0]}x"
+            f"{TEMPLATES[alignment_template].size[1]} crops but --image_size is {image_size[0]}x{image_size[1]}: "
+            f"pass the template the tree was aligned with ({_templates_for(image_size)})"
+        )
     check_output(output, "--output", folder=True)
     source = ImageFolder(root, on_bad=on_bad, identity_folders=identity_folders)
     table = source.image_table(image_size)

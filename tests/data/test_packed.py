@@ -246,3 +246,12 @@ def test_an_index_of_another_length_than_the_manifest_says_is_refused_without_ve
     shutil.copy(output / "shard-00003.npz", output / "shard-00001.npz")  # 12 names where 20 records are
     with pytest.raises(BadDataError, match=r"shard-00001.npz lists 12 names and 12 identities but .* holds 20 rec"):
         PackedShards(output).image_table((112, 96))
+
+
+def test_pack_refuses_an_unknown_template_or_one_of_another_size_before_packing(tiny_tree, tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown alignment template 'foo': choose one of sphereface_112x96, insi"):
+        pack(tiny_tree / "casia", tmp_path / "unknown", workers=0, alignment_template="foo")
+    wrong_size = r"sphereface_112x96 is for 112x96 crops but --image_size is 112x112: .*\(insightface_112x112\)"
+    with pytest.raises(ConfigError, match=wrong_size):
+        pack(tiny_tree / "casia", tmp_path / "wrong", image_size=(112, 112), alignment_template="sphereface_112x96")
+    assert not (tmp_path / "unknown").exists() and not (tmp_path / "wrong").exists()
