@@ -17,6 +17,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from amlit.checkpoint_io import SafeCheckpointIO, load_verified
 from amlit.data.sampling import check_global_batch
+from amlit.launcher import check_launch_matches
 from amlit.loggers import SaveConfigToLoggers
 from amlit.module import FaceVerificationModule
 from amlit.outputs import check_output
@@ -66,12 +67,17 @@ class AmlitCLI(LightningCLI):
         if root is not None:  # before the data is indexed and the model built, not at the first checkpoint
             check_output(root, "--trainer.default_root_dir", folder=True)
         place_outputs(config)
+        trainer = config.get("trainer") or {}
+        # srun/torchrun ranks that the trainer does not expect: stop every rank before the data is indexed.
+        check_launch_matches(trainer.get("devices", "auto"), trainer.get("num_nodes", 1))
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The configured trainer, writing and reading checkpoints with ``SafeCheckpointIO`` unless
         ``trainer.plugins`` names another ``CheckpointIO``."""
         plugins = (self.config_init[self.subcommand].get("trainer") or {}).get("plugins")
-        return super().instantiate_trainer(plugins=with_safe_checkpoint_io(plugins), **kwargs)
+        trainer = super().instantiate_trainer(plugins=with_safe_checkpoint_io(plugins), **kwargs)
+        check_launch_matches(trainer.num_devices, trainer.num_nodes)  # trainer.devices=auto resolved
+        return trainer
 
     def before_fit(self) -> None:
         """Checks that need the built trainer but must run before Lightning starts any other process."""

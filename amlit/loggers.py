@@ -33,7 +33,7 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from amlit.compat import wandb_netrc_has_key, wandb_settings
 from amlit.errors import ConfigError
@@ -219,6 +219,7 @@ class WandbLogger(LightningWandbLogger):
         self._wandb_init["settings"] = self._init_settings(self.init_timeout)
         return super().experiment
 
+    @rank_zero_only  # other ranks have wandb's dummy run, without a folder
     def log_run_files(self, files: Mapping[str, Path]) -> None:
         """Copy files into the run (``files/<name>``): copies, because wandb's ``save`` would symlink a file that
         the next run overwrites (LightingCLI's ``config.yaml``)."""

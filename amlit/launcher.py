@@ -1,0 +1,84 @@
+"""The processes a launcher started must be the ones the trainer is set up for.
+
+``srun`` (SLURM) and ``torchrun`` start the processes themselves and tell each its rank through the environment
+(``SLURM_NTASKS``/``SLURM_PROCID``, ``WORLD_SIZE``/``RANK``); Lightning runs ``trainer.devices x trainer.num_nodes``
+of them. When the two differ (``srun --ntasks=2`` with ``trainer.devices=1``), Lightning does not stop: rank 0
+trains alone and the other ranks fail somewhere later (their loggers are rank-zero only). Checked before the data
+and the model are built, so every rank stops at once with one line.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lightning.fabric.plugins.environments import SLURMEnvironment
+
+from amlit.errors import ConfigError
+
+
+def _env_int(name: str) -> int | None:
+    """An integer variable; None when unset or not a plain number (``SLURM_NTASKS_PER_NODE=2(x3)``)."""
+    try:
+        return int(os.environ[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def launched_processes() -> tuple[int, str, str] | None:
+    """(processes, who started them, what to do on a mismatch) of this process's launcher; None without one.
+
+    SLURM first, as Lightning chooses its cluster environment (``SLURMEnvironment.detect``: not for a job named
+    ``bash`` or ``interactive``), then any ``WORLD_SIZE`` (torchrun, or Lightning's own DDP children, whose count
+    matches by construction)."""
+    if SLURMEnvironment.detect() and _env_int("SLURM_NTASKS") is not None:
+        tasks, per_node, nodes = _env_int("SLURM_NTASKS"), _env_int("SLURM_NTASKS_PER_NODE"), _env_int("SLURM_NNODES")
+        layout = (
+            f"--trainer.devices={per_node} --trainer.num_nodes={nodes}"
+            if per_node is not None and nodes is not None and per_node * nodes == tasks
+            else "--trainer.devices=<tasks per node> --trainer.num_nodes=<nodes>"
+        )
+        fix = f"set {layout} --trainer.strategy=ddp, or start one task (srun --ntasks=1)"
+        return tasks, f"SLURM started {tasks} tasks (SLURM_NTASKS={tasks})", fix
+    world = _env_int("WORLD_SIZE")
+    if world is not None:
+        per_node = _env_int("LOCAL_WORLD_SIZE")
+        layout = (
+            f"--trainer.devices={per_node} --trainer.num_nodes={world // per_node}"
+            if per_node and world % per_node == 0
+            else "--trainer.devices=<processes per node> --trainer.num_nodes=<nodes>"
+        )
+        fix = f"set {layout} --trainer.strategy=ddp, or start one process (without torchrun)"
+        return world, f"the launcher started {world} processes (WORLD_SIZE={world})", fix
+    return None
+
+
+def configured_processes(devices, num_nodes) -> int | None:
+    """``trainer.devices x trainer.num_nodes`` as configured; None while it depends on the machine
+    (``auto``, ``-1``)."""
+    if isinstance(devices, list | tuple):
+        count = len(devices)
+    elif isinstance(devices, str) and "," in devices:  # "0,1": device indices
+        count = len([index for index in devices.split(",") if index.strip()])
+    else:
+        try:
+            count = int(devices)
+        except (TypeError, ValueError):
+            return None
+        if count < 1:
+            return None
+    try:
+        return count * int(num_nodes if num_nodes is not None else 1)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_launch_matches(devices, num_nodes) -> None:
+    """A ``ConfigError`` when a launcher started another number of processes than ``devices x num_nodes``."""
+    launched, configured = launched_processes(), configured_processes(devices, num_nodes)
+    if launched is None or configured is None or launched[0] == configured:
+        return
+    _, who, fix = launched
+    raise ConfigError(
+        f"{who} but the trainer is set up for {configured} (trainer.devices={devices} x trainer.num_nodes="
+        f"{num_nodes}), so the ranks would not train together: {fix}"
+    )

@@ -1,0 +1,89 @@
+"""A launcher (srun, torchrun) that started another number of processes than the trainer expects is refused."""
+
+import pytest
+from lightning.pytorch.loggers.logger import DummyExperiment
+from lightning.pytorch.utilities import rank_zero_only
+from test_cli import CONFIGS, overrides
+
+from amlit.cli import find_user_error, run_cli
+from amlit.errors import ConfigError
+from amlit.launcher import check_launch_matches, configured_processes
+from amlit.loggers import WandbLogger
+
+LAUNCH_ENV = ("SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_NNODES", "SLURM_JOB_NAME", "SLURM_PROCID")
+LAUNCH_ENV += ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+# `srun --ntasks=2` of a single-device run, as rank 1 sees it
+SLURM_TWO_TASKS = {
+    "SLURM_NTASKS": "2",
+    "SLURM_PROCID": "1",
+    "SLURM_NNODES": "1",
+    "SLURM_NTASKS_PER_NODE": "2",
+    "SLURM_JOB_NAME": "amlit",
+}
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    for name in LAUNCH_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+    def launch(**env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+
+    return launch
+
+
+def test_a_slurm_launch_must_match_devices_times_nodes(launched):
+    launched(**SLURM_TWO_TASKS)
+    with pytest.raises(ConfigError, match=r"SLURM started 2 tasks \(SLURM_NTASKS=2\) but the trainer is set up for 1 "):
+        check_launch_matches(1, 1)
+    with pytest.raises(ConfigError, match=r"set --trainer.devices=2 --trainer.num_nodes=1 --trainer.strategy=ddp, or"):
+        check_launch_matches("1", 1)
+    check_launch_matches(2, 1)  # what scripts/slurm/amlit.sbatch passes: tasks per node x nodes
+    check_launch_matches("auto", 1)  # known once the trainer is built (checked again there)
+    launched(SLURM_JOB_NAME="interactive")  # Lightning ignores SLURM for such a job, so does the check
+    check_launch_matches(1, 1)
+
+
+def test_a_torchrun_launch_must_match_devices_times_nodes(launched):
+    check_launch_matches(1, 1)  # no launcher
+    launched(WORLD_SIZE="4", LOCAL_WORLD_SIZE="2", RANK="3", LOCAL_RANK="1")
+    with pytest.raises(
+        ConfigError, match=r"started 4 processes \(WORLD_SIZE=4\) .*--trainer.devices=2 --trainer.num_nodes=2"
+    ):
+        check_launch_matches(2, 1)
+    check_launch_matches(2, 2)
+    check_launch_matches([0, 1], 2)
+
+
+def test_configured_processes_reads_lightnings_device_spellings():
+    assert [configured_processes(d, 2) for d in (1, "3", [0, 1], "0,1,", "auto", -1, None)] == [
+        2,
+        6,
+        4,
+        4,
+        None,
+        None,
+        None,
+    ]
+
+
+def test_fit_under_a_mismatched_launch_stops_before_the_data_is_indexed(launched, tiny_tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    launched(**SLURM_TWO_TASKS)
+    args = ["fit", "--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    with pytest.raises(ConfigError, match=r"SLURM started 2 tasks") as info:
+        run_cli([*args, "--trainer.max_steps=1"])
+    assert isinstance(find_user_error(info.value), ConfigError)
+    assert not (tmp_path / "synthetic").exists()  # the demo data was not generated
+
+
+def test_run_files_are_logged_on_rank_zero_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    logger = WandbLogger(offline=True, save_dir=tmp_path)
+    assert isinstance(logger.experiment, DummyExperiment)  # what other ranks hold
+    config = tmp_path / "config.yaml"
+    config.write_text("a: 1\n")
+    logger.log_run_files({"config.yaml": config})  # was a TypeError: Path(<the dummy's method>)
