@@ -122,7 +122,7 @@ class WandbLogger(LightningWandbLogger):
         name: display name of the run.
         version: run id, to resume a run (``id`` in wandb).
         mode: ``online``, ``offline`` or ``disabled``; ``None`` picks one: ``WANDB_MODE`` if set, else online when
-            an API key is configured, else offline.
+            an API key is configured, else offline. Online without a key is offline, with a warning.
         offline: same as ``mode: offline`` (Lightning's spelling).
         init_timeout: seconds the online start may take, counted from the logger's first use (the start of
             ``fit``), before the run falls back to offline (wandb's own default is 90 s for one of its steps only).
@@ -155,6 +155,14 @@ class WandbLogger(LightningWandbLogger):
         **kwargs: Any,
     ) -> None:
         self.mode, why = resolve_mode("offline" if offline and mode is None else mode)
+        if self.mode == "online" and not has_wandb_credentials():
+            # Asked for online, but wandb has no key to log in with: its start would only fail after init_timeout
+            # (or prompt at a terminal), so say why now and go offline at once.
+            rank_zero_warn(
+                f"wandb: online ({why}) but no wandb API key is configured (set WANDB_API_KEY or run `wandb login`); "
+                "logging offline instead"
+            )
+            self.mode, why = "offline", "no wandb API key configured"
         self.init_timeout = float(init_timeout)
         optional = {"entity": entity, "group": group, "tags": tags, "notes": notes, "job_type": job_type}
         super().__init__(

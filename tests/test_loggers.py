@@ -79,6 +79,7 @@ def test_failed_online_start_falls_back_to_offline(no_wandb_env, monkeypatch, tm
     monkeypatch.setattr(wandb, "init", fake_init)
     monkeypatch.setattr(wandb, "run", None)  # Lightning would reuse a run left by an earlier in-process test
     monkeypatch.setattr(amlit.loggers, "server_answers", lambda url, timeout: True)  # it answers, then fails
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     logger = WandbLogger(mode="online", init_timeout=4, save_dir=tmp_path / "runs")
     assert logger.experiment == "offline run"
     (online, online_timeout), (offline, offline_timeout) = calls
@@ -86,6 +87,21 @@ def test_failed_online_start_falls_back_to_offline(no_wandb_env, monkeypatch, tm
     # what is left of 4 s, less the offline start and the ~0.5 s wandb takes to give up after its timeout
     assert 1.0 < online_timeout <= 1.5
     assert logger.mode == "offline" and (tmp_path / "runs").is_dir()
+
+
+def test_online_without_a_key_goes_offline_at_once_saying_why(no_wandb_env, monkeypatch, tmp_path):
+    import wandb
+
+    def unexpected(*args, **kwargs):
+        raise AssertionError("no server to ask: there is no key to log in with")
+
+    monkeypatch.setattr(amlit.loggers, "server_answers", unexpected)
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: kwargs["mode"])
+    monkeypatch.setattr(wandb, "run", None)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with pytest.warns(UserWarning, match=r"online \(set by WANDB_MODE\) but no wandb API key is configured \(set WAN"):
+        logger = WandbLogger(save_dir=tmp_path)
+    assert logger.mode == "offline" and logger.experiment == "offline"
 
 
 @pytest.mark.slow  # ~4 s: wandb-core start-up
