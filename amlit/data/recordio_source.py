@@ -40,6 +40,7 @@ from amlit.data.recordio import (
 )
 from amlit.data.sources import TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
+from amlit.outputs import check_names_inside
 from amlit.progress import progress_bar
 
 SUFFIXES = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "pnm": ".ppm", "tiff": ".tif", "webp": ".webp"}
@@ -426,6 +427,8 @@ def rec_export(
         )
     size = (112, 96) if crop else stored
     table = source.image_table(size)
+    # Folder names come from the identity list (a train.lst's image folders): none may lead out of the output.
+    check_names_inside(table["identity"].unique(), output, identity_list or source.rec_path, "identity folder")
     _, skipped, _ = source.usable_records()
     index = source.index()
     output = Path(output)

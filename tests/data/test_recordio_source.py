@@ -210,6 +210,18 @@ def test_rec_export_writes_a_tree_image_folder_can_train_from(rec, samples, tmp_
     assert (out / "0000003" / "10.jpg").read_bytes() == samples[9][1]  # stored bytes copied unchanged
 
 
+def test_rec_export_refuses_identity_folders_that_leave_the_output(samples, tmp_path):
+    """A train.lst names each class by its image's folder: '..' (or no folder) must not become an output path."""
+    folder = write_insightface_rec(tmp_path / "rec", samples)
+    folders = ["..", *CASIA_IDS[1:]]
+    lines = [f"1\t/data/{folders[cls]}/{n:03d}.jpg\t{cls}" for n, (cls, _) in enumerate(samples)]
+    (tmp_path / "train.lst").write_text("\n".join(lines) + "\n")
+    out, ids = tmp_path / "a" / "tree", f"--identity_list={tmp_path / 'train.lst'}"
+    with pytest.raises(BadDataError, match=r"train.lst: 1 identity folder\(s\) would be written outside .*: '..'"):
+        run_tool(["data", "rec-export", f"--path={folder}", f"--output={out}", ids])
+    assert not (tmp_path / "a").exists()
+
+
 @pytest.mark.slow
 def test_paper_config_fits_one_step_from_a_rec(rec, tmp_path, monkeypatch):
     from conftest import paper_fit_args
