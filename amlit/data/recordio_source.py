@@ -225,6 +225,27 @@ class RecordIO(TrainingImages):
             images = images[~out_of_range].reset_index(drop=True)
         return images, problems, prop
 
+    def property_mismatch(self, prop: RecProperty) -> str | None:
+        """Why ``prop`` disagrees with the records, or None. Its class count is compared with every usable record's
+        label, those beyond it included: leaving them out first (as ``usable_records`` does) would make a property
+        that understates the classes look consistent, and whole classes would silently not be trained."""
+        index = self.index()
+        mismatch = property_problems(prop, index.num_classes, index.num_image_records, index.rec_path)
+        if not mismatch:
+            return None
+        beyond = index.images[index.images["cls"] >= prop.num_classes]
+        if len(beyond):
+            mismatch.append(
+                f"{len(beyond)} image record(s) are labelled {prop.num_classes} or more (e.g. "
+                + ", ".join(f"key {r.key} label {r.cls}" for r in beyond.head(3).itertuples())
+                + ")"
+            )
+        return (
+            "; ".join(mismatch) + ". The property and the .rec come from different downloads or builds: if the "
+            "records are right, correct the property's first line (classes,height,width) or delete the property "
+            "file; if the property is right, the .rec is damaged: re-download or rebuild it"
+        )
+
     def truncation(self) -> str | None:
         """Why the ``.rec`` looks truncated (image records the ``.idx`` lists lie beyond its end or the last is cut
         short), or None. Not a damaged record to skip: the images at the end, often whole classes, are missing."""
@@ -243,6 +264,8 @@ class RecordIO(TrainingImages):
         truncated = self.truncation()
         if truncated is not None:  # whatever on_bad says: skipping would train on fewer classes without a word
             raise BadDataError(f"{truncated}. amlit does not train on a truncated .rec")
+        if prop is not None and (mismatch := self.property_mismatch(prop)):
+            raise BadDataError(mismatch)
         if problems and self.on_bad == "fail":
             raise BadDataError(
                 f"{len(problems)} damaged record(s): {listed(problems, 3)}. Fix the files or set data.train.on_bad=skip"
@@ -251,14 +274,6 @@ class RecordIO(TrainingImages):
             rank_zero_warn(f"{self.rec_path}: skipping {len(problems)} record(s):\n  " + "\n  ".join(problems[:10]))
         if images.empty:
             raise BadDataError(f"{self.rec_path} has no usable image records")
-        if prop is not None:
-            index = self.index()
-            mismatch = property_problems(prop, int(images["cls"].max()) + 1, index.num_image_records, index.rec_path)
-            if mismatch:
-                raise BadDataError(
-                    "; ".join(mismatch) + ": the property and the .rec come from different downloads or builds; "
-                    "fix or delete the property file"
-                )
         stored = self.stored_size()
         if not can_serve(stored, image_size):
             raise BadDataError(
@@ -320,9 +335,8 @@ def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 
     if prop is not None:
         summary["property"] = {k: v for k, v in vars(prop).items() if k != "path"}
         print(f"{prop_path}: {prop.num_classes} classes, {prop.height}x{prop.width}, images: {prop.num_images}")
-        problems += property_problems(
-            prop, int(images["cls"].max()) + 1 if len(images) else 0, index.num_image_records, rec
-        )
+        # Every record's label, those beyond the property's count included (as training checks it).
+        problems += property_problems(prop, index.num_classes, index.num_image_records, rec)
     else:
         print(f"{prop_path}: absent (optional)")
     if index.ranges is not None:

@@ -327,7 +327,7 @@ def test_a_rec_truncated_in_its_images_is_refused_as_truncated_whatever_on_bad_s
     assert code == 2 and "looks truncated: 6 of the 24 image records" in out
 
 
-def test_a_label_beyond_the_property_classes_names_its_record(samples, tmp_path):
+def test_a_label_beyond_the_property_classes_names_its_record(samples, tmp_path, capsys):
     broken = [*samples[:-1], (len(CASIA_IDS) - 1, samples[-1][1])]
     folder = write_insightface_rec(tmp_path / "rec", broken)
     offsets = read_idx(folder / "train.idx")
@@ -335,9 +335,24 @@ def test_a_label_beyond_the_property_classes_names_its_record(samples, tmp_path)
     key = len(samples)  # the last image record: its scalar label (IRHeader bytes 4..8) becomes 99
     data[offsets[key] + 8 + 4 : offsets[key] + 8 + 8] = struct.pack("<f", 99.0)
     (folder / "train.rec").write_bytes(bytes(data))
-    message = rf"train.rec key {key} \(byte {offsets[key]}\): label 99 is out of range: .*property says 8 classes"
-    with pytest.raises(BadDataError, match=message):
-        RecordIO(folder, on_bad="fail").image_table((112, 96))
-    with pytest.warns(UserWarning, match=message):
-        table = RecordIO(folder).image_table((112, 96))
-    assert len(table) == len(samples) - 1 and str(key) not in set(table["name"])
+    # The property or the record is wrong, amlit cannot tell which: refused whatever on_bad says, naming the record.
+    message = rf"says 8 classes but .* have 100 \(largest label \+ 1\); 1 image record.* \(e.g. key {key} label 99\)"
+    for on_bad in ("fail", "skip"):
+        with pytest.raises(BadDataError, match=message):
+            RecordIO(folder, on_bad=on_bad).image_table((112, 96))
+    with pytest.raises(BadDataError, match=r"problem\(s\), listed above"):
+        run_tool(["data", "rec-info", f"--path={folder}", "--check_images=0"])
+    out = capsys.readouterr().out
+    assert f"key {key} (byte {offsets[key]}): label 99 is out of range" in out and "have 100 (largest label" in out
+
+
+def test_a_property_that_understates_the_classes_is_refused_by_fit_as_by_rec_info(samples, tmp_path, capsys):
+    """property '6,...' on a .rec of 8 classes: training must not drop classes 6 and 7 with a mere warning."""
+    folder = write_insightface_rec(tmp_path / "rec", samples)
+    (folder / "property").write_text("6,112,112\n")
+    message = r"property says 6 classes but the image records of .*train.rec have 8 \(largest label \+ 1\); 6 image"
+    with pytest.raises(BadDataError, match=message + r".* if the records are right, correct the property"):
+        CasiaDataModule(RecordIO(folder), batch_size=4, num_workers=0)
+    with pytest.raises(BadDataError, match=r"train.rec: 7 problem\(s\), listed above"):
+        run_tool(["data", "rec-info", f"--path={folder}", "--check_images=0"])
+    assert "property says 6 classes but the image records of" in capsys.readouterr().out
