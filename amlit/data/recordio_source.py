@@ -125,10 +125,21 @@ class RecordImages(Dataset):
             self._pid = os.getpid()
         return self._file
 
-    def read(self, index: int) -> np.ndarray:
+    def _encoded(self, index: int) -> tuple[bytes, str]:
         where = f"{self.rec_path} key {self.keys[index]}"
-        _, _, _, _, encoded = unpack_payload(read_record(self._handle(), int(self.offsets[index])), where)
+        return unpack_payload(read_record(self._handle(), int(self.offsets[index])), where)[4], where
+
+    def read(self, index: int) -> np.ndarray:
+        encoded, where = self._encoded(index)
         return decode_face(encoded, self.size, where)
+
+    def stored_size_of(self, index: int) -> tuple[int, int]:
+        """(H, W) of record ``index``'s image as stored (``read`` serves 112x112 faces cut to 112x96)."""
+        encoded, where = self._encoded(index)
+        try:
+            return decode_image(bytes(encoded)).shape[:2]
+        except BadDataError as error:
+            raise BadDataError(f"{where}: {error} ({len(encoded)} bytes): the stored image is damaged") from None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         for attempt in range(len(self.keys)):
@@ -194,20 +205,38 @@ class RecordIO(TrainingImages):
         return self._index
 
     def stored_size(self) -> tuple[int, int]:
-        """(H, W) of the stored faces: the ``property`` file's, else the first decodable record's."""
-        if self.property_path.is_file():
-            prop = read_property(self.property_path)
-            return prop.height, prop.width
+        """(H, W) of the stored faces: the first decodable record's, which the ``property`` file must agree with.
+
+        The images decide, not the property: served by the property's size, 112x112 faces under a property saying
+        112x96 were silently cut to 96 columns (and recorded with no alignment template)."""
+        first = self._first_image_size()
+        if not self.property_path.is_file():
+            if first is None:
+                raise BadDataError(f"{self.rec_path}: none of the first 100 image records decodes; the file is damaged")
+            return first[1]
+        prop = read_property(self.property_path)
+        if first is not None and first[1] != (prop.height, prop.width):
+            key, (height, width) = first
+            raise BadDataError(
+                f"{self.property_path} says the faces are {prop.height}x{prop.width} (HxW) but the images of "
+                f"{self.rec_path} are {height}x{width} (key {key}, the first image): the images are what is "
+                f"served, so correct the property's first line to {prop.num_classes},{height},{width} "
+                "(classes,height,width) or delete the property file"
+            )
+        return prop.height, prop.width
+
+    def _first_image_size(self) -> tuple[int, tuple[int, int]] | None:
+        """(key, (H, W)) of the first of the first 100 image records that decodes, or None if none does."""
         images = self.index().images
         with open(self.rec_path, "rb") as file:
             for key, offset in zip(images["key"][:100], images["offset"][:100], strict=True):
                 try:
                     encoded = unpack_payload(read_record(file, int(offset)), f"{self.rec_path} key {key}")[4]
                     height, width = decode_image(bytes(encoded)).shape[:2]
-                    return height, width
+                    return int(key), (height, width)
                 except BadDataError:
                     continue
-        raise BadDataError(f"{self.rec_path}: none of the first 100 image records decodes; the file is damaged")
+        return None
 
     def usable_records(self) -> tuple[pd.DataFrame, list[str], RecProperty | None]:
         """(image records (key, cls, offset), problems, property): the index's usable records, without those whose
@@ -381,26 +410,31 @@ def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 
             print(f"{identity_list}: {len(identities)} identities, class 0 = {identities[0]}")
         except (BadDataError, MissingDataError) as error:
             problems.append(str(error))
-    if check_images and len(images):
+    stored = None
+    if len(images):
         try:
-            stored = source.stored_size()
+            stored = source.stored_size()  # also checks the property's size against the images
         except BadDataError as error:
             problems.append(str(error))
-            stored = None
-        if stored is not None:
-            chosen = images if check_images < 0 else images.sample(min(check_images, len(images)), random_state=seed)
-            dataset = RecordImages(rec, chosen["key"], chosen["offset"], chosen["cls"], stored, on_bad="fail")
-            bad = 0
-            for i in progress_bar(range(len(dataset)), desc="decoding images", unit="img", leave=False):
-                try:
-                    dataset.read(i)
-                except BadDataError as error:
-                    bad += 1
-                    problems.append(str(error))
-            summary.update(stored_size=list(stored), checked_images=len(dataset))
-            print(
-                f"decoded {len(dataset)} images: {len(dataset) - bad} are {stored[0]}x{stored[1]} faces, {bad} failed"
-            )
+    if check_images and stored is not None:
+        chosen = images if check_images < 0 else images.sample(min(check_images, len(images)), random_state=seed)
+        dataset = RecordImages(rec, chosen["key"], chosen["offset"], chosen["cls"], stored, on_bad="fail")
+        bad = 0
+        for i in progress_bar(range(len(dataset)), desc="decoding images", unit="img", leave=False):
+            try:
+                size = dataset.stored_size_of(i)  # exactly: training would cut a 112x112 face to a 112x96 set
+            except BadDataError as error:
+                bad += 1
+                problems.append(str(error))
+                continue
+            if size != stored:
+                bad += 1
+                problems.append(
+                    f"{rec} key {dataset.keys[i]}: image is {size[0]}x{size[1]} (HxW), not {stored[0]}x{stored[1]} "
+                    "like the set's faces"
+                )
+        summary.update(stored_size=list(stored), checked_images=len(dataset))
+        print(f"decoded {len(dataset)} images: {len(dataset) - bad} are {stored[0]}x{stored[1]} faces, {bad} failed")
     summary["problems"] = problems
     print(f"{len(problems)} problem(s)" + "".join(f"\n  {p}" for p in problems[:50]))
     if len(problems) > 50:

@@ -1,6 +1,7 @@
 """``RecordIO`` training source end to end: insightface-layout files built here, read through ``CasiaDataModule``;
 identity mapping, the 112x112 -> 112x96 crop, bad-data policy, and the rec-info / rec-export tools."""
 
+import re
 import shutil
 import struct
 
@@ -279,6 +280,23 @@ def test_a_112x96_rec_is_read_alike_by_training_rec_info_and_rec_export(samples,
     assert code == 2 and "--crop cuts insightface's 112x112 crops to 112x96, but" in err
     with pytest.raises(BadDataError, match=r"holds 112x96 \(HxW\) faces but data.image_size is 112x112"):
         RecordIO(folder).image_table((112, 112))
+
+
+def test_a_property_size_the_images_do_not_have_is_reported_and_refused(samples, tmp_path, monkeypatch, capsys):
+    """property '8,112,96' over 112x112 faces: served by the property, they were silently cut to 96 columns."""
+    folder = write_insightface_rec(tmp_path / "rec", samples)
+    (folder / "property").write_text(f"8,112,96\n{len(samples)}\n")
+    message = r"property says the faces are 112x96 \(HxW\) but the images of .*train.rec are 112x112 \(key 1, the"
+    code, out, _ = _run_main(["data", "rec-info", f"--path={folder}", "--check_images=-1"], monkeypatch, capsys)
+    assert code == 2 and re.search(message, out) and "property's first line to 8,112,112" in out
+    with pytest.raises(BadDataError, match=message):
+        CasiaDataModule(RecordIO(folder), batch_size=4, num_workers=0, image_size=(112, 96))
+    # A 112x96 set holding one 112x112 face: rec-info names it (training would cut it to 112x96 unnoticed).
+    cropped = [(cls, cv2.imencode(".jpg", expected_rgb(jpeg)[:, :, ::-1])[1].tobytes()) for cls, jpeg in samples]
+    mixed = write_insightface_rec(tmp_path / "mixed", [*cropped[:5], samples[5], *cropped[6:]], image_size=(112, 96))
+    code, out, _ = _run_main(["data", "rec-info", f"--path={mixed}", "--check_images=-1"], monkeypatch, capsys)
+    assert code == 2 and "train.rec key 6: image is 112x112 (HxW), not 112x96 like the set's faces" in out
+    assert f"decoded {len(samples)} images: {len(samples) - 1} are 112x96 faces, 1 failed" in out
 
 
 def test_damaged_sets_make_both_tools_exit_non_zero_naming_the_record(rec, samples, tmp_path, monkeypatch, capsys):
