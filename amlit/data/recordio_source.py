@@ -40,6 +40,7 @@ from amlit.data.recordio import (
 )
 from amlit.data.sources import TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
+from amlit.listfiles import read_entries
 from amlit.outputs import check_names_inside
 from amlit.progress import progress_bar
 
@@ -75,14 +76,19 @@ def read_class_identities(path: str | Path, num_classes: int) -> list[str]:
         if len(mapping) != num_classes or None in identities:
             raise BadDataError(f"{path} names {len(mapping)} classes, but the .rec has classes 0..{num_classes - 1}")
         return identities
-    identities = read_id_list(path)
-    if len(identities) != num_classes:
-        raise BadDataError(
-            f"{path} lists {len(identities)} identities but the .rec has {num_classes} classes: the list must "
-            "have one CASIA id per class index, in class order"
+    identities = read_id_list(path)  # distinct ids: one listed again is dropped (with a warning)
+    lines = pd.Series([entry for _, entry in read_entries(path, str(path))])
+    repeated = lines[lines.duplicated()].unique().tolist()
+    if len(identities) != num_classes or repeated:
+        counted = (
+            f"{len(identities)} distinct identities ({len(lines)} lines, {len(repeated)} repeated: {listed(repeated)})"
+            if repeated
+            else f"{len(identities)} identities"
         )
-    if len(set(identities)) != len(identities):
-        raise BadDataError(f"{path}: an identity id is listed twice; each class needs its own id")
+        raise BadDataError(
+            f"{path} lists {counted} but the .rec has {num_classes} classes: the list must have one CASIA id per "
+            "class index, in class order, each id once"
+        )
     return identities
 
 

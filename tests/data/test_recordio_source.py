@@ -103,6 +103,11 @@ def test_identity_list_of_the_wrong_length_and_property_mismatch_are_errors(rec,
     (tmp_path / "short.txt").write_text("\n".join(CASIA_IDS[:-1]) + "\n")
     with pytest.raises(BadDataError, match=r"short.txt lists 7 identities but the .rec has 8 classes"):
         RecordIO(rec, identity_list=tmp_path / "short.txt").image_table((112, 96))
+    # 8 lines, one id twice: counted as the lines and the distinct ids, naming the repeated one.
+    (tmp_path / "dup.txt").write_text("\n".join([*CASIA_IDS[:4], CASIA_IDS[3], *CASIA_IDS[5:]]) + "\n")
+    repeated = rf"dup.txt lists 7 distinct identities \(8 lines, 1 repeated: {CASIA_IDS[3]}\) but the .rec has 8"
+    with pytest.warns(UserWarning, match="listed again"), pytest.raises(BadDataError, match=repeated):
+        RecordIO(rec, identity_list=tmp_path / "dup.txt").image_table((112, 96))
     (rec / "property").write_text("10572,112,112\n")
     with pytest.raises(BadDataError, match=r"property says 10572 classes but the image records .* have 8"):
         RecordIO(rec).image_table((112, 96))
