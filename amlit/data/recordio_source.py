@@ -179,6 +179,10 @@ class RecordIO(TrainingImages):
     ) -> None:
         self.rec_path, self.idx_path, self.property_path = rec_paths(path)
         self.on_bad = on_bad
+        if identity_list == "None":
+            # jsonargparse (4.53) hands `--data.train.identity_list=null` (a setting of a class nested in the data
+            # module's) over as the string "None"; it means no list, not a file named None.
+            identity_list = None
         self.identity_list = Path(identity_list) if identity_list is not None else None
         self._index: RecIndex | None = None
         self._identity_records_read = False
