@@ -7,10 +7,13 @@ folder that exists.
 
 from __future__ import annotations
 
+import ntpath
+import posixpath
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
-from amlit.errors import StorageError
+from amlit.errors import BadDataError, StorageError, listed
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -44,3 +47,26 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
             f"{problem}: the folder {existing} cannot be written ({error.strerror}); choose another path"
         ) from None
     return path
+
+
+def _leaves_root(name: str) -> bool:
+    """Whether the relative path ``name`` (from a user's file) would not name something strictly inside a folder:
+    absolute (``/x``, ``C:\\x``, ``\\\\server``), empty or the folder itself, or climbing out with ``..``."""
+    posix = name.replace("\\", "/")
+    if posixpath.isabs(posix) or ntpath.splitdrive(name)[0]:
+        return True
+    normal = posixpath.normpath(posix)
+    return normal in (".", "..") or normal.startswith("../")
+
+
+def check_names_inside(names: Iterable[str], root: str | Path, source: str | Path, what: str = "name") -> None:
+    """Refuse, before anything is written, names read from ``source`` that would make ``<root>/<name>`` land
+    outside ``root`` (absolute paths, ``..`` climbing out after normalization) or be ``root`` itself: one
+    ``BadDataError`` naming the offending names."""
+    bad = [name for name in dict.fromkeys(str(n) for n in names) if _leaves_root(name)]
+    if bad:
+        raise BadDataError(
+            f"{source}: {len(bad)} {what}(s) would be written outside {root}: {listed(map(repr, bad))}; every {what} "
+            f"must be a relative path that stays inside the output folder (no leading '/', no '..' climbing out); "
+            "nothing was written"
+        )

@@ -108,6 +108,17 @@ def test_paper_config_without_data_names_every_missing_path(tmp_path, monkeypatc
         assert setting in str(error)
 
 
+def test_a_rec_identity_list_set_to_null_is_cleared_and_the_hint_names_the_sources_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ids.txt").write_text("0000045\n")
+    source = ["--data.train=amlit.data.RecordIO", "--data.train.path=missing", "--data.train.identity_list=ids.txt"]
+    with pytest.raises(ValueError, match="data not found") as info:
+        run_cli(["fit", "--config", str(CONFIGS / "amsoftmax_casia.yaml"), *source, "--data.train.identity_list=null"])
+    error = str(find_user_error(info.value))
+    assert "data.train.path: missing/train.rec" in error and "identity_list" not in error
+    assert "e.g. --data.train.path=/path/to/it" in error and "data.train.root" not in error
+
+
 @pytest.mark.slow
 def test_console_script_prints_one_clear_error_without_traceback(tmp_path):
     result = subprocess.run(

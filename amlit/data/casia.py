@@ -65,11 +65,14 @@ def _blufr_metrics(features, names: list[str], config: BlufrConfig, far_rule: Fa
 
 def _require_paths(paths: list[tuple[Path, str, str]]) -> None:
     """Fail once, naming every configured path that does not exist: (path, setting, what it should be)."""
-    missing = [f"  {setting}: {path} (expected: {what})" for path, setting, what in paths if not path.exists()]
-    if missing:
+    absent = [(path, setting, what) for path, setting, what in paths if not path.exists()]
+    if absent:
+        # The example names a setting that is missing: each source has its own (ImageFolder root, RecordIO path).
         raise MissingDataError(
-            "data not found:\n" + "\n".join(missing) + "\nPrepare the data as in the README ('Data') or point "
-            "the settings to it, e.g. --data.train.root=/path/to/CASIA-WebFace-112X96"
+            "data not found:\n"
+            + "\n".join(f"  {setting}: {path} (expected: {what})" for path, setting, what in absent)
+            + "\nPrepare the data as in the README ('Data') or point the settings to it, e.g. "
+            f"--{absent[0][1]}=/path/to/it"
         )
 
 

@@ -40,6 +40,8 @@ from amlit.data.recordio import (
 )
 from amlit.data.sources import TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
+from amlit.listfiles import read_entries
+from amlit.outputs import check_names_inside
 from amlit.progress import progress_bar
 
 SUFFIXES = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "pnm": ".ppm", "tiff": ".tif", "webp": ".webp"}
@@ -74,14 +76,19 @@ def read_class_identities(path: str | Path, num_classes: int) -> list[str]:
         if len(mapping) != num_classes or None in identities:
             raise BadDataError(f"{path} names {len(mapping)} classes, but the .rec has classes 0..{num_classes - 1}")
         return identities
-    identities = read_id_list(path)
-    if len(identities) != num_classes:
-        raise BadDataError(
-            f"{path} lists {len(identities)} identities but the .rec has {num_classes} classes: the list must "
-            "have one CASIA id per class index, in class order"
+    identities = read_id_list(path)  # distinct ids: one listed again is dropped (with a warning)
+    lines = pd.Series([entry for _, entry in read_entries(path, str(path))])
+    repeated = lines[lines.duplicated()].unique().tolist()
+    if len(identities) != num_classes or repeated:
+        counted = (
+            f"{len(identities)} distinct identities ({len(lines)} lines, {len(repeated)} repeated: {listed(repeated)})"
+            if repeated
+            else f"{len(identities)} identities"
         )
-    if len(set(identities)) != len(identities):
-        raise BadDataError(f"{path}: an identity id is listed twice; each class needs its own id")
+        raise BadDataError(
+            f"{path} lists {counted} but the .rec has {num_classes} classes: the list must have one CASIA id per "
+            "class index, in class order, each id once"
+        )
     return identities
 
 
@@ -124,10 +131,21 @@ class RecordImages(Dataset):
             self._pid = os.getpid()
         return self._file
 
-    def read(self, index: int) -> np.ndarray:
+    def _encoded(self, index: int) -> tuple[bytes, str]:
         where = f"{self.rec_path} key {self.keys[index]}"
-        _, _, _, _, encoded = unpack_payload(read_record(self._handle(), int(self.offsets[index])), where)
+        return unpack_payload(read_record(self._handle(), int(self.offsets[index])), where)[4], where
+
+    def read(self, index: int) -> np.ndarray:
+        encoded, where = self._encoded(index)
         return decode_face(encoded, self.size, where)
+
+    def stored_size_of(self, index: int) -> tuple[int, int]:
+        """(H, W) of record ``index``'s image as stored (``read`` serves 112x112 faces cut to 112x96)."""
+        encoded, where = self._encoded(index)
+        try:
+            return decode_image(bytes(encoded)).shape[:2]
+        except BadDataError as error:
+            raise BadDataError(f"{where}: {error} ({len(encoded)} bytes): the stored image is damaged") from None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         for attempt in range(len(self.keys)):
@@ -161,6 +179,10 @@ class RecordIO(TrainingImages):
     ) -> None:
         self.rec_path, self.idx_path, self.property_path = rec_paths(path)
         self.on_bad = on_bad
+        if identity_list == "None":
+            # jsonargparse (4.53) hands `--data.train.identity_list=null` (a setting of a class nested in the data
+            # module's) over as the string "None"; it means no list, not a file named None.
+            identity_list = None
         self.identity_list = Path(identity_list) if identity_list is not None else None
         self._index: RecIndex | None = None
         self._identity_records_read = False
@@ -193,20 +215,38 @@ class RecordIO(TrainingImages):
         return self._index
 
     def stored_size(self) -> tuple[int, int]:
-        """(H, W) of the stored faces: the ``property`` file's, else the first decodable record's."""
-        if self.property_path.is_file():
-            prop = read_property(self.property_path)
-            return prop.height, prop.width
+        """(H, W) of the stored faces: the first decodable record's, which the ``property`` file must agree with.
+
+        The images decide, not the property: served by the property's size, 112x112 faces under a property saying
+        112x96 were silently cut to 96 columns (and recorded with no alignment template)."""
+        first = self._first_image_size()
+        if not self.property_path.is_file():
+            if first is None:
+                raise BadDataError(f"{self.rec_path}: none of the first 100 image records decodes; the file is damaged")
+            return first[1]
+        prop = read_property(self.property_path)
+        if first is not None and first[1] != (prop.height, prop.width):
+            key, (height, width) = first
+            raise BadDataError(
+                f"{self.property_path} says the faces are {prop.height}x{prop.width} (HxW) but the images of "
+                f"{self.rec_path} are {height}x{width} (key {key}, the first image): the images are what is "
+                f"served, so correct the property's first line to {prop.num_classes},{height},{width} "
+                "(classes,height,width) or delete the property file"
+            )
+        return prop.height, prop.width
+
+    def _first_image_size(self) -> tuple[int, tuple[int, int]] | None:
+        """(key, (H, W)) of the first of the first 100 image records that decodes, or None if none does."""
         images = self.index().images
         with open(self.rec_path, "rb") as file:
             for key, offset in zip(images["key"][:100], images["offset"][:100], strict=True):
                 try:
                     encoded = unpack_payload(read_record(file, int(offset)), f"{self.rec_path} key {key}")[4]
                     height, width = decode_image(bytes(encoded)).shape[:2]
-                    return height, width
+                    return int(key), (height, width)
                 except BadDataError:
                     continue
-        raise BadDataError(f"{self.rec_path}: none of the first 100 image records decodes; the file is damaged")
+        return None
 
     def usable_records(self) -> tuple[pd.DataFrame, list[str], RecProperty | None]:
         """(image records (key, cls, offset), problems, property): the index's usable records, without those whose
@@ -223,6 +263,27 @@ class RecordIO(TrainingImages):
             ]
             images = images[~out_of_range].reset_index(drop=True)
         return images, problems, prop
+
+    def property_mismatch(self, prop: RecProperty) -> str | None:
+        """Why ``prop`` disagrees with the records, or None. Its class count is compared with every usable record's
+        label, those beyond it included: leaving them out first (as ``usable_records`` does) would make a property
+        that understates the classes look consistent, and whole classes would silently not be trained."""
+        index = self.index()
+        mismatch = property_problems(prop, index.num_classes, index.num_image_records, index.rec_path)
+        if not mismatch:
+            return None
+        beyond = index.images[index.images["cls"] >= prop.num_classes]
+        if len(beyond):
+            mismatch.append(
+                f"{len(beyond)} image record(s) are labelled {prop.num_classes} or more (e.g. "
+                + ", ".join(f"key {r.key} label {r.cls}" for r in beyond.head(3).itertuples())
+                + ")"
+            )
+        return (
+            "; ".join(mismatch) + ". The property and the .rec come from different downloads or builds: if the "
+            "records are right, correct the property's first line (classes,height,width) or delete the property "
+            "file; if the property is right, the .rec is damaged: re-download or rebuild it"
+        )
 
     def truncation(self) -> str | None:
         """Why the ``.rec`` looks truncated (image records the ``.idx`` lists lie beyond its end or the last is cut
@@ -242,6 +303,8 @@ class RecordIO(TrainingImages):
         truncated = self.truncation()
         if truncated is not None:  # whatever on_bad says: skipping would train on fewer classes without a word
             raise BadDataError(f"{truncated}. amlit does not train on a truncated .rec")
+        if prop is not None and (mismatch := self.property_mismatch(prop)):
+            raise BadDataError(mismatch)
         if problems and self.on_bad == "fail":
             raise BadDataError(
                 f"{len(problems)} damaged record(s): {listed(problems, 3)}. Fix the files or set data.train.on_bad=skip"
@@ -250,14 +313,6 @@ class RecordIO(TrainingImages):
             rank_zero_warn(f"{self.rec_path}: skipping {len(problems)} record(s):\n  " + "\n  ".join(problems[:10]))
         if images.empty:
             raise BadDataError(f"{self.rec_path} has no usable image records")
-        if prop is not None:
-            index = self.index()
-            mismatch = property_problems(prop, int(images["cls"].max()) + 1, index.num_image_records, index.rec_path)
-            if mismatch:
-                raise BadDataError(
-                    "; ".join(mismatch) + ": the property and the .rec come from different downloads or builds; "
-                    "fix or delete the property file"
-                )
         stored = self.stored_size()
         if not can_serve(stored, image_size):
             raise BadDataError(
@@ -319,9 +374,8 @@ def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 
     if prop is not None:
         summary["property"] = {k: v for k, v in vars(prop).items() if k != "path"}
         print(f"{prop_path}: {prop.num_classes} classes, {prop.height}x{prop.width}, images: {prop.num_images}")
-        problems += property_problems(
-            prop, int(images["cls"].max()) + 1 if len(images) else 0, index.num_image_records, rec
-        )
+        # Every record's label, those beyond the property's count included (as training checks it).
+        problems += property_problems(prop, index.num_classes, index.num_image_records, rec)
     else:
         print(f"{prop_path}: absent (optional)")
     if index.ranges is not None:
@@ -366,26 +420,31 @@ def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 
             print(f"{identity_list}: {len(identities)} identities, class 0 = {identities[0]}")
         except (BadDataError, MissingDataError) as error:
             problems.append(str(error))
-    if check_images and len(images):
+    stored = None
+    if len(images):
         try:
-            stored = source.stored_size()
+            stored = source.stored_size()  # also checks the property's size against the images
         except BadDataError as error:
             problems.append(str(error))
-            stored = None
-        if stored is not None:
-            chosen = images if check_images < 0 else images.sample(min(check_images, len(images)), random_state=seed)
-            dataset = RecordImages(rec, chosen["key"], chosen["offset"], chosen["cls"], stored, on_bad="fail")
-            bad = 0
-            for i in progress_bar(range(len(dataset)), desc="decoding images", unit="img", leave=False):
-                try:
-                    dataset.read(i)
-                except BadDataError as error:
-                    bad += 1
-                    problems.append(str(error))
-            summary.update(stored_size=list(stored), checked_images=len(dataset))
-            print(
-                f"decoded {len(dataset)} images: {len(dataset) - bad} are {stored[0]}x{stored[1]} faces, {bad} failed"
-            )
+    if check_images and stored is not None:
+        chosen = images if check_images < 0 else images.sample(min(check_images, len(images)), random_state=seed)
+        dataset = RecordImages(rec, chosen["key"], chosen["offset"], chosen["cls"], stored, on_bad="fail")
+        bad = 0
+        for i in progress_bar(range(len(dataset)), desc="decoding images", unit="img", leave=False):
+            try:
+                size = dataset.stored_size_of(i)  # exactly: training would cut a 112x112 face to a 112x96 set
+            except BadDataError as error:
+                bad += 1
+                problems.append(str(error))
+                continue
+            if size != stored:
+                bad += 1
+                problems.append(
+                    f"{rec} key {dataset.keys[i]}: image is {size[0]}x{size[1]} (HxW), not {stored[0]}x{stored[1]} "
+                    "like the set's faces"
+                )
+        summary.update(stored_size=list(stored), checked_images=len(dataset))
+        print(f"decoded {len(dataset)} images: {len(dataset) - bad} are {stored[0]}x{stored[1]} faces, {bad} failed")
     summary["problems"] = problems
     print(f"{len(problems)} problem(s)" + "".join(f"\n  {p}" for p in problems[:50]))
     if len(problems) > 50:
@@ -426,6 +485,8 @@ def rec_export(
         )
     size = (112, 96) if crop else stored
     table = source.image_table(size)
+    # Folder names come from the identity list (a train.lst's image folders): none may lead out of the output.
+    check_names_inside(table["identity"].unique(), output, identity_list or source.rec_path, "identity folder")
     _, skipped, _ = source.usable_records()
     index = source.index()
     output = Path(output)

@@ -32,7 +32,7 @@ from amlit.eval.megaface import (
 )
 from amlit.eval.pairs import lines_naming, read_lfw_pairs
 from amlit.eval.verification import PairProtocol, pair_verification_metrics
-from amlit.outputs import check_output
+from amlit.outputs import check_names_inside, check_output
 
 
 def _check_output(output: str | Path | None) -> None:
@@ -272,6 +272,7 @@ def export_megaface(
                 "embed the images of the list with the devkit's relative paths as names"
             )
         names, features = wanted, features[[row_of[name] for name in wanted]]
+    check_names_inside(names, output_root, image_list or embeddings, "image name")
     write_features(names, features, output_root, ending)
     print(f"wrote {len(names)} feature files under {output_root} (ending {ending!r})")
     return len(names)

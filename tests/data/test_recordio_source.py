@@ -1,6 +1,7 @@
 """``RecordIO`` training source end to end: insightface-layout files built here, read through ``CasiaDataModule``;
 identity mapping, the 112x112 -> 112x96 crop, bad-data policy, and the rec-info / rec-export tools."""
 
+import re
 import shutil
 import struct
 
@@ -102,6 +103,11 @@ def test_identity_list_of_the_wrong_length_and_property_mismatch_are_errors(rec,
     (tmp_path / "short.txt").write_text("\n".join(CASIA_IDS[:-1]) + "\n")
     with pytest.raises(BadDataError, match=r"short.txt lists 7 identities but the .rec has 8 classes"):
         RecordIO(rec, identity_list=tmp_path / "short.txt").image_table((112, 96))
+    # 8 lines, one id twice: counted as the lines and the distinct ids, naming the repeated one.
+    (tmp_path / "dup.txt").write_text("\n".join([*CASIA_IDS[:4], CASIA_IDS[3], *CASIA_IDS[5:]]) + "\n")
+    repeated = rf"dup.txt lists 7 distinct identities \(8 lines, 1 repeated: {CASIA_IDS[3]}\) but the .rec has 8"
+    with pytest.warns(UserWarning, match="listed again"), pytest.raises(BadDataError, match=repeated):
+        RecordIO(rec, identity_list=tmp_path / "dup.txt").image_table((112, 96))
     (rec / "property").write_text("10572,112,112\n")
     with pytest.raises(BadDataError, match=r"property says 10572 classes but the image records .* have 8"):
         RecordIO(rec).image_table((112, 96))
@@ -210,6 +216,18 @@ def test_rec_export_writes_a_tree_image_folder_can_train_from(rec, samples, tmp_
     assert (out / "0000003" / "10.jpg").read_bytes() == samples[9][1]  # stored bytes copied unchanged
 
 
+def test_rec_export_refuses_identity_folders_that_leave_the_output(samples, tmp_path):
+    """A train.lst names each class by its image's folder: '..' (or no folder) must not become an output path."""
+    folder = write_insightface_rec(tmp_path / "rec", samples)
+    folders = ["..", *CASIA_IDS[1:]]
+    lines = [f"1\t/data/{folders[cls]}/{n:03d}.jpg\t{cls}" for n, (cls, _) in enumerate(samples)]
+    (tmp_path / "train.lst").write_text("\n".join(lines) + "\n")
+    out, ids = tmp_path / "a" / "tree", f"--identity_list={tmp_path / 'train.lst'}"
+    with pytest.raises(BadDataError, match=r"train.lst: 1 identity folder\(s\) would be written outside .*: '..'"):
+        run_tool(["data", "rec-export", f"--path={folder}", f"--output={out}", ids])
+    assert not (tmp_path / "a").exists()
+
+
 @pytest.mark.slow
 def test_paper_config_fits_one_step_from_a_rec(rec, tmp_path, monkeypatch):
     from conftest import paper_fit_args
@@ -269,6 +287,23 @@ def test_a_112x96_rec_is_read_alike_by_training_rec_info_and_rec_export(samples,
         RecordIO(folder).image_table((112, 112))
 
 
+def test_a_property_size_the_images_do_not_have_is_reported_and_refused(samples, tmp_path, monkeypatch, capsys):
+    """property '8,112,96' over 112x112 faces: served by the property, they were silently cut to 96 columns."""
+    folder = write_insightface_rec(tmp_path / "rec", samples)
+    (folder / "property").write_text(f"8,112,96\n{len(samples)}\n")
+    message = r"property says the faces are 112x96 \(HxW\) but the images of .*train.rec are 112x112 \(key 1, the"
+    code, out, _ = _run_main(["data", "rec-info", f"--path={folder}", "--check_images=-1"], monkeypatch, capsys)
+    assert code == 2 and re.search(message, out) and "property's first line to 8,112,112" in out
+    with pytest.raises(BadDataError, match=message):
+        CasiaDataModule(RecordIO(folder), batch_size=4, num_workers=0, image_size=(112, 96))
+    # A 112x96 set holding one 112x112 face: rec-info names it (training would cut it to 112x96 unnoticed).
+    cropped = [(cls, cv2.imencode(".jpg", expected_rgb(jpeg)[:, :, ::-1])[1].tobytes()) for cls, jpeg in samples]
+    mixed = write_insightface_rec(tmp_path / "mixed", [*cropped[:5], samples[5], *cropped[6:]], image_size=(112, 96))
+    code, out, _ = _run_main(["data", "rec-info", f"--path={mixed}", "--check_images=-1"], monkeypatch, capsys)
+    assert code == 2 and "train.rec key 6: image is 112x112 (HxW), not 112x96 like the set's faces" in out
+    assert f"decoded {len(samples)} images: {len(samples) - 1} are 112x96 faces, 1 failed" in out
+
+
 def test_damaged_sets_make_both_tools_exit_non_zero_naming_the_record(rec, samples, tmp_path, monkeypatch, capsys):
     offsets = read_idx(rec / "train.idx")
     data = bytearray((rec / "train.rec").read_bytes())
@@ -315,7 +350,7 @@ def test_a_rec_truncated_in_its_images_is_refused_as_truncated_whatever_on_bad_s
     assert code == 2 and "looks truncated: 6 of the 24 image records" in out
 
 
-def test_a_label_beyond_the_property_classes_names_its_record(samples, tmp_path):
+def test_a_label_beyond_the_property_classes_names_its_record(samples, tmp_path, capsys):
     broken = [*samples[:-1], (len(CASIA_IDS) - 1, samples[-1][1])]
     folder = write_insightface_rec(tmp_path / "rec", broken)
     offsets = read_idx(folder / "train.idx")
@@ -323,9 +358,24 @@ def test_a_label_beyond_the_property_classes_names_its_record(samples, tmp_path)
     key = len(samples)  # the last image record: its scalar label (IRHeader bytes 4..8) becomes 99
     data[offsets[key] + 8 + 4 : offsets[key] + 8 + 8] = struct.pack("<f", 99.0)
     (folder / "train.rec").write_bytes(bytes(data))
-    message = rf"train.rec key {key} \(byte {offsets[key]}\): label 99 is out of range: .*property says 8 classes"
-    with pytest.raises(BadDataError, match=message):
-        RecordIO(folder, on_bad="fail").image_table((112, 96))
-    with pytest.warns(UserWarning, match=message):
-        table = RecordIO(folder).image_table((112, 96))
-    assert len(table) == len(samples) - 1 and str(key) not in set(table["name"])
+    # The property or the record is wrong, amlit cannot tell which: refused whatever on_bad says, naming the record.
+    message = rf"says 8 classes but .* have 100 \(largest label \+ 1\); 1 image record.* \(e.g. key {key} label 99\)"
+    for on_bad in ("fail", "skip"):
+        with pytest.raises(BadDataError, match=message):
+            RecordIO(folder, on_bad=on_bad).image_table((112, 96))
+    with pytest.raises(BadDataError, match=r"problem\(s\), listed above"):
+        run_tool(["data", "rec-info", f"--path={folder}", "--check_images=0"])
+    out = capsys.readouterr().out
+    assert f"key {key} (byte {offsets[key]}): label 99 is out of range" in out and "have 100 (largest label" in out
+
+
+def test_a_property_that_understates_the_classes_is_refused_by_fit_as_by_rec_info(samples, tmp_path, capsys):
+    """property '6,...' on a .rec of 8 classes: training must not drop classes 6 and 7 with a mere warning."""
+    folder = write_insightface_rec(tmp_path / "rec", samples)
+    (folder / "property").write_text("6,112,112\n")
+    message = r"property says 6 classes but the image records of .*train.rec have 8 \(largest label \+ 1\); 6 image"
+    with pytest.raises(BadDataError, match=message + r".* if the records are right, correct the property"):
+        CasiaDataModule(RecordIO(folder), batch_size=4, num_workers=0)
+    with pytest.raises(BadDataError, match=r"train.rec: 7 problem\(s\), listed above"):
+        run_tool(["data", "rec-info", f"--path={folder}", "--check_images=0"])
+    assert "property says 6 classes but the image records of" in capsys.readouterr().out

@@ -312,6 +312,18 @@ def test_cli_scores_npz_and_devkit_tree_alike_and_exports(tmp_path):
         run_tool(["score", "megaface", f"--probes={tmp_path / 'probes.json'}", f"--distractors={tmp_path / 'x.npz'}"])
 
 
+def test_export_refuses_names_that_leave_the_output_root_before_writing_anything(tmp_path):
+    names = ["a/1.jpg", "../../escaped.jpg", f"{tmp_path}/x/abs.jpg", "b/../../up.jpg", "c/../fine.jpg"]
+    features = np.random.default_rng(0).standard_normal((len(names), 8)).astype(np.float32)
+    np.savez(tmp_path / "e.npz", names=np.array(names), features=features)
+    out = tmp_path / "deep" / "er" / "out"
+    args = ["export", "megaface", f"--embeddings={tmp_path / 'e.npz'}", f"--output_root={out}"]
+    outside = r"3 image name\(s\) would be written outside .*'../../escaped.jpg', "
+    with pytest.warns(UserWarning, match="not L2-normalized"), pytest.raises(BadDataError, match=outside):
+        run_tool(args)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["e.npz"]
+
+
 def test_cli_refuses_one_file_as_both_sets_and_warns_of_probes_among_the_distractors_or_swapped_sets(tmp_path):
     probes, labels, distractors = random_set(5, distractors=100)
     probe_names = [f"Id{label}/Id{label}_{i}.png" for i, label in enumerate(labels)]
