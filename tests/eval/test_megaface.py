@@ -281,12 +281,18 @@ def test_real_probe_identity_list(shared_data):
 # ---------------------------------------------------------------- the tool commands
 
 
-def test_cli_scores_npz_and_devkit_tree_alike_and_exports(tmp_path):
+def write_npz_sets(tmp_path):
+    """A random MegaFace set (5 identities, 100 distractors) written as probes.npz and distractors.npz."""
     probes, labels, distractors = random_set(5, distractors=100)
     probe_names = [f"Id{label}/Id{label}_{i}.png" for i, label in enumerate(labels)]
     distractor_names = [f"FlickrFinal2/{i:03d}.jpg" for i in range(len(distractors))]
     np.savez(tmp_path / "probes.npz", names=np.array(probe_names), features=probes.astype(np.float32))
     np.savez(tmp_path / "distractors.npz", names=np.array(distractor_names), features=distractors.astype(np.float32))
+    return probes, labels, distractors, probe_names, distractor_names
+
+
+def test_cli_scores_npz_and_devkit_tree_alike_and_exports(tmp_path):
+    probes, labels, distractors, probe_names, distractor_names = write_npz_sets(tmp_path)
     common = ["--far=0.01", "--device=cpu"]
     npz_inputs = [f"--probes={tmp_path / 'probes.npz'}", f"--distractors={tmp_path / 'distractors.npz'}"]
     from_npz = run_tool(["score", "megaface", *npz_inputs, f"--output={tmp_path / 'results.json'}", *common])
@@ -325,11 +331,7 @@ def test_export_refuses_names_that_leave_the_output_root_before_writing_anything
 
 
 def test_cli_refuses_one_file_as_both_sets_and_warns_of_probes_among_the_distractors_or_swapped_sets(tmp_path):
-    probes, labels, distractors = random_set(5, distractors=100)
-    probe_names = [f"Id{label}/Id{label}_{i}.png" for i, label in enumerate(labels)]
-    distractor_names = [f"FlickrFinal2/{i:03d}.jpg" for i in range(len(distractors))]
-    np.savez(tmp_path / "probes.npz", names=np.array(probe_names), features=probes.astype(np.float32))
-    np.savez(tmp_path / "distractors.npz", names=np.array(distractor_names), features=distractors.astype(np.float32))
+    probes, labels, distractors, probe_names, distractor_names = write_npz_sets(tmp_path)
     # Copies of 3 probe images among the distractors: 2 under their file names, 1 under another name
     with_copies = np.vstack([distractors, probes[:3]]).astype(np.float32)
     copy_names = [*distractor_names, f"dup/{probe_names[0]}", f"dup/{probe_names[1]}", "renamed.jpg"]
