@@ -15,7 +15,6 @@ accuracy as long as training and test images are aligned the same way (align bot
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -36,6 +35,7 @@ from amlit.data.images import (
     INSIGHTFACE_SIZE,
     accepted_extensions,
     decode_image,
+    file_sha256,
     read_image_size,
     scan_images,
     write_image_atomically,
@@ -344,14 +344,6 @@ def _run_jobs(
         cv2.setNumThreads(opencv_threads)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_alignment_info(output: Path, info: dict) -> None:
     """Refuse to resume into a folder aligned with another template or from another landmark file: finished crops
     are kept on a rerun, so the tree would mix crop geometries, or crops of the old landmarks (even of images the
@@ -544,7 +536,7 @@ def align_tree(
             "template": template,
             **_template_info(align_template),
             "landmarks": str(landmarks),
-            "landmarks_sha256": _file_sha256(landmarks),
+            "landmarks_sha256": file_sha256(landmarks),
         },
     )
 
