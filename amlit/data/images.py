@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from amlit.data.jpeg_warnings import decode_jpeg
+from amlit.data.jpeg_warnings import PADDING_OR_DAMAGE, decode_jpeg
 from amlit.errors import BadDataError
 
 # Extensions accepted as image files (lower-cased); the README's "What amlit accepts" lists them. OpenCV decodes
@@ -222,6 +222,13 @@ def decode_image(data: bytes) -> np.ndarray:
         raise BadDataError("damaged or truncated JPEG (no end-of-image marker after the image data)")
     if fmt == "jpeg":
         image, damage = decode_jpeg(data)
+        if damage is not None and PADDING_OR_DAMAGE.search(damage):
+            raise BadDataError(
+                f"damaged JPEG data (libjpeg: {damage}): the image data ends before its end marker, either because "
+                "bytes overwritten mid-file decoded as an early end (the rest of the image would be wrong) or "
+                "because its writer padded it; libjpeg cannot tell which, so it is refused (re-encode it if you "
+                "know it is intact)"
+            )
         if damage is not None:
             raise BadDataError(f"damaged JPEG data (libjpeg: {damage}; the rest of the image would be guessed)")
     else:

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 from multiprocessing.pool import ThreadPool
 
 import cv2
@@ -57,6 +58,79 @@ def test_decoding_threads_are_each_told_about_their_own_damaged_jpeg(capfd):
     with ThreadPool(6) as pool:
         assert pool.map(refused, damaged, chunksize=2) == damaged
     assert capfd.readouterr().err.count("Corrupt JPEG data") == sum(damaged)
+
+
+def _face_jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    image = cv2.cvtColor(render_face(random_identity(rng), rng), cv2.COLOR_RGB2BGR)
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def test_early_end_of_the_image_data_is_refused_with_both_of_its_causes(capfd):
+    """libjpeg's "N extraneous bytes before marker 0xd9" comes from bytes overwritten mid-file that decode as an
+    early end (most of the image wrong) as well as from a writer's padding (the image intact): it cannot tell them
+    apart, so the image is refused, naming both."""
+    noise = np.random.default_rng(17).integers(0, 256, (112, 96, 3), dtype=np.uint8)
+    encoded = cv2.imencode(".jpg", noise)[1].tobytes()
+    overwritten = bytearray(encoded)
+    overwritten[len(encoded) // 2 : len(encoded) // 2 + 40] = b"\x12" * 40
+    wrong = cv2.imdecode(np.frombuffer(bytes(overwritten), np.uint8), cv2.IMREAD_COLOR)
+    assert (wrong != decode_image(encoded)).any(axis=2).mean() > 0.2  # the silent result this refusal prevents
+    padded = encoded[:-2] + b"junk" * 30 + encoded[-2:]  # (libjpeg counts what its last buffer had not read yet)
+    for data in (bytes(overwritten), padded):
+        with pytest.raises(BadDataError, match=r"extraneous bytes before marker 0xd9\): .* mid-file .* padded"):
+            decode_image(data)
+    assert re.fullmatch(r"(Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9\n){3}", capfd.readouterr().err)
+
+
+_CHILD = """
+import sys, threading
+from pathlib import Path
+from amlit.data.images import decode_image
+from amlit.errors import BadDataError
+good, bad = Path(sys.argv[1]).read_bytes(), Path(sys.argv[2]).read_bytes()
+chunk, written, done = int(sys.argv[3]), [0], threading.Event()
+def flood():  # megabyte writes, many of them started while fd 2 points at the pipe
+    while chunk and not done.is_set():
+        sys.stderr.write("x" * chunk)
+        written[0] += chunk
+writer = threading.Thread(target=flood)
+writer.start()
+refused = []
+for data in [good, bad] * 300:
+    try:
+        decode_image(data)
+        refused.append(False)
+    except BadDataError:
+        refused.append(True)
+done.set()
+writer.join()
+if sys.stderr:
+    sys.stderr.flush()
+print(refused == [False, True] * 300, written[0])
+"""
+
+
+@pytest.mark.parametrize(("stderr", "flood"), [("closed", 0), ("pipe", 1_000_000)], ids=["stderr-closed", "flood"])
+def test_damage_is_found_with_stderr_closed_and_other_threads_stderr_is_neither_lost_nor_stuck(tmp_path, stderr, flood):
+    """stderr closed at start (``2>&-``): the pipe must not take fd 2 itself. Another thread writing megabytes to
+    stderr while images decode: every byte arrives and nothing blocks once the decodes are over."""
+    import subprocess
+    import sys
+
+    encoded = _face_jpeg(13)
+    (tmp_path / "good.jpg").write_bytes(encoded)
+    (tmp_path / "bad.jpg").write_bytes(damaged_in_the_middle(encoded))
+    command = [sys.executable, "-c", _CHILD, str(tmp_path / "good.jpg"), str(tmp_path / "bad.jpg"), str(flood)]
+    if stderr == "closed":
+        result = subprocess.run(command, stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=60)
+        assert result.returncode == 0 and result.stdout.split()[0] == b"True"
+    else:
+        result = subprocess.run(command, capture_output=True, timeout=60)  # a stuck writer: TimeoutExpired
+        err = result.stderr.decode()
+        assert result.returncode == 0 and result.stdout.split()[0] == b"True"
+        assert err.count("x") == int(result.stdout.split()[1]) > 0
+        assert err.count("Corrupt JPEG data: bad Huffman code") == 300
 
 
 # ---- every accepted format, checked against OpenCV's own decode -----------------------------------------------
