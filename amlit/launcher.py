@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
 from amlit.errors import ConfigError
 
@@ -24,13 +24,22 @@ def _env_int(name: str) -> int | None:
         return None
 
 
+def slurm_detected() -> bool:
+    """Lightning's ``SLURMEnvironment.detect()`` rule (srun set ``SLURM_NTASKS``, and the job is not named ``bash``
+    or ``interactive``) without its warning that srun is installed but unused: the trainer detects the environment
+    too and gives that warning itself. (Silencing it with ``warnings.catch_warnings`` would reset Python's
+    once-per-place memory, and Lightning's later detects would repeat it.)"""
+    return "SLURM_NTASKS" in os.environ and SLURMEnvironment.job_name() not in ("bash", "interactive")
+
+
 def launched_processes() -> tuple[int, str, str] | None:
     """(processes, who started them, what to do on a mismatch) of this process's launcher; None without one.
 
-    SLURM first, as Lightning chooses its cluster environment (``SLURMEnvironment.detect``: not for a job named
-    ``bash`` or ``interactive``), then any ``WORLD_SIZE`` (torchrun, or Lightning's own DDP children, whose count
-    matches by construction)."""
-    if SLURMEnvironment.detect() and _env_int("SLURM_NTASKS") is not None:
+    The environments Lightning would choose, in its order: SLURM (``SLURMEnvironment.detect``: not for a job named
+    ``bash`` or ``interactive``), then torchelastic (``torchrun`` sets ``TORCHELASTIC_RUN_ID``). A bare
+    ``WORLD_SIZE`` left in the shell is no launch: Lightning ignores it too. Lightning's own DDP children are
+    neither, and their count matches by construction."""
+    if slurm_detected() and _env_int("SLURM_NTASKS") is not None:
         tasks, per_node, nodes = _env_int("SLURM_NTASKS"), _env_int("SLURM_NTASKS_PER_NODE"), _env_int("SLURM_NNODES")
         layout = (
             f"--trainer.devices={per_node} --trainer.num_nodes={nodes}"
@@ -40,7 +49,7 @@ def launched_processes() -> tuple[int, str, str] | None:
         fix = f"set {layout} --trainer.strategy=ddp, or start one task (srun --ntasks=1)"
         return tasks, f"SLURM started {tasks} tasks (SLURM_NTASKS={tasks})", fix
     world = _env_int("WORLD_SIZE")
-    if world is not None:
+    if TorchElasticEnvironment.detect() and world is not None:
         per_node = _env_int("LOCAL_WORLD_SIZE")
         layout = (
             f"--trainer.devices={per_node} --trainer.num_nodes={world // per_node}"

@@ -18,11 +18,11 @@ import os
 from pathlib import Path
 
 import lightning as L
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from amlit.errors import ConfigError
+from amlit.launcher import slurm_detected
 
 LAST = "last"
 LAST_OR_NEW = "last_or_new"
@@ -52,7 +52,7 @@ def resolve_ckpt_path(trainer: L.Trainer, ckpt_path: str | Path | None, fitting:
             rank_zero_warn("no --ckpt_path: evaluating the model as initialized, not a trained one")
             return None
         ckpt_path = LAST if ckpt_path == LAST_OR_NEW else ckpt_path
-    requeued = SLURMEnvironment.detect() and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    requeued = slurm_detected() and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
     if ckpt_path is None and not requeued:
         _warn_if_overwriting(trainer)
         return None

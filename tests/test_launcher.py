@@ -1,17 +1,31 @@
 """A launcher (srun, torchrun) that started another number of processes than the trainer expects is refused."""
 
+import os
+import warnings
+
 import pytest
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.loggers.logger import DummyExperiment
 from lightning.pytorch.utilities import rank_zero_only
 from test_cli import CONFIGS, overrides
 
 from amlit.cli import find_user_error, run_cli
 from amlit.errors import ConfigError
-from amlit.launcher import check_launch_matches, configured_processes
+from amlit.launcher import check_launch_matches, configured_processes, slurm_detected
 from amlit.loggers import WandbLogger
 
 LAUNCH_ENV = ("SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_NNODES", "SLURM_JOB_NAME", "SLURM_PROCID")
-LAUNCH_ENV += ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK")
+LAUNCH_ENV += ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK", "GROUP_RANK", "TORCHELASTIC_RUN_ID")
+
+# what torchrun --nnodes=2 --nproc-per-node=2 sets for its last process (among others)
+TORCHRUN_FOUR = {
+    "WORLD_SIZE": "4",
+    "LOCAL_WORLD_SIZE": "2",
+    "RANK": "3",
+    "LOCAL_RANK": "1",
+    "GROUP_RANK": "1",
+    "TORCHELASTIC_RUN_ID": "none",
+}
 
 # `srun --ntasks=2` of a single-device run, as rank 1 sees it
 SLURM_TWO_TASKS = {
@@ -49,13 +63,48 @@ def test_a_slurm_launch_must_match_devices_times_nodes(launched):
 
 def test_a_torchrun_launch_must_match_devices_times_nodes(launched):
     check_launch_matches(1, 1)  # no launcher
-    launched(WORLD_SIZE="4", LOCAL_WORLD_SIZE="2", RANK="3", LOCAL_RANK="1")
+    launched(**TORCHRUN_FOUR)
     with pytest.raises(
         ConfigError, match=r"started 4 processes \(WORLD_SIZE=4\) .*--trainer.devices=2 --trainer.num_nodes=2"
     ):
         check_launch_matches(2, 1)
     check_launch_matches(2, 2)
     check_launch_matches([0, 1], 2)
+
+
+def test_a_bare_world_size_left_in_the_shell_is_no_launch(launched):
+    launched(WORLD_SIZE="4")  # an `export WORLD_SIZE=4` from another job: Lightning trains one process
+    check_launch_matches(1, 1)
+    launched(LOCAL_RANK="1", RANK="1")  # as Lightning's own DDP children see it (their count matches anyway)
+    check_launch_matches(1, 1)
+
+
+def test_an_installed_but_unused_srun_is_not_warned_of_by_the_check(launched, tmp_path, monkeypatch):
+    srun = tmp_path / "srun"
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_launch_matches(1, 1)
+    assert [str(warning.message) for warning in caught] == []  # the trainer warns once itself
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        SLURM_TWO_TASKS,
+        {**SLURM_TWO_TASKS, "SLURM_JOB_NAME": "bash"},
+        {**SLURM_TWO_TASKS, "SLURM_JOB_NAME": "interactive"},
+    ],
+)
+def test_slurm_is_detected_by_lightnings_rule(launched, env):
+    launched(**env)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = SLURMEnvironment.detect()
+    assert slurm_detected() is expected
 
 
 def test_configured_processes_reads_lightnings_device_spellings():
