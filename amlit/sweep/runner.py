@@ -52,6 +52,25 @@ def isolate_trial_outputs(argv: list[str], trial_dir: Path) -> list[str]:
     return [*argv, f"--trainer.default_root_dir={trial_dir}"]
 
 
+def trial_dir(output: Path, index: int) -> Path:
+    """The run folder of trial ``index`` of the sweep in ``output``."""
+    return output / f"trial-{index}"
+
+
+def _comparable(argv: Sequence[str], run_dir: str | None) -> list[str]:
+    """A trial's argv without what a rerun of the same sweep may spell differently: the interpreter at the program's
+    place (another venv) and the trial's run folder (``--output`` given relative, absolute, or with a trailing
+    slash). For rows of trials.csv written before it recorded ``sweep_command``."""
+    program = 1 if argv and argv[0].endswith("/env") else 0
+    comparable = [
+        "<python>" if place == program and Path(item).name.startswith("python") else item
+        for place, item in enumerate(argv)
+    ]
+    if isinstance(run_dir, str) and run_dir:  # a row without it reads as NaN
+        comparable = [item.replace(run_dir, "<trial>") for item in comparable]
+    return comparable
+
+
 def _use_this_python(argv: list[str]) -> list[str]:
     """Run ``python`` / ``amlit`` items with this interpreter, so trials work inside the venv without activating it."""
     resolved: list[str] = []
@@ -132,8 +151,11 @@ def check_same_sweep(
         if isinstance(recorded, str):
             changes = _command_changes(recorded, current, file) if recorded != current else []
         elif index in dict(planned):  # a row of an older amlit: compare the whole command it ran
-            argv = shlex.join(trial_argv(index, dict(planned)[index]))
-            changes = [f"it ran `{previous['command']}`, the sweep now runs `{argv}`"] * (previous["command"] != argv)
+            argv = trial_argv(index, dict(planned)[index])
+            same = _comparable(shlex.split(previous["command"]), previous.get("run_dir")) == _comparable(
+                argv, str(trial_dir(trials_csv.parent, index))
+            )
+            changes = [] if same else [f"it ran `{previous['command']}`, the sweep now runs `{shlex.join(argv)}`"]
         else:
             changes = []
         if changes:
@@ -276,7 +298,7 @@ def run_sweep(
     current = sweep_command(config, extra_args)
 
     def trial_argv(index: int, parameters: dict[str, Any]) -> list[str]:
-        return _trial_argv(config, parameters, output / f"trial-{index}", extra_args)
+        return _trial_argv(config, parameters, trial_dir(output, index), extra_args)
 
     check_same_sweep(rows, planned, current, trial_argv, file, trials_csv)
     to_run = [(index, p) for index, p in planned if rows.get(index, {}).get("status") != FINISHED]
@@ -286,7 +308,7 @@ def run_sweep(
     progress = progress_bar(to_run, desc=f"sweep {file.name}", unit="trial", disable=dry_run)
     for index, parameters in progress:
         params_json = json.dumps(parameters, sort_keys=True)
-        run_dir = output / f"trial-{index}"
+        run_dir = trial_dir(output, index)
         argv = trial_argv(index, parameters)
         if dry_run:
             print(f"trial {index}: {shlex.join(argv)}")

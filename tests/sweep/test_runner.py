@@ -123,8 +123,14 @@ def test_runner_refuses_an_output_folder_of_another_command_or_extra_args(tmp_pa
         run_sweep(sweep, output=output, extra_args=["--trainer.max_steps=20"])
     assert calls == []
     monkeypatch.undo()
+    # the same sweep from another venv, with --output relative: the interpreter and the run folder do not count
+    saved = pd.read_csv(output / "trials.csv")
+    saved["command"] = saved["command"].str.replace(sys.executable, "/old/venv/bin/python3", regex=False)
+    assert saved["command"][0].startswith(f"/usr/bin/env /old/venv/bin/python3 {tmp_path / 'fake_trainer.py'} ")
+    saved.to_csv(output / "trials.csv", index=False)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(TrialsFailedError):
-        run_sweep(sweep, output=output)  # unchanged: continues, trial 1 runs (and fails) again
+        run_sweep(sweep, output=Path("out"))  # unchanged: continues, trial 1 runs (and fails) again
     rerun = pd.read_csv(output / "trials.csv")
     assert rerun["status"].tolist() == ["finished", "failed"]
     assert rerun["sweep_command"].isna().tolist() == [True, False]  # trial 0 kept, trial 1 ran again
