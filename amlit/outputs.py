@@ -33,12 +33,15 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
     in the way; returns ``path`` as a ``Path``."""
     path = Path(path)
     problem = f"cannot write {option}={path}"
-    if not folder and path.is_dir():
-        raise StorageError(f"{problem}: it is a folder; give a file name")
-    existing = _nearest_existing(path if folder else path.parent)
-    if not existing.is_dir():
-        what = "it" if existing == path else str(existing)
-        raise StorageError(f"{problem}: {what} is a file, not a folder; choose another path")
+    try:
+        if not folder and path.is_dir():
+            raise StorageError(f"{problem}: it is a folder; give a file name")
+        existing = _nearest_existing(path if folder else path.parent)
+        if not existing.is_dir():
+            what = "it" if existing == path else str(existing)
+            raise StorageError(f"{problem}: {what} is a file, not a folder; choose another path")
+    except OSError as error:  # looking at the path failed: no permission to search a parent, a name too long, ...
+        raise StorageError(f"{problem}: {error.strerror or error}; choose another path") from None
     try:
         with tempfile.TemporaryFile(dir=existing, prefix=".amlit-write-test-"):
             pass

@@ -32,6 +32,16 @@ def test_a_folder_that_cannot_be_written_is_refused_even_for_root():
         check_output("/proc/x.json", "--output")
 
 
+@pytest.mark.parametrize("folder", [False, True])
+def test_a_path_that_cannot_even_be_looked_at_is_refused_not_a_traceback(tmp_path, folder):
+    # stat() fails with another error than "missing" (ENAMETOOLONG here; EACCES for a parent one may not search)
+    too_long = tmp_path / ("a" * 300) / "x.npz"
+    with pytest.raises(StorageError, match=r"--output=\S*aaaa/x\.npz: File name too long; choose another path"):
+        check_output(too_long, "--output", folder=folder)
+    with pytest.raises(StorageError, match=r"aaaa\.npz: File name too long"):
+        check_output(tmp_path / ("a" * 300 + ".npz"), "--output", folder=folder)
+
+
 COMMANDS = {  # every input but the output is missing or bogus: the output is checked first
     "score lfw": ["score", "lfw", "--embeddings=missing.npz", "--pairs=missing.txt", "--output={out}.json"],
     "embed": ["embed", "--model=missing.ckpt", "--images=missing", "--output={out}.npz"],
