@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -52,6 +53,8 @@ from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verificat
 # ROC into that protocol's results (and amlit report read them as BLUFR's or MegaFace's).
 BLUFR_SET, MEGAFACE_SET = "blufr", "megaface"
 PROTOCOL_SET_NAMES = {BLUFR_SET: "BLUFR", MEGAFACE_SET: "MegaFace"}
+
+WorkerStart = Literal["fork", "forkserver", "spawn"]  # torch.multiprocessing start methods
 
 
 def _lfw_path(file_name: str) -> str:
@@ -137,6 +140,10 @@ class CasiaDataModule(L.LightningDataModule):
         pin_memory: page-locked loader batches, so that their copy to the GPU runs asynchronously (None: when CUDA
             is available).
         prefetch_factor: batches each loader worker prepares ahead (None: PyTorch's default, 2).
+        multiprocessing_context: how loader workers start (None: the platform's default, ``fork`` on Linux).
+            ``forkserver`` or ``spawn`` start them from a fresh process: the way out when forked workers hang at
+            start-up (a thread of the trainer held a lock at the fork). They start slower, as each imports torch;
+            the sources reopen their files in each worker (packed shards are mapped again, not copied).
         device_resident: hold all training images in device memory and gather each batch there
             (``amlit.data.device_resident``): ``"never"``, ``"if_fits"`` (at most half the free device memory,
             else the loader) or ``"always"``. Same batches, same order and resume as the loader.
@@ -166,6 +173,7 @@ class CasiaDataModule(L.LightningDataModule):
         num_workers: int = 4,
         pin_memory: bool | None = None,
         prefetch_factor: int | None = None,
+        multiprocessing_context: WorkerStart | None = None,
         device_resident: ResidencyPolicy = "never",
         seed: int = 0,
     ) -> None:
@@ -206,6 +214,7 @@ class CasiaDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
+        self.multiprocessing_context = multiprocessing_context
         self.device_resident = device_resident
         if device_resident != "never":
             check_fixed_images(train)
@@ -360,7 +369,10 @@ class CasiaDataModule(L.LightningDataModule):
 
     # ---- loaders --------------------------------------------------------------------------------------------
     def _loader_options(self) -> dict:
-        workers = {"prefetch_factor": self.prefetch_factor} if self.num_workers and self.prefetch_factor else {}
+        # PyTorch refuses both without workers
+        workers = {"multiprocessing_context": self.multiprocessing_context} if self.num_workers else {}
+        if self.num_workers and self.prefetch_factor:
+            workers["prefetch_factor"] = self.prefetch_factor
         return {
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
@@ -391,7 +403,9 @@ class CasiaDataModule(L.LightningDataModule):
         listing = self._manifest["train_listing_sha256"]  # a resume on other images is refused (ResumableLoader)
         if self._use_resident(len(dataset), device):
             if self._resident is None or self._resident.device != device:
-                self._resident = ResidentImages(dataset, self.image_size, device, self.num_workers)
+                self._resident = ResidentImages(
+                    dataset, self.image_size, device, self.num_workers, self.multiprocessing_context
+                )
             # Indices only: the batch is gathered on the device (transfer_batch_to_device).
             indices = SampleIndices(len(dataset))
             return ResumableLoader(

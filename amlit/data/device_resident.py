@@ -72,14 +72,22 @@ class ResidentImages:
     """
 
     def __init__(
-        self, dataset: Dataset, image_size: tuple[int, int], device: torch.device, num_workers: int = 0
+        self,
+        dataset: Dataset,
+        image_size: tuple[int, int],
+        device: torch.device,
+        num_workers: int = 0,
+        multiprocessing_context: str | None = None,
     ) -> None:
         count = len(dataset)
         self.device = device
         self.images = torch.empty((count, *image_size, 3), dtype=torch.uint8, device=device)
         self.targets = torch.empty(count, dtype=torch.long, device=device)
         pin = device.type == "cuda"
-        loader = DataLoader(dataset, batch_size=4096, shuffle=False, num_workers=num_workers, pin_memory=pin)
+        start_method = {"multiprocessing_context": multiprocessing_context} if num_workers else {}
+        loader = DataLoader(
+            dataset, batch_size=4096, shuffle=False, num_workers=num_workers, pin_memory=pin, **start_method
+        )
         start = 0
         for images, targets in loader:
             stop = start + len(images)

@@ -15,8 +15,14 @@ def test_loader_options_pin_memory_and_prefetch(tiny_tree):
     dm = CasiaDataModule(ImageFolder(tiny_tree / "casia"), num_workers=2, pin_memory=True, prefetch_factor=6)
     options = dm._loader_options()
     assert options["pin_memory"] is True and options["prefetch_factor"] == 6 and options["persistent_workers"]
-    # without workers PyTorch refuses a prefetch_factor: it is left out
-    assert "prefetch_factor" not in CasiaDataModule(ImageFolder(tiny_tree / "casia"), num_workers=0)._loader_options()
+    # without workers PyTorch refuses a prefetch_factor and a start method: they are left out
+    settings = dict(num_workers=0, prefetch_factor=6, multiprocessing_context="spawn")
+    assert (
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), **settings)
+        ._loader_options()
+        .keys()
+        .isdisjoint(["prefetch_factor", "multiprocessing_context"])
+    )
     default = CasiaDataModule(ImageFolder(tiny_tree / "casia"))._loader_options()
     assert default["pin_memory"] == torch.cuda.is_available()
 

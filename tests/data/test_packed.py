@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import pickle
 import shutil
 
 import cv2
@@ -173,6 +174,20 @@ def test_loader_workers_open_their_own_memory_maps(packed):
     images, targets = next(iter(loader))
     np.testing.assert_array_equal(images.numpy(), np.stack([dataset[i][0].numpy() for i in range(16)]))
     assert targets.tolist() == list(range(16))
+
+
+def test_spawned_loader_workers_map_the_shards_again_and_give_the_same_batches(packed):
+    batches = []
+    for options in (dict(num_workers=0), dict(num_workers=1, multiprocessing_context="spawn")):
+        dm = CasiaDataModule(PackedShards(packed), batch_size=8, **options)
+        loader = dm.train_dataloader()
+        batches.append(next(iter(loader)))
+    assert loader.multiprocessing_context.get_start_method() == "spawn"
+    assert torch.equal(batches[0][0], batches[1][0]) and torch.equal(batches[0][1], batches[1][1])
+    # what a spawned worker receives: the shard paths, not the mapped records
+    dataset = loader.dataset
+    dataset[0]  # maps the shards in this process
+    assert len(pickle.dumps(dataset)) < 50_000 < sum(path.stat().st_size for path, _ in dataset.shards)
 
 
 def test_missing_incompatible_and_mismatched_packs_are_explained(tiny_tree, packed, tmp_path):
