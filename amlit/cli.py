@@ -9,6 +9,7 @@ Lightning (~5 s of imports a tool such as ``amlit score lfw`` does not need; tes
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import signal
@@ -132,6 +133,34 @@ def tool_commands(groups: Sequence[str] | None = None) -> dict[str, Callable | d
     return {name: TOOL_GROUPS[name]() for name in (TOOL_GROUPS if groups is None else groups)}
 
 
+# Lightning's own subcommands (LightningCLI describes them in terms of a Trainer, not of amlit's runs)
+TRAINER_COMMANDS = {
+    "fit": "Train a model from a config (configs/*.yaml); --ckpt_path last resumes the run.",
+    "validate": "Score a checkpoint on the held-out training identities (the validation pairs of fit).",
+    "test": "Run the config's test protocols (LFW, BLUFR, MegaFace, .bin sets) on a checkpoint.",
+    "predict": "Write the embeddings of the config's test images from a checkpoint.",
+}
+
+
+def overview() -> str:
+    """``amlit --help``: every command with the first sentence of its description (each has its own --help)."""
+    lines = [
+        "usage: amlit <command> [<subcommand>] [options]   (`amlit <command> --help` lists its options)",
+        "",
+        "Train and evaluate face-verification models with the AM-Softmax loss (Wang et al. 2018, CosFace).",
+        "",
+        "training and evaluation runs (LightningCLI: --config configs/<name>.yaml, dotted overrides):",
+        *(f"  {name:<18}{summary}" for name, summary in TRAINER_COMMANDS.items()),
+        "",
+        "tools (no trainer):",
+    ]
+    for name, tool in tool_commands().items():
+        for sub, function in tool.items() if isinstance(tool, dict) else [("", tool)]:
+            first = (inspect.getdoc(function) or "").split("\n\n")[0].replace("\n", " ").replace("``", "")
+            lines.append(f"  {f'{name} {sub}'.strip():<18}{first}")
+    return "\n".join(lines)
+
+
 def run_tool(args: list[str]) -> object:
     """Run a tool command, e.g. ``["data", "overlaps", ...]``; returns what the function returns."""
     return CLI(tool_commands(args[:1]), args=args, prog="amlit", as_positional=False)
@@ -182,6 +211,9 @@ def main() -> None:
     130, the shell's code for SIGINT."""
     args = sys.argv[1:]
     configure_console()
+    if not args or args[0] in ("-h", "--help"):
+        print(overview(), file=sys.stdout if args else sys.stderr)
+        sys.exit(0 if args else 2)
     try:
         if args and args[0] in TOOL_GROUPS:
             run_tool(args)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
+from amlit.cli import main
 from amlit.eval.pairs import read_lfw_pairs
 
 # Runs `amlit score lfw` through amlit.cli.main, imports every tool command's module, then reports which of the
@@ -53,3 +54,23 @@ def test_lightning_names_of_the_cli_are_still_importable_from_it():
     assert cli.run_cli is lightning_cli.run_cli and cli.AmlitCLI is lightning_cli.AmlitCLI
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _ = cli.nothing
+
+
+def test_help_lists_every_command_with_its_description(monkeypatch, capsys):
+    from test_faults import amlit_main
+
+    from amlit.cli import TOOL_GROUPS, TRAINER_COMMANDS, tool_commands
+
+    monkeypatch.setattr(sys, "argv", ["amlit", "--help"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    shown = capsys.readouterr().out
+    assert info.value.code == 0
+    listed = {line[2:20].strip() for line in shown.splitlines() if line.startswith("  ")}
+    expected = set(TRAINER_COMMANDS)
+    for name, tool in tool_commands(list(TOOL_GROUPS)).items():
+        expected |= {f"{name} {sub}" for sub in tool} if isinstance(tool, dict) else {name}
+    assert listed == expected
+    assert "  score lfw         LFW 10-fold verification (accuracy, AUC, EER, TAR@FAR) of an embeddings file." in shown
+    code, err = amlit_main([], monkeypatch, capsys)  # no command: the same list, as an error
+    assert code == 2 and err.startswith("usage: amlit <command>")
