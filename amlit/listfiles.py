@@ -5,7 +5,7 @@ Neutral ground for ``amlit.data`` and ``amlit.eval``, which both read such lists
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from amlit.errors import MissingDataError
@@ -24,3 +24,15 @@ def read_entries(path: str | Path, missing_message: str) -> Iterator[tuple[int, 
         entry = line.split("#", 1)[0].strip()
         if entry:
             yield number, entry
+
+
+# A setting that takes files: one path, or a list of them. A single ``--data.exclude_id_lists=ids.txt`` on a list
+# type alone is read by jsonargparse as a file of paths, one per line (the 59 ids became 59 missing "lists"). Plain
+# str, not Path, in the union: with Path in it, jsonargparse writes a list into config.yaml as the string
+# "[PosixPath(...)]" (and ``+=`` repeated the first item).
+PathOrPaths = str | Sequence[str]
+
+
+def as_paths(value: str | Path | Sequence[str | Path]) -> list[Path]:
+    """``value`` as a list of paths: one path (``str`` or ``Path``) is a list of one, not a sequence of characters."""
+    return [Path(value)] if isinstance(value, str | Path) else [Path(item) for item in value]

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from conftest import REPO, TINY_SPEC, write_verification_bin
 
 from amlit.callbacks import ResultsWriter
@@ -209,3 +210,24 @@ def test_validate_prints_its_metrics_as_test_does(tiny_tree, tmp_path, monkeypat
     (table,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("validation results:")]
     accuracy = cli.trainer.callback_metrics["val/heldout/acc"].item()
     assert "val/heldout/acc" in table and f"{accuracy:.6g}" in table
+
+
+def test_one_file_given_for_a_list_setting_is_that_file_not_a_list_of_its_lines(
+    tiny_tree, tmp_path, monkeypatch, capsys
+):
+    # jsonargparse reads one path given to a list-of-paths setting as a file of paths: the ids of an exclusion list
+    # became "lists" that do not exist
+    monkeypatch.chdir(tmp_path)
+    identities = sorted(p.name for p in (tiny_tree / "casia").iterdir() if p.is_dir())
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text(f"{identities[0]}\n{identities[5]}\n")
+    args = ["--config", str(CONFIGS / "amsoftmax_casia.yaml"), *overrides("amsoftmax_casia.yaml", tiny_tree, tmp_path)]
+    one = f"--data.exclude_id_lists={exclude}"
+    cli = run_cli(["fit", *args, one, "--trainer.fast_dev_run=1"])
+    assert cli.datamodule.removed_identities == [identities[0], identities[5]]
+    capsys.readouterr()
+    for given in (one, f"--data.exclude_id_lists=[{exclude}]", f"--data.exclude_id_lists+={exclude}"):
+        with pytest.raises(SystemExit):
+            run_cli(["fit", *args, given, "--print_config"])
+        written = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]["exclude_id_lists"]
+        assert written in (str(exclude), [str(exclude)]), given  # config.yaml keeps it readable

@@ -95,7 +95,7 @@ def test_amlit_test_saves_its_curves_machine_readably(tested_runs):
 def test_report_writes_both_tables_and_figure6_from_tested_runs(tested_runs, tmp_path, capsys):
     runs, _ = tested_runs
     output = tmp_path / "report"
-    written = run_tool(["report", f"--runs=[{runs}]", f"--output={output}"])
+    written = run_tool(["report", f"--runs={runs}", f"--output={output}"])  # one folder, not a list file
     assert set(written) == {
         "table1.md", "table1.csv", "table2.md", "table2.csv",
         "figure6_cmc.png", "figure6_roc.png", "megaface_rank1_vs_distractors.png",

@@ -12,7 +12,6 @@ Batches are ``(uint8 images (B, H, W, 3), int64 targets (B,))``; ``batch_size`` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -47,6 +46,7 @@ from amlit.eval.evalset import EvalSet
 from amlit.eval.far import FarRule, check_far
 from amlit.eval.pairs import PairList, fold_pairs_to_list, lines_naming, read_lfw_pairs, sample_fold_pairs
 from amlit.eval.verification import PROTOCOL_VIEWS, PairProtocol, pair_verification_metrics
+from amlit.listfiles import PathOrPaths, as_paths
 
 # Test sets of the protocols that are not pair lists, by the name in their result keys (test/<name>/<metric>,
 # amlit.keys.eval_key): a .bin set is named after its file, and one named after these would write its accuracy and
@@ -118,14 +118,14 @@ class CasiaDataModule(L.LightningDataModule):
             to ``megaface_distractors`` (e.g. the 1M list); all images of the tree otherwise.
         megaface_identities: optional file of probe identities to keep (``facescrub_set1_names_80.txt``).
         verification_bins: insightface verification ``.bin`` files (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``)
-            added to ``test``, each named after its file (read without executing the pickle).
+            added to ``test``, each named after its file (read without executing the pickle); one path or a list.
         pair_protocol: how the LFW pairs and the ``.bin`` sets are scored: ``"amsoftmax"`` (flip-sum feature, the
             paper's) or ``"sphereface"`` (SphereFace's evaluation.m: concatenated features, training-fold mean
             subtracted).
         far_rule: which scores a FAR target accepts, in every TAR/VR/DIR@FAR of the test sets: ``"evalroc"`` (the
             BLUFR toolkit's rule, the default), ``"at_most"`` or ``"interpolated"`` (``amlit.eval.far``).
-        exclude_id_lists: files of identity ids to remove (one 7-digit id per line); the paper removes 59
-            (17 overlapping LFW + 42 overlapping MegaFace/FaceScrub) -> 10,516 classes.
+        exclude_id_lists: files of identity ids to remove (one 7-digit id per line), one path or a list; the paper
+            removes 59 (17 overlapping LFW + 42 overlapping MegaFace/FaceScrub) -> 10,516 classes.
         val_identities: training identities held out to build verification pairs for ``val`` during fit
             (model selection never looks at LFW); 10 folds from 20 identities on, fewer below. 0 disables.
         val_pairs_per_fold: matched (and as many mismatched) held-out pairs per fold, 10 folds.
@@ -160,10 +160,10 @@ class CasiaDataModule(L.LightningDataModule):
         megaface_distractors: str | Path | None = None,
         megaface_distractor_list: str | Path | None = None,
         megaface_identities: str | Path | None = None,
-        verification_bins: Sequence[str | Path] = (),
+        verification_bins: PathOrPaths = (),
         pair_protocol: PairProtocol = "amsoftmax",
         far_rule: FarRule = "evalroc",
-        exclude_id_lists: Sequence[str | Path] = (),
+        exclude_id_lists: PathOrPaths = (),
         val_identities: int = 0,
         val_pairs_per_fold: int = 100,
         image_size: tuple[int, int] = (112, 96),
@@ -178,6 +178,7 @@ class CasiaDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        verification_bins, exclude_id_lists = as_paths(verification_bins), as_paths(exclude_id_lists)
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError(f"batch sizes must be >= 1, got batch_size={batch_size}, eval={eval_batch_size}")
         if (lfw_root is None) != (lfw_pairs is None):
@@ -189,11 +190,11 @@ class CasiaDataModule(L.LightningDataModule):
         _require_paths(
             [
                 *[(path, f"data.train.{setting}", what) for path, setting, what in train.required_paths()],
-                *[(Path(p), "data.exclude_id_lists", "identity exclusion list") for p in exclude_id_lists],
+                *[(p, "data.exclude_id_lists", "identity exclusion list") for p in exclude_id_lists],
                 *([(Path(lfw_root), "data.lfw_root", "aligned LFW tree <Name>/<Name>_0001.jpg")] if lfw_root else []),
                 *([(Path(lfw_pairs), "data.lfw_pairs", "LFW pairs.txt")] if lfw_pairs else []),
                 *([(Path(blufr_config), "data.blufr_config", "blufr_lfw_config.mat")] if blufr_config else []),
-                *[(Path(p), "data.verification_bins", "insightface verification .bin") for p in verification_bins],
+                *[(p, "data.verification_bins", "insightface verification .bin") for p in verification_bins],
                 *[
                     (Path(path), f"data.{setting}", what)
                     for path, setting, what in (
@@ -298,7 +299,7 @@ class CasiaDataModule(L.LightningDataModule):
         self.pair_protocol = pair_protocol
         check_far(0.0, far_rule)
         self.far_rule = far_rule
-        self.verification_bins = [Path(p) for p in verification_bins]
+        self.verification_bins = verification_bins
         names = ["lfw"] * (self.lfw is not None) + [p.stem for p in self.verification_bins]
         for path in self.verification_bins:
             if path.stem in PROTOCOL_SET_NAMES:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from amlit.errors import BadDataError
-from amlit.listfiles import read_entries
+from amlit.listfiles import PathOrPaths, as_paths, read_entries
 
 _ID_PATTERN = re.compile(r"^\d{7}$")
 
@@ -106,18 +106,20 @@ def read_names(path: str | Path) -> list[str]:
     return names
 
 
-def find_overlaps(id_names: Path, names: list[str], output: Path | None = None) -> pd.DataFrame:
+def find_overlaps(id_names: Path, names: PathOrPaths, output: Path | None = None) -> pd.DataFrame:
     """Print candidate overlap identities: CASIA ids whose name is in one of the ``names`` lists.
 
     Args:
         id_names: CASIA id -> name list (``webface_id_name_list.txt``: ``<7-digit id> <Name>`` per line).
-        names: paths of name lists of the test sets (``lfw-names.txt``, the 80 FaceScrub set-1 names, ...).
+        names: name lists of the test sets (``lfw-names.txt``, the 80 FaceScrub set-1 names, ...): one path or a
+            list.
         output: if given, write the union of candidate ids here as an exclusion list (review it first: name
             matching misses spelling variants, see ``match_names``).
 
     Returns:
         The candidates, one row per (identity, name, list file).
     """
+    names = as_paths(names)
     table = read_id_name_list(id_names)
     found = []
     for names_file in names:

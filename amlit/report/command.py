@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from amlit.errors import MissingDataError
+from amlit.listfiles import PathOrPaths, as_paths
 from amlit.report.figures import megaface_figures
 from amlit.report.paper import TABLE1_COLUMNS, TABLE2_COLUMNS
 from amlit.report.runs import Missing, Run, collect_runs
 from amlit.report.tables import markdown, table1, table2
 
 
-def make_report(runs: list[Path], output: Path = Path("report")) -> dict[str, Path]:
+def make_report(runs: PathOrPaths, output: Path = Path("report")) -> dict[str, Path]:
     """Write the paper's Table 1 and Table 2 (markdown, CSV) and Figure 6 (PNG) from runs tested by amlit test.
 
     Figure 6 overlays the MegaFace CMC and ROC of every run; a third plot, MegaFace rank-1 against the number of
@@ -22,14 +23,15 @@ def make_report(runs: list[Path], output: Path = Path("report")) -> dict[str, Pa
     no paper number). Numbers in percent.
 
     Args:
-        runs: results.json files, run folders (every results.json below), or a sweep's trials.csv (or its folder),
-            e.g. ``--runs=[runs/table1]``.
+        runs: results.json files, run folders (every results.json below), or a sweep's trials.csv (or its folder):
+            one, e.g. ``--runs=runs/table1``, or a list, ``--runs=[runs/a,runs/b]``.
         output: folder for table1.md/.csv, table2.md/.csv, figure6_cmc.png, figure6_roc.png and
             megaface_rank1_vs_distractors.png.
 
     Returns:
         What was written, by name.
     """
+    runs = as_paths(runs)
     found = collect_runs(runs)
     tested = [run for run in found if isinstance(run, Run)]
     missing = [run for run in found if isinstance(run, Missing)]

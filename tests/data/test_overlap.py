@@ -82,6 +82,11 @@ def test_amlit_data_overlaps_prints_and_writes_the_candidates(shared_data, tmp_p
     assert f"{lfw}: 6 CASIA identities match by name" in printed
     written = read_id_list(output)
     assert written == sorted(set(found["identity"])) and len(written) == len(found) == 48
+    # one list given alone is that list (a list type alone made jsonargparse read the file as a list of paths)
+    one = run_tool(
+        ["data", "overlaps", f"--id_names={shared_data / 'casia' / 'webface_id_name_list.txt'}", f"--names={lfw}"]
+    )
+    assert one.reset_index(drop=True).equals(found[found["source"] == str(lfw)].reset_index(drop=True))
 
 
 def test_an_id_listed_twice_is_kept_once_with_a_warning_naming_the_line(tmp_path):
