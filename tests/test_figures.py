@@ -162,6 +162,11 @@ def test_toy_runs_on_fashion_mnist_files(tmp_path, capsys):
     assert set(result) == {"softmax", "normface", "a_softmax", "am_0.2", "am_0.5"}
     assert (tmp_path / "toy.png").read_bytes().startswith(PNG_MAGIC)
     assert f"Fashion-MNIST from {folder}" in capsys.readouterr().out
+    one = run_tool(
+        ["figure", "toy", f"--output={tmp_path / 'one.png'}", f"--fashion_mnist={folder}", "--steps=3"]
+        + ["--train_images=200", "--test_images=100", "--width=2", "--threads=1", "--losses=am_0.5"]
+    )
+    assert set(one) == {"am_0.5"}  # one loss alone, not a list refused
 
 
 @pytest.mark.slow

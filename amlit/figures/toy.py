@@ -138,7 +138,7 @@ def _plot(features: dict[str, tuple[np.ndarray, np.ndarray]], output: Path, per_
 def figure_toy(
     output: Path = Path("figures/figure4_toy.png"),
     fashion_mnist: Path | None = None,
-    losses: list[str] | None = None,
+    losses: str | list[str] | None = None,
     steps: int = 800,
     batch_size: int = 64,
     learning_rate: float = 0.05,
@@ -157,7 +157,8 @@ def figure_toy(
         output: PNG file to write.
         fashion_mnist: a folder with Fashion-MNIST's IDX files (train-images-idx3-ubyte[.gz], ...), as the paper
             used; without it, generated 28x28 shapes of 10 classes (amlit.figures.toy_data).
-        losses: which of softmax, normface, a_softmax, am_0.2, am_0.5 to train (default: all, in that order).
+        losses: which of softmax, normface, a_softmax, am_0.2, am_0.5 to train, one or a list (default: all, in
+            that order).
         steps, batch_size, learning_rate: training of each network (SGD, lr x0.1 at 60% and 85% of the steps).
         width: channels of the first conv layers (then 2x and 4x).
         train_images, test_images: how many images to use (the first ones of Fashion-MNIST's splits, or generated).
@@ -169,7 +170,7 @@ def figure_toy(
     """
     if min(steps, batch_size, width, train_images, test_images, threads or 1) < 1 or learning_rate <= 0:
         raise ConfigError("steps, batch_size, width, train_images, test_images, threads and learning_rate must be > 0")
-    keys = list(LOSSES) if losses is None else list(losses)
+    keys = list(LOSSES) if losses is None else [losses] if isinstance(losses, str) else list(losses)
     unknown = [key for key in keys if key not in LOSSES]
     if unknown or not keys:
         raise ConfigError(f"unknown losses {unknown}: choose from {', '.join(LOSSES)}")

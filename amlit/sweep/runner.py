@@ -247,7 +247,7 @@ def run_sweep(
     output: Path | None = None,
     max_trials: int | None = None,
     dry_run: bool = False,
-    extra_args: list[str] | None = None,
+    extra_args: str | list[str] | None = None,
     seed: int = 0,
     trials: list[int] | None = None,
 ) -> pd.DataFrame:
@@ -261,8 +261,8 @@ def run_sweep(
         output: folder for trials.csv and one trial-<k> folder per trial (default runs/sweeps/<file name>).
         max_trials: run at most this many trials (needed for random sweeps without run_cap).
         dry_run: print the commands without running them.
-        extra_args: arguments appended to every trial's command, after the swept ones
-            (e.g. --extra_args+=--trainer.max_steps=100).
+        extra_args: arguments appended to every trial's command, after the swept ones: one
+            (--extra_args=--trainer.max_steps=100) or more (--extra_args+=A --extra_args+=B).
         seed: seed of the random sampler (random sweeps).
         trials: run only these trial numbers (0-based), e.g. one SLURM array task's (scripts/slurm/table1_array.sbatch).
 
@@ -294,7 +294,7 @@ def run_sweep(
     rows = {int(row["trial"]): row for row in done.to_dict("records")}
     env = dict(os.environ)
     env.setdefault("WANDB_RUN_GROUP", config.get("name", file.stem))
-    extra_args = list(extra_args or [])
+    extra_args = [extra_args] if isinstance(extra_args, str) else list(extra_args or [])  # one, or a list
     current = sweep_command(config, extra_args)
 
     def trial_argv(index: int, parameters: dict[str, Any]) -> list[str]:

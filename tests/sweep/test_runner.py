@@ -195,18 +195,11 @@ def test_final_metric_is_the_last_logged_value_of_the_newest_log(tmp_path):
     assert read_final_metric(tmp_path, "val/heldout/acc") == 0.7
 
 
-def test_sweep_tool_command_dry_run_prints_the_trial_commands(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("extra", ["--extra_args+=--trainer.max_steps=2", "--extra_args=--trainer.max_steps=2"])
+def test_sweep_tool_command_dry_run_prints_the_trial_commands(extra, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     output = tmp_path / "out"
-    run_tool(
-        [
-            "sweep",
-            "--file=sweeps/table1_margin_grid.yaml",
-            f"--output={output}",
-            "--dry_run=true",
-            "--extra_args+=--trainer.max_steps=2",
-        ]
-    )
+    run_tool(["sweep", "--file=sweeps/table1_margin_grid.yaml", f"--output={output}", "--dry_run=true", extra])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(TABLE1_MARGINS)
     run_folder = f"--trainer.default_root_dir={output / 'trial-0'}"
