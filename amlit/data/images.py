@@ -408,14 +408,15 @@ def file_sha256(path: Path) -> str:
 def source_checksum(root: Path, names: Sequence[str]) -> str:
     """sha256 over the sorted ``name<TAB>size<TAB>mtime_ns`` lines of ``names`` (files under ``root``): changes when
     a file is added, removed, resized or rewritten (no file contents are read). A missing file counts as such (its
-    line says so): image lists may name files that are not there yet."""
+    line says so): image lists may name files that are not there yet. Names are hashed as the bytes on disk
+    (``surrogateescape``): a file name that is not UTF-8 (GBK or Latin-1 names unzipped on Linux) is a name too."""
     digest = hashlib.sha256()
     for name in sorted(names):
         try:
             stat = os.stat(Path(root) / name)
-            digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode(errors="surrogateescape"))
         except FileNotFoundError:
-            digest.update(f"{name}\tmissing\n".encode())
+            digest.update(f"{name}\tmissing\n".encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 
