@@ -210,10 +210,10 @@ def decode_image(data: bytes) -> np.ndarray:
     """Decode an encoded image to (H, W, 3) uint8 BGR; gray (and palette) images become 3-channel, alpha is dropped.
 
     Every format of ``IMAGE_EXTENSIONS`` is read by OpenCV (GIF: the first frame, through Pillow where OpenCV was
-    built without GIF). EXIF orientation is ignored: landmarks refer to the stored pixel grid (what MATLAB's
-    ``imread`` returns). Raises ``BadDataError`` with the reason (no path: callers add it) for data that is not an
-    image, truncated JPEGs, JPEGs whose compressed data libjpeg reports as corrupt (``amlit.data.jpeg_warnings``:
-    it would fill the damaged part with guessed pixels) and undecodable data.
+    built without GIF). EXIF orientation is ignored, TIFF's Orientation tag too: landmarks refer to the stored
+    pixel grid (what MATLAB's ``imread`` returns). Raises ``BadDataError`` with the reason (no path: callers add
+    it) for data that is not an image, truncated JPEGs, JPEGs whose compressed data libjpeg reports as corrupt
+    (``amlit.data.jpeg_warnings``: it would fill the damaged part with guessed pixels) and undecodable data.
     """
     fmt = image_format(data[:32])
     if fmt is None:
@@ -232,12 +232,37 @@ def decode_image(data: bytes) -> np.ndarray:
         if damage is not None:
             raise BadDataError(f"damaged JPEG data (libjpeg: {damage}; the rest of the image would be guessed)")
     else:
+        if fmt == "tiff":
+            data = _tiff_without_orientation(data)
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None and fmt == "gif":
         image = _decode_with_pillow(data)
     if image is None:
         raise BadDataError(f"damaged {FORMAT_NAMES[fmt]} file (it cannot be decoded)")
     return image
+
+
+def _tiff_without_orientation(data: bytes) -> bytes:
+    """TIFF bytes with the first image's Orientation tag (274) set to 1, the stored pixel grid.
+
+    OpenCV's TIFF decoder applies that tag whatever ``IMREAD_IGNORE_ORIENTATION`` says (measured with OpenCV 5.0),
+    so a face stored with orientation 3 came out upside down at its stored size, silently. Setting the tag to 1
+    reads every TIFF as stored, like the other formats. Files whose first directory cannot be read are left as
+    they are (OpenCV then reports them).
+    """
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (directory,) = struct.unpack_from(order + "I", data, 4)
+        (entries,) = struct.unpack_from(order + "H", data, directory)
+        for entry in range(directory + 2, directory + 2 + 12 * entries, 12):
+            tag, kind = struct.unpack_from(order + "HH", data, entry)
+            if tag == 274 and kind == 3:  # Orientation, a SHORT stored in the entry's value field
+                patched = bytearray(data)
+                struct.pack_into(order + "H", patched, entry + 8, 1)
+                return bytes(patched)
+    except struct.error:
+        pass
+    return data
 
 
 def _decode_with_pillow(data: bytes) -> np.ndarray | None:
@@ -383,14 +408,15 @@ def file_sha256(path: Path) -> str:
 def source_checksum(root: Path, names: Sequence[str]) -> str:
     """sha256 over the sorted ``name<TAB>size<TAB>mtime_ns`` lines of ``names`` (files under ``root``): changes when
     a file is added, removed, resized or rewritten (no file contents are read). A missing file counts as such (its
-    line says so): image lists may name files that are not there yet."""
+    line says so): image lists may name files that are not there yet. Names are hashed as the bytes on disk
+    (``surrogateescape``): a file name that is not UTF-8 (GBK or Latin-1 names unzipped on Linux) is a name too."""
     digest = hashlib.sha256()
     for name in sorted(names):
         try:
             stat = os.stat(Path(root) / name)
-            digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode(errors="surrogateescape"))
         except FileNotFoundError:
-            digest.update(f"{name}\tmissing\n".encode())
+            digest.update(f"{name}\tmissing\n".encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 

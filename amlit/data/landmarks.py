@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.listfiles import read_utf8_lines
 
 LandmarkFormat = Literal["auto", "lfw", "casia", "lst"]
 # Fields per line of each format; ``lst`` lines with 3 (no bbox) or 7 (bbox only) fields carry no landmarks.
@@ -74,37 +75,34 @@ def read_landmarks(path: str | Path, landmark_format: LandmarkFormat = "auto") -
     paths: list[str] = []
     coordinates: list[list[float]] = []
     first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8-sig") as lines:
-        for number, line in enumerate(lines, start=1):
-            fields = _split(line.rstrip("\r\n"))
-            if not fields or fields == [""]:
-                continue
-            fmt = fmt or _detect_format(path, number, fields)
-            if len(fields) not in _FIELD_COUNTS[fmt]:
-                expected = " or ".join(str(n) for n in _FIELD_COUNTS[fmt])
-                raise BadDataError(
-                    f"{path}:{number}: expected {expected} fields for the {fmt!r} landmark format, got {len(fields)}: "
-                    f"{line.strip()[:120]!r}"
-                )
-            image, values, what = _parse_line(fields, fmt)
-            if values is None:
-                continue
-            try:
-                if fmt == "casia":
-                    int(fields[1])
-                if fmt == "lst":
-                    [float(v) for v in fields[3:7]]
-                numbers = [float(v) for v in values]
-            except ValueError:
-                raise BadDataError(
-                    f"{path}:{number}: expected {what} after the path, got {line.strip()[:120]!r}"
-                ) from None
-            if not np.all(np.isfinite(numbers)):
-                raise BadDataError(f"{path}:{number}: landmark coordinates must be finite, got {line.strip()[:120]!r}")
-            if image in first_line:
-                raise BadDataError(f"{path}:{number}: {image} already has landmarks on line {first_line[image]}")
-            first_line[image] = number
-            paths.append(image)
-            coordinates.append(numbers)
+    for number, line in enumerate(read_utf8_lines(path), start=1):
+        fields = _split(line.rstrip("\r\n"))
+        if not fields or fields == [""]:
+            continue
+        fmt = fmt or _detect_format(path, number, fields)
+        if len(fields) not in _FIELD_COUNTS[fmt]:
+            expected = " or ".join(str(n) for n in _FIELD_COUNTS[fmt])
+            raise BadDataError(
+                f"{path}:{number}: expected {expected} fields for the {fmt!r} landmark format, got {len(fields)}: "
+                f"{line.strip()[:120]!r}"
+            )
+        image, values, what = _parse_line(fields, fmt)
+        if values is None:
+            continue
+        try:
+            if fmt == "casia":
+                int(fields[1])
+            if fmt == "lst":
+                [float(v) for v in fields[3:7]]
+            numbers = [float(v) for v in values]
+        except ValueError:
+            raise BadDataError(f"{path}:{number}: expected {what} after the path, got {line.strip()[:120]!r}") from None
+        if not np.all(np.isfinite(numbers)):
+            raise BadDataError(f"{path}:{number}: landmark coordinates must be finite, got {line.strip()[:120]!r}")
+        if image in first_line:
+            raise BadDataError(f"{path}:{number}: {image} already has landmarks on line {first_line[image]}")
+        first_line[image] = number
+        paths.append(image)
+        coordinates.append(numbers)
     points = np.asarray(coordinates, dtype=np.float64).reshape(-1, 5, 2)  # (N, 5, 2)
     return pd.DataFrame({"path": paths, "landmarks": list(points)})

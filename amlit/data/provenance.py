@@ -23,7 +23,7 @@ def listing_sha256(table: pd.DataFrame) -> str:
     the same identities gives the same checksum, whatever the order or the machine (no file is read)."""
     digest = hashlib.sha256()
     for identity, name in sorted(zip(table["identity"], table["name"], strict=True)):
-        digest.update(f"{identity}\t{name}\n".encode())
+        digest.update(f"{identity}\t{name}\n".encode(errors="surrogateescape"))  # names not UTF-8 on disk too
     return digest.hexdigest()
 
 

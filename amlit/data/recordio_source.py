@@ -47,13 +47,35 @@ from amlit.progress import progress_bar
 SUFFIXES = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "pnm": ".ppm", "tiff": ".tif", "webp": ".webp"}
 
 
+def _read_lst(path: Path) -> pd.DataFrame:
+    """(path, cls) of each line of a ``.lst``: insightface's ``<aligned>\\t<path>\\t<class>[\\t...]`` (face2rec2) or
+    mxnet im2rec's ``<index>\\t<label>[\\t<label>...]\\t<path>`` (labels written as floats, ``3.000000``; the first
+    is the class, as in the .rec). The columns that hold numbers tell which."""
+    expected = (
+        "expected insightface's '<aligned>\\t<image path>\\t<class>' or mxnet im2rec's '<index>\\t<class>\\t<image "
+        "path>' per line"
+    )
+    try:
+        table = pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise BadDataError(f"{path}: {expected} ({type(error).__name__}: {error})") from None
+    if table.shape[1] >= 3:
+        numbers = table.apply(pd.to_numeric, errors="coerce")
+        for path_column, class_column in ((1, 2), (table.shape[1] - 1, 1)):  # insightface first: its class is an int
+            classes = numbers[class_column]
+            if numbers[path_column].isna().all() and classes.notna().all() and (classes % 1 == 0).all():
+                return pd.DataFrame({"path": table[path_column], "cls": classes.astype("int64")})
+    raise BadDataError(f"{path}: {expected}, with the image's folder naming its identity; got {table.iloc[0].tolist()}")
+
+
 def read_class_identities(path: str | Path, num_classes: int) -> list[str]:
     """Identity string of each class index, from ``path``:
 
     - a text file with one 7-digit CASIA id per line, line ``c`` (``#`` comments and blank lines skipped) naming
       class ``c``; or
-    - insightface's ``train.lst`` (``.lst``: ``<aligned>\\t<path>\\t<class>`` per image), where the folder holding
-      each image names its class (e.g. ``.../0000045/001.jpg`` -> ``0000045``).
+    - insightface's ``train.lst`` (``.lst``: ``<aligned>\\t<path>\\t<class>`` per image) or mxnet im2rec's
+      (``<index>\\t<class>\\t<path>``), where the folder holding each image names its class (e.g.
+      ``.../0000045/001.jpg`` -> ``0000045``).
     """
     path = Path(path)
     if not path.is_file():
@@ -62,7 +84,7 @@ def read_class_identities(path: str | Path, num_classes: int) -> list[str]:
             "the .rec was built from"
         )
     if path.suffix == ".lst":
-        table = pd.read_csv(path, sep="\t", header=None, usecols=[1, 2], names=["path", "cls"], dtype={2: "int64"})
+        table = _read_lst(path)
         table["identity"] = table["path"].map(lambda p: Path(p.replace("\\", "/")).parent.name)
         pairs = table[["cls", "identity"]].drop_duplicates()
         clashes = pairs[pairs["cls"].duplicated(keep=False) | pairs["identity"].duplicated(keep=False)]

@@ -61,3 +61,10 @@ def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
     path = tmp_path / "bom.txt"
     path.write_text("\ufeffa/001.jpg 1 2 3 4 5 6 7 8 9 10\r\nb/002.jpg 1 2 3 4 5 6 7 8 9 10\r\n", encoding="utf-8")
     assert read_landmarks(path)["path"].tolist() == ["a/001.jpg", "b/002.jpg"]
+
+
+def test_a_landmark_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    path = tmp_path / "landmarks.txt"
+    path.write_bytes("a/001.jpg 1 2 3 4 5 6 7 8 9 10\nJos\xe9/002.jpg 1 2 3 4 5 6 7 8 9 10\n".encode("latin-1"))
+    with pytest.raises(BadDataError, match=r"landmarks.txt:2: not UTF-8 text \(byte 0xe9"):
+        read_landmarks(path)

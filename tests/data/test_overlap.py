@@ -135,3 +135,16 @@ def test_an_id_list_saved_with_a_byte_order_mark_reads_its_first_id(tmp_path):
     path = tmp_path / "ids.txt"
     path.write_text("\ufeff0000045\n0000099\n", encoding="utf-8")
     assert read_id_list(path) == ["0000045", "0000099"]
+
+
+def test_a_list_that_is_not_utf8_is_named_with_its_line_not_a_unicode_traceback(tmp_path):
+    from amlit.data.overlap import read_names
+
+    latin1 = tmp_path / "names.txt"
+    latin1.write_bytes("Adam_Brody\nZo\xeb_Saldana\n".encode("latin-1"))
+    with pytest.raises(BadDataError, match=r"names.txt:2: not UTF-8 text \(byte 0xeb .*another encoding\): save it"):
+        read_names(latin1)
+    utf16 = tmp_path / "ids.txt"
+    utf16.write_text("0000045\n0000099\n", encoding="utf-16")  # Windows Notepad's "Unicode"
+    with pytest.raises(BadDataError, match=r"ids.txt:1: not UTF-8 text .*UTF-16 \(Windows 'Unicode'\)"):
+        read_id_list(utf16)

@@ -270,3 +270,21 @@ def test_pack_refuses_an_unknown_template_or_one_of_another_size_before_packing(
     with pytest.raises(ConfigError, match=wrong_size):
         pack(tiny_tree / "casia", tmp_path / "wrong", image_size=(112, 112), alignment_template="sphereface_112x96")
     assert not (tmp_path / "unknown").exists() and not (tmp_path / "wrong").exists()
+
+
+def test_file_names_that_are_not_utf8_are_packed_and_trained_on(tiny_tree, tmp_path):
+    """GBK or Latin-1 names unzipped on Linux are not UTF-8: the listing checksums of pack and fit raised
+    UnicodeEncodeError (surrogates not allowed) tracebacks."""
+    source = shutil.copytree(tiny_tree / "casia", tmp_path / "casia")
+    identity = sorted(p for p in source.iterdir() if p.is_dir())[0]
+    gbk = os.fsdecode(b"\xd5\xc5\xc8\xfd.jpg")  # a Chinese name in GBK, as Python lists it
+    os.rename(identity / "001.jpg", identity / gbk)
+    name = f"{identity.name}/{gbk}"
+    pack(source, tmp_path / "pack", shard_size=SHARD_SIZE, workers=0)
+    settings = dict(batch_size=8, num_workers=0)
+    from_folder = CasiaDataModule(ImageFolder(source), **settings)
+    from_pack = CasiaDataModule(PackedShards(tmp_path / "pack"), **settings)
+    assert name in set(from_folder.train_table["name"]) and from_pack.train_table.equals(from_folder.train_table)
+    row = int(np.flatnonzero(from_pack.train_table["name"] == name)[0])
+    dataset = from_pack.train_dataloader().dataset
+    np.testing.assert_array_equal(dataset[row][0].numpy(), _decode(tiny_tree / "casia" / identity.name / "001.jpg"))

@@ -88,6 +88,21 @@ def test_array_labels_train_lst_and_112x112(samples, tmp_path):
         RecordIO(folder, identity_list=tmp_path / "train.lst").image_table((112, 96))
 
 
+def test_an_mxnet_im2rec_lst_names_the_classes_too_and_another_layout_is_one_error(samples, tmp_path):
+    """im2rec writes '<index>\\t<label as float>\\t<path>' (path last): it was read as insightface's column order,
+    a ValueError traceback."""
+    folder = write_insightface_rec(tmp_path / "rec", samples)
+    lines = [f"{n}\t{float(cls):f}\tCASIA/{CASIA_IDS[cls]}/{n:03d}.jpg" for n, (cls, _) in enumerate(samples)]
+    (tmp_path / "im2rec.lst").write_text("\n".join(lines) + "\n")
+    table = RecordIO(folder, identity_list=tmp_path / "im2rec.lst").image_table((112, 96))
+    assert table["identity"].tolist() == [CASIA_IDS[cls] for cls, _ in samples]
+    (tmp_path / "names.lst").write_text("\n".join(f"{n}\tx\tCASIA/{n:03d}.jpg" for n in range(len(samples))) + "\n")
+    with pytest.raises(
+        BadDataError, match=r"names.lst: expected insightface's .* or mxnet im2rec's .*; got \['0', 'x'"
+    ):
+        RecordIO(folder, identity_list=tmp_path / "names.lst").image_table((112, 96))
+
+
 def test_without_identity_list_identities_are_class_numbers_and_say_so(rec):
     with pytest.warns(UserWarning, match="identities are class numbers .* NOT CASIA ids"):
         table = RecordIO(rec).image_table((112, 96))
