@@ -535,13 +535,9 @@ def evaluate_blufr(
         raise BadDataError("the BLUFR config has no trials")
     features = align_features(features_by_name, config)
     trials = [blufr_trial(features, config, t, chunk, far_rule) for t in range(config.num_trials)]
-    calibration = [{k: v for k, v in trial.items() if _is_calibration(k)} for trial in trials]
-    rates = [{k: v for k, v in trial.items() if not _is_calibration(k)} for trial in trials]
+    calibration = [{k: v for k, v in trial.items() if keys.is_calibration(k)} for trial in trials]
+    rates = [{k: v for k, v in trial.items() if not keys.is_calibration(k)} for trial in trials]
     return summarize_trials(rates) | summarize_calibration(calibration)
-
-
-def _is_calibration(key: str) -> bool:
-    return key == keys.NUM_IMPOSTORS or key.startswith(keys.THRESHOLD_PREFIX)
 
 
 def summarize_calibration(trials: Sequence[Mapping[str, float]]) -> dict[str, float]:
