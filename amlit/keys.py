@@ -38,6 +38,11 @@ NUM_IMPOSTORS = "num_impostors"
 THRESHOLD_PREFIX = "threshold@far="
 
 
+def is_calibration(metric: str) -> bool:
+    """Whether a metric (without stage and set) is part of a set's calibration: ``num_impostors`` or a threshold."""
+    return metric == NUM_IMPOSTORS or metric.startswith(THRESHOLD_PREFIX)
+
+
 def threshold_key(far: float) -> str:
     """Metric key of the calibrated cosine threshold at a FAR: 1e-3 -> ``threshold@far=1e-3``."""
     return f"{THRESHOLD_PREFIX}{far_name(far)}"

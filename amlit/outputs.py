@@ -27,15 +27,21 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")
 
 
-def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
+def check_output(
+    path: str | Path, option: str, folder: bool = False, inputs: dict[str, str | Path | None] | None = None
+) -> Path:
     """Check that ``path`` can be written: a file (``folder=False``; its folder is created later by the command) or
-    a folder (created later, if missing). Raises ``StorageError`` naming ``option`` (e.g. ``--output``) and what is
-    in the way; returns ``path`` as a ``Path``."""
+    a folder (created later, if missing), and is none of the command's ``inputs`` ({option: path}, e.g.
+    ``{"--embeddings": ...}``), which writing it would destroy. Raises ``StorageError`` naming ``option`` (e.g.
+    ``--output``) and what is in the way; returns ``path`` as a ``Path``."""
     path = Path(path)
     problem = f"cannot write {option}={path}"
     try:
         if not folder and path.is_dir():
             raise StorageError(f"{problem}: it is a folder; give a file name")
+        for name, source in (inputs or {}).items():
+            if source is not None and path.is_file() and Path(source).is_file() and path.samefile(source):
+                raise StorageError(f"{problem}: it is the {name} file, which it would overwrite; choose another path")
         existing = _nearest_existing(path if folder else path.parent)
         if not existing.is_dir():
             what = "it" if existing == path else str(existing)

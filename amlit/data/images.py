@@ -344,9 +344,12 @@ def can_serve(stored: tuple[int, int], size: tuple[int, int]) -> bool:
     return tuple(stored) == tuple(size) or (tuple(stored) == INSIGHTFACE_SIZE and tuple(size) == (112, 96))
 
 
-def decode_face(encoded: bytes, size: tuple[int, int], where: str) -> np.ndarray:
+def decode_face(
+    encoded: bytes, size: tuple[int, int], where: str, advice: str = "set data.image_size to the stored size"
+) -> np.ndarray:
     """Decode a stored face (a ``.rec`` record, a ``.bin`` image) to (H, W, 3) uint8 RGB at ``size`` by the
-    ``can_serve`` rule; anything else raises ``BadDataError`` naming ``where``."""
+    ``can_serve`` rule; anything else raises ``BadDataError`` naming ``where`` (a face of another size ends with
+    ``advice``)."""
     try:
         image = decode_image(bytes(encoded))
     except BadDataError as error:
@@ -355,7 +358,7 @@ def decode_face(encoded: bytes, size: tuple[int, int], where: str) -> np.ndarray
     if not can_serve((height, width), size):
         raise BadDataError(
             f"{where}: image is {height}x{width} (HxW) but {size[0]}x{size[1]} is configured (a 112x112 insightface "
-            "crop can also be served as 112x96): set data.image_size to the stored size"
+            f"crop can also be served as 112x96): {advice}"
         )
     if (height, width) != tuple(size):
         image = image[:, CROP_X : width - CROP_X]  # (112, 112, 3) -> (112, 96, 3)

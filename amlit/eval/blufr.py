@@ -117,6 +117,26 @@ def read_blufr_config(path: str | Path) -> BlufrConfig:
         for indexes in cell:
             if len(indexes) and (indexes.min() < 0 or indexes.max() >= len(image_list)):
                 raise BadDataError(f"{path}: {name} holds indexes outside 1..{len(image_list)}")
+    splits = zip(cells["testIndex"], cells["galIndex"], cells["probIndex"], strict=True)
+    for trial, (test, gallery, probe) in enumerate(splits):
+        # Each trial's test set splits into a gallery and probes, some of them of gallery subjects (genuine) and
+        # some not (impostors): otherwise open-set identification is undefined (e.g. galIndex/probIndex swapped).
+        problem = (
+            "galIndex and probIndex overlap"
+            if np.intersect1d(gallery, probe).size
+            else "galIndex and probIndex together are not testIndex"
+            if not np.array_equal(np.union1d(gallery, probe), np.unique(test))
+            else "no probe is of a gallery subject"
+            if not np.isin(labels[probe], labels[gallery]).any()
+            else "every probe is of a gallery subject (no impostor probe)"
+            if np.isin(labels[probe], labels[gallery]).all()
+            else None
+        )
+        if problem:
+            raise BadDataError(
+                f"{path}: trial {trial + 1}: {problem}; expected the official blufr_lfw_config.mat (BLUFR toolkit, "
+                "config/lfw/), whose every trial splits testIndex into a gallery and genuine and impostor probes"
+            )
     return BlufrConfig(
         image_list=image_list,
         labels=labels,
@@ -535,13 +555,9 @@ def evaluate_blufr(
         raise BadDataError("the BLUFR config has no trials")
     features = align_features(features_by_name, config)
     trials = [blufr_trial(features, config, t, chunk, far_rule) for t in range(config.num_trials)]
-    calibration = [{k: v for k, v in trial.items() if _is_calibration(k)} for trial in trials]
-    rates = [{k: v for k, v in trial.items() if not _is_calibration(k)} for trial in trials]
+    calibration = [{k: v for k, v in trial.items() if keys.is_calibration(k)} for trial in trials]
+    rates = [{k: v for k, v in trial.items() if not keys.is_calibration(k)} for trial in trials]
     return summarize_trials(rates) | summarize_calibration(calibration)
-
-
-def _is_calibration(key: str) -> bool:
-    return key == keys.NUM_IMPOSTORS or key.startswith(keys.THRESHOLD_PREFIX)
 
 
 def summarize_calibration(trials: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -35,10 +35,11 @@ from amlit.eval.verification import PairProtocol, pair_verification_metrics
 from amlit.outputs import check_names_inside, check_output
 
 
-def _check_output(output: str | Path | None) -> None:
-    """Before scoring: an --output that cannot be written is refused now, not after the work."""
+def _check_output(output: str | Path | None, inputs: dict[str, str | Path | None]) -> None:
+    """Before scoring: an --output that cannot be written, or that is one of the inputs, is refused now, not after
+    the work."""
     if output is not None:
-        check_output(output, "--output")
+        check_output(output, "--output", inputs=inputs)
 
 
 def _report(metrics: dict[str, float | Curve], prefix: str, output: Path | None) -> dict[str, float]:
@@ -74,7 +75,7 @@ def score_lfw(
         allow_missing: score the pairs whose images all have features when some have none (they are counted);
             by default a missing image is an error naming it.
     """
-    _check_output(output)
+    _check_output(output, {"--embeddings": embeddings, "--pairs": pairs})
     data = load_embeddings(embeddings, normalize=protocol == "amsoftmax")
     pair_list = read_lfw_pairs(pairs)
     rows = data.rows_of(pair_list.images)
@@ -111,7 +112,7 @@ def score_blufr(
         output: optional JSON file for the metrics.
         far_rule: ``evalroc`` (the BLUFR toolkit's own rule, default), ``at_most`` or ``interpolated``.
     """
-    _check_output(output)
+    _check_output(output, {"--embeddings": embeddings, "--blufr_config": blufr_config})
     data = load_embeddings(embeddings)
     config = read_blufr_config(blufr_config)
     metrics = evaluate_blufr((data.names, torch.from_numpy(data.features)), config, far_rule=far_rule)
@@ -205,7 +206,7 @@ def score_megaface(
     Returns:
         The scalar metrics (also printed).
     """
-    _check_output(output)
+    _check_output(output, {"--probes": probes, "--distractors": distractors, "--identities": identities})
     probe_names, probe_features = load_features(probes, probe_root, ending, "probe")
     if identities is not None:
         keep = select_identities(probe_names, identities)

@@ -264,7 +264,9 @@ def pair_verification_metrics(
     pair is left out too. Returns ``acc`` (mean fold accuracy), ``acc_std``, ``threshold`` (mean chosen cosine),
     ``num_pairs``, and when both classes are present the :func:`roc_metrics`: ``auc``, ``eer``,
     ``tar@far=1e-3``, ``tar@far=1e-4`` (floats, under ``far_rule``) and ``roc`` (a :class:`Curve`). For the
-    sphereface protocol the ROC uses each pair's score under its own held-out fold's centering.
+    sphereface protocol the ROC uses each pair's score under its own held-out fold's centering, and there are no
+    calibrated thresholds (``threshold@far=<FAR>``, ``num_impostors``): those cosines are of fold-centered
+    concatenations, and a threshold on them would not apply to the flip-sum cosines ``amlit verify`` compares.
     """
     if protocol not in PAIR_PROTOCOLS:
         raise ConfigError(f"unknown pair protocol {protocol!r}; choose one of {', '.join(PAIR_PROTOCOLS)}")
@@ -276,5 +278,8 @@ def pair_verification_metrics(
     result, scores = PAIR_PROTOCOLS[protocol](features, scored)
     metrics.update(acc=result.mean, acc_std=result.std, threshold=float(result.thresholds.mean()))
     if scored.issame.any() and not scored.issame.all():
-        metrics.update(roc_metrics(scores, torch.as_tensor(scored.issame), far_rule=far_rule))
+        roc = roc_metrics(scores, torch.as_tensor(scored.issame), far_rule=far_rule)
+        if protocol != "amsoftmax":  # not the deployed feature's cosines: no threshold for amlit verify to take
+            roc = {key: value for key, value in roc.items() if not keys.is_calibration(key)}
+        metrics.update(roc)
     return metrics

@@ -133,7 +133,9 @@ def load_face(faces: FaceList, name: str, size: tuple[int, int], template: Align
     except OSError as error:
         raise BadDataError(f"cannot read {path}: {error.strerror}") from None
     if faces.landmarks is None:
-        return decode_face(data, size, str(path))
+        # The model's input size is fixed: the way out is aligning the face, not a training setting.
+        advice = "give aligned crops of the model's input size, or raw images with --landmarks to align them"
+        return decode_face(data, size, str(path), advice)
     points = faces.landmarks.get(name)
     if points is None:
         raise BadDataError(f"{path}: no landmarks for it in the landmark file")

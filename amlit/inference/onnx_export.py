@@ -97,6 +97,35 @@ def check_parity(session, net, input_format: InputFormat, mean: float, std: floa
     return results
 
 
+def _check_card_beside(output: Path) -> None:
+    """The export writes its model card beside it: refuse a folder whose ``model_card.json`` is another's (the one
+    ``amlit test`` wrote beside results.json, with its evaluation and calibration, or another export's), which it
+    would replace; a new export of the same file replaces its own card."""
+    from amlit.inference.calibration import CARD_JSON
+
+    beside = output.parent / CARD_JSON
+    if not beside.is_file():
+        return
+    try:
+        card = json.loads(beside.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        card = None
+    export = card.get("export") if isinstance(card, dict) else None
+    if isinstance(export, dict) and export.get("file") == output.name:
+        return
+    owner = (
+        f"the card of the export {export.get('file')}"
+        if isinstance(export, dict)
+        else "the card amlit test wrote (evaluation and calibrated thresholds)"
+        if isinstance(card, dict) and card.get("evaluation")
+        else "a model card that is not this export's"
+    )
+    raise ConfigError(
+        f"{beside} is {owner}; the export writes its own model_card.json beside {output.name} and would replace it: "
+        "give --output in a folder of its own (one export per folder, e.g. export/model.onnx)"
+    )
+
+
 def export_onnx(
     checkpoint: Path,
     output: Path,
@@ -135,6 +164,7 @@ def export_onnx(
     if output.suffix != models.ONNX_SUFFIX:
         raise ConfigError(f"--output must name an .onnx file, got {output}")
     check_output(output, "--output")
+    _check_card_beside(output)
     if opset < MIN_OPSET:
         raise ConfigError(f"--opset must be >= {MIN_OPSET}, got {opset}")
     if input_format not in ("uint8_nhwc", "float_nchw"):

@@ -93,7 +93,8 @@ def verify(
     if (pairs is None) == (image1 is None or image2 is None) or (pairs is not None and (image1 or image2)):
         raise ConfigError("give either --image1 and --image2, or --pairs")
     if output is not None:
-        check_output(output, "--output")
+        inputs = {"--pairs": pairs, "--image1": image1, "--image2": image2, "--model": model}
+        check_output(output, "--output", inputs={**inputs, "--calibration": calibration, "--landmarks": landmarks})
     if pairs is not None:
         left, right = read_pairs(Path(pairs))
         base = Path(root) if root is not None else Path(pairs).parent

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from amlit.errors import BadDataError, MissingDataError
+from amlit.errors import BadDataError, MissingDataError, listed
 from amlit.eval.curves import CURVES_FILE, Curve, load_curves
 from amlit.sweep.runner import FINISHED, TRIALS_FILE
 
@@ -57,6 +57,12 @@ def read_run(results_file: Path, name: str) -> Run:
         raise BadDataError(f"{results_file} is not a results file written by `amlit test` (JSON): {error}") from error
     if not isinstance(document, dict):
         raise BadDataError(f"{results_file}: expected a JSON object of metrics (written by `amlit test`)")
+    if not any(str(key).startswith("test/") for key in document):
+        # e.g. `amlit score --output`'s lfw/acc, ...: its row would be blank, without a word
+        raise BadDataError(
+            f"{results_file} holds no `amlit test` metrics (test/<set>/<metric>; it has {listed(list(document), 3)}): "
+            "amlit report reads the results.json that amlit test writes, not the output of amlit score"
+        )
     metrics = {
         key: float(value)
         for key, value in document.items()

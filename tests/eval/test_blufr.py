@@ -392,3 +392,24 @@ def test_written_config_reads_back_and_sampled_protocol_has_blufr_structure(tmp_
         assert sorted(np.concatenate([back.gallery_index[t], back.probe_index[t]])) == sorted(back.test_index[t])
         # every gallery subject has a genuine probe
         assert set(gallery) <= set(labels[back.probe_index[t]])
+
+
+def test_a_config_whose_trials_do_not_split_into_gallery_and_probes_is_refused(tmp_path):
+    """galIndex/probIndex swapped (every probe of a gallery subject) crashed open-set identification with a
+    ValueError traceback after the verification work; refused when the config is read, naming the trial."""
+    from dataclasses import replace
+
+    from amlit.eval.blufr import sample_blufr_protocol, write_blufr_config
+
+    names = [f"Person_{s:03d}_{n:04d}.jpg" for s in range(60) for n in range(1, 2 + s % 4)]
+    labels = np.array([int(name.split("_")[1]) + 1 for name in names])
+    config = sample_blufr_protocol(names, labels, num_trials=3, seed=3)
+    first_gallery = config.gallery_index[0]
+    for broken, problem in (
+        (replace(config, gallery_index=config.probe_index, probe_index=config.gallery_index), "no impostor probe"),
+        (replace(config, probe_index=[np.setdiff1d(p, p[:1]) for p in config.probe_index]), "are not testIndex"),
+        (replace(config, probe_index=[np.union1d(p, first_gallery) for p in config.probe_index]), "overlap"),
+    ):
+        write_blufr_config(tmp_path / "config.mat", broken)
+        with pytest.raises(BadDataError, match=f"config.mat: trial 1: .*{problem}"):
+            read_blufr_config(tmp_path / "config.mat")

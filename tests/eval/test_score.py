@@ -109,6 +109,23 @@ def _lfw_file(tiny_tree, tmp_path, scale=None, signal=2.0):
     return npz, pairs_file, names, unit
 
 
+def test_an_output_naming_an_input_is_refused_before_it_is_overwritten(tiny_tree, tmp_path):
+    """--output=<the embeddings file> replaced hours of embedding with a JSON of the scores."""
+    from amlit.errors import StorageError
+
+    npz, pairs_file, _, _ = _lfw_file(tiny_tree, tmp_path)
+    pairs_copy = tmp_path / "pairs.txt"
+    pairs_copy.write_bytes(pairs_file.read_bytes())
+    before = npz.read_bytes(), pairs_copy.read_bytes()
+    for output, option in ((npz, "--embeddings"), (tmp_path / "." / "pairs.txt", "--pairs")):
+        with pytest.raises(StorageError, match=f"it is the {option} file"):
+            run_tool(["score", "lfw", f"--embeddings={npz}", f"--pairs={pairs_copy}", f"--output={output}"])
+    assert (npz.read_bytes(), pairs_copy.read_bytes()) == before
+    with pytest.raises(StorageError, match="it is the --probes file"):
+        run_tool(["score", "megaface", f"--probes={npz}", f"--distractors={npz}", f"--output={npz}"])
+    assert npz.read_bytes() == before[0]
+
+
 def test_features_that_are_not_unit_length_are_normalized_and_say_so(tiny_tree, tmp_path):
     scale = np.random.default_rng(2).uniform(0.2, 40.0, 2000)
     npz, pairs_file, names, unit = _lfw_file(tiny_tree, tmp_path, scale=scale[: len(read_lfw_pairs(

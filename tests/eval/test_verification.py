@@ -345,3 +345,17 @@ def test_sphereface_protocol_takes_concatenated_features_and_skips_missing_image
             scores.numpy()[in_fold], sphereface_scorer(torch.tensor(concat), kept)(k).numpy()[in_fold]
         )
     assert metrics["auc"] == pytest.approx(roc_metrics(scores, torch.tensor(kept.issame))["auc"])
+
+
+def test_sphereface_protocol_reports_no_calibrated_threshold_for_amlit_verify():
+    """Its cosines are of fold-centered concatenations: a threshold@far on them, taken by amlit verify (which
+    compares flip-sum cosines of the same model) into the model card, would accept at another FAR than it says."""
+    features, left, right, issame, fold = planted_sphereface_problem(0, num_pairs=2000)
+    concat = torch.tensor(features.reshape(len(features), -1))
+    pairs = PairList([str(i) for i in range(len(features))], left, right, issame, fold)
+    assert (~issame).sum() >= 1000  # FAR 1e-3 resolved: the amsoftmax protocol calibrates it
+    plain = pair_verification_metrics(torch.nn.functional.normalize(concat, dim=1), pairs, protocol="amsoftmax")
+    assert "threshold@far=1e-3" in plain and "num_impostors" in plain
+    metrics = pair_verification_metrics(concat, pairs, protocol="sphereface")
+    assert "auc" in metrics and "tar@far=1e-3" in metrics
+    assert not [key for key in metrics if key.startswith("threshold@far=") or key == "num_impostors"]

@@ -63,6 +63,8 @@ def test_aligned_crops_embed_to_the_test_feature_and_bad_images_are_listed(tmp_p
     bad = pd.read_csv(tmp_path / "out" / "features.bad.csv")
     assert bad["image"].tolist() == ["broken/big.png", "broken/cut.jpg"]
     assert "120x100 (HxW)" in bad["reason"][0] and "truncated JPEG" in bad["reason"][1]
+    # what to do with embed (not a training setting: data.image_size is no option of amlit embed)
+    assert "--landmarks" in bad["reason"][0] and "data.image_size" not in bad["reason"][0]
     assert not (tmp_path / "out" / "features.npz.partial").exists()
     with pytest.raises(ConfigError, match="exists: pass --overwrite=true"):
         run_tool(

@@ -127,6 +127,33 @@ def test_export_settings_are_checked_before_any_work():
             run_tool(["export", "onnx", "--checkpoint=missing.ckpt", "--output=model.onnx", *flags])
 
 
+def test_verify_refuses_an_output_that_is_its_pairs_file(tmp_path):
+    from amlit.errors import StorageError
+
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("a.jpg b.jpg\n")
+    with pytest.raises(StorageError, match="it is the --pairs file"):
+        run_tool(["verify", "--model=missing.ckpt", f"--pairs={pairs}", f"--output={pairs}"])
+    assert pairs.read_text() == "a.jpg b.jpg\n"
+
+
+def test_export_refuses_a_folder_whose_model_card_is_another_s(tmp_path):
+    """It writes model_card.json beside the .onnx: into amlit test's results folder it replaced the test's card
+    (evaluation and calibrated thresholds), beside another export that one's card. Refused before any work."""
+    card = tmp_path / "model_card.json"
+    tested = {"weights_sha256": "ab", "evaluation": {"metrics": {}}, "calibration": {"sets": {}}, "export": None}
+    for content, owner in ((tested, "the card amlit test wrote"), ({**tested, "export": {"file": "a.onnx"}}, "a.onnx")):
+        card.write_text(json.dumps(content))
+        with pytest.raises(ConfigError, match=f"{owner}.*one export per folder"):
+            run_tool(["export", "onnx", "--checkpoint=missing.ckpt", f"--output={tmp_path / 'model.onnx'}"])
+        assert json.loads(card.read_text()) == content
+    # a new export of the same file replaces its own card: past this check (to the missing checkpoint)
+    card.write_text(json.dumps({**tested, "export": {"file": "model.onnx"}}))
+    with pytest.raises(Exception, match=r"missing\.ckpt") as refused:
+        run_tool(["export", "onnx", "--checkpoint=missing.ckpt", f"--output={tmp_path / 'model.onnx'}"])
+    assert "one export per folder" not in str(refused.value)
+
+
 def _embed(model: Path, faces: Path, tmp_path: Path) -> Path:
     output = tmp_path / "embedded.npz"
     if not output.exists():
