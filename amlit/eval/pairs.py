@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from amlit.errors import BadDataError, MissingDataError
+from amlit.listfiles import read_utf8_lines
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def parse_lfw_pairs(path: str | Path) -> Folds:
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(f"pairs file {path} does not exist: expected an LFW-format pairs.txt")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_utf8_lines(path)
     if not lines:
         raise BadDataError(f"{path}:1: empty file; expected a header '<folds><TAB><pairs per class per fold>'")
     header = lines[0].split()
@@ -124,7 +125,7 @@ def lines_naming(path: str | Path, images: set[str], extension: str = ".jpg") ->
     """(line number, image) for every pair line of a (valid) ``pairs.txt`` that names one of ``images``, in file
     order: for messages that point at the line of a missing image."""
     found = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines()[1:], start=2):
+    for number, line in enumerate(read_utf8_lines(path)[1:], start=2):
         fields = line.split()
         if len(fields) == 3:  # Name i j
             named = [(fields[0], fields[1]), (fields[0], fields[2])]

@@ -97,3 +97,13 @@ def test_a_byte_order_mark_before_the_header_is_ignored(tmp_path):
     with_bom.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "plain.txt").read_bytes())
     assert parse_lfw_pairs(with_bom) == parse_lfw_pairs(tmp_path / "plain.txt")
     assert len(read_lfw_pairs(with_bom)) == 40
+
+
+def test_a_pairs_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("1\t1\nJos\u00e9_Garc\u00eda\t1\t2\nA\t1\tB\t2\n", encoding="utf-16")  # Notepad's "Unicode"
+    with pytest.raises(BadDataError, match=r"pairs.txt:1: not UTF-8 text .*UTF-16"):
+        read_lfw_pairs(path)
+    path.write_text("1\t1\nJos\u00e9_Garc\u00eda\t1\t2\nA\t1\tB\t2\n", encoding="latin-1")
+    with pytest.raises(BadDataError, match=r"pairs.txt:2: not UTF-8 text \(byte 0xe9"):
+        read_lfw_pairs(path)
