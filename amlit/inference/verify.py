@@ -153,6 +153,12 @@ def verify(
         for a, b, cosine, decision, _ in rows:
             print(f"{cosine or '-'}\t{decision}\t{a}\t{b}")
     counts = {"pairs": len(left), "scored": int(scored.sum()), "same": int(same.sum())}
+    if not counts["scored"]:  # a run that decided nothing must not end as a success (scripts check the status)
+        where = f" (every pair's problem is in {output})" if output is not None else ""
+        raise BadDataError(
+            f"none of the {len(left)} pairs of {pairs} could be scored: {len(reasons)} images could not be embedded, "
+            f"e.g. {next(iter(reasons.values()))}{where}"
+        )
     unscored = f"; {len(left) - counts['scored']} not scored ({len(reasons)} images could not be embedded)"
     print(
         f"{counts['scored']} of {counts['pairs']} pairs scored, {counts['same']} accepted as the same person"

@@ -12,7 +12,7 @@ from inference_helpers import write_checkpoint
 from test_embed import aligned_faces
 
 from amlit.cli import run_tool
-from amlit.errors import ConfigError
+from amlit.errors import BadDataError, ConfigError
 from amlit.inference.calibration import calibration_from_metrics
 from amlit.inference.models import load_model
 
@@ -115,6 +115,23 @@ def test_a_pairs_file_gives_one_decision_per_pair_and_names_unreadable_images(tw
     assert table["decision"][:2].tolist() == ["same" if c >= 0.5 else "different" for c in expected]
     assert table["decision"][2] == "not scored" and "not an image" in table["problem"][2]
     assert counts == {"pairs": 3, "scored": 2, "same": sum(c >= 0.5 for c in expected)}
+
+    # no pair scored (here: every pair has the broken image): an error, with each pair's problem still written
+    (faces / "pairs.txt").write_text(f"{names[0]} broken.jpg\nbroken.jpg {names[1]}\n")
+    output.unlink()
+    with pytest.raises(
+        BadDataError, match=r"none of the 2 pairs of .*pairs.txt could be scored: 1 images .*not an image"
+    ):
+        run_tool(
+            [
+                "verify",
+                f"--model={model}",
+                f"--pairs={faces / 'pairs.txt'}",
+                f"--calibration={card}",
+                f"--output={output}",
+            ]
+        )
+    assert pd.read_csv(output, keep_default_na=False)["decision"].tolist() == ["not scored"] * 2
 
 
 def test_export_settings_are_checked_before_any_work():
