@@ -89,6 +89,7 @@ def test_amlit_test_saves_its_curves_machine_readably(tested_runs):
         assert (curves[key].x_label, curves[key].log_x) == (curve.x_label, curve.log_x)
     results = json.loads((runs / "am035" / "results" / "results.json").read_text())
     assert "test/megaface/rank1@distractors=10" in results  # 40 tiny distractors: only the devkit's 10 fits
+    assert results["test/blufr/num_trials"] == 10  # what BLUFR's mean - std is over, for the report to check
     assert curves["test/megaface/rank1_vs_distractors"].x.tolist() == [10, 40]
 
 
