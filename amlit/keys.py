@@ -35,6 +35,8 @@ def eval_key(stage: str, eval_set: str, metric: str) -> str:
 # Calibration (amlit.eval.far.calibrated_thresholds): per test set, the cosine to accept at (>=) for a FAR, and the
 # number of impostor pairs behind it (BLUFR: per trial, the smallest of its trials; thresholds averaged over trials).
 NUM_IMPOSTORS = "num_impostors"
+# BLUFR: how many trials its mean, std and mean - std are over (the official config has 10; amlit.eval.blufr).
+NUM_TRIALS = "num_trials"
 THRESHOLD_PREFIX = "threshold@far="
 
 

@@ -20,7 +20,7 @@ from amlit.eval.blufr import read_blufr_config
 from amlit.eval.curves import Curve, load_curves, save_curves
 from amlit.eval.label_pairs import count_pairs
 from amlit.report import make_report
-from amlit.report.paper import BLUFR_OFFICIAL, TABLE1, TABLE1_BY_KEY, TABLE1_COLUMNS, TABLE2, paper_row
+from amlit.report.paper import BLUFR_OFFICIAL, BLUFR_TRIALS, TABLE1, TABLE1_BY_KEY, TABLE1_COLUMNS, TABLE2, paper_row
 from amlit.sweep import load_sweep, run_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -89,6 +89,7 @@ def test_amlit_test_saves_its_curves_machine_readably(tested_runs):
         assert (curves[key].x_label, curves[key].log_x) == (curve.x_label, curve.log_x)
     results = json.loads((runs / "am035" / "results" / "results.json").read_text())
     assert "test/megaface/rank1@distractors=10" in results  # 40 tiny distractors: only the devkit's 10 fits
+    assert results["test/blufr/num_trials"] == 10  # what BLUFR's mean - std is over, for the report to check
     assert curves["test/megaface/rank1_vs_distractors"].x.tolist() == [10, 40]
 
 
@@ -119,6 +120,9 @@ def test_report_writes_both_tables_and_figure6_from_tested_runs(tested_runs, tmp
             lfw_pairs in table.loc[name, "not_compared"]
             and "40 MegaFace distractors" in table.loc[name, "not_compared"]
         )
+        # amlit test records the BLUFR trials, and its run config the pair protocol and far rule, all the paper's
+        assert "does not record" not in table.loc[name, "not_compared"]
+        assert not any(s in table.loc[name, "not_compared"] for s in ("trials", "pair protocol", "FAR rule"))
     assert table.loc["arcface", ["lfw_paper", "lfw_delta"]].isna().all()  # no paper number to compare with
     assert (table.loc["am035", ["m", "s"]] == ["0.35", "30"]).all()
     assert (table["megaface_distractors"] == 40).all()  # not the paper's 1M: said beside every row
@@ -137,17 +141,23 @@ def test_report_writes_both_tables_and_figure6_from_tested_runs(tested_runs, tmp
 PAPER_PROTOCOL = {
     "test/lfw/num_pairs": 6000,
     "test/blufr/num_impostors": 44_003_474,
+    "test/blufr/num_trials": 10,
     "test/megaface/num_distractors": 1e6,
 }
+PAPER_SETTINGS = {"pair_protocol": "amsoftmax", "far_rule": "evalroc"}  # of the run config's data module
 
 
-def _results_run(root, name: str, counts: dict) -> None:
-    """A tested AM-Softmax m=0.35 run's results.json (as `amlit test` writes it) with the given protocol counts."""
+def _results_run(root, name: str, counts: dict, settings: dict | None = PAPER_SETTINGS) -> None:
+    """A tested AM-Softmax m=0.35 run's results.json (as `amlit test` writes it) with the given protocol counts and
+    data settings (None: a run config without a data module, as results.json of a run outside the CLI)."""
     folder = root / name / "results"
     folder.mkdir(parents=True)
     head = {"class_path": "amlit.heads.AMSoftmax", "init_args": {"margin": 0.35, "scale": 30.0}}
+    config = {"model": {"head": head}}
+    if settings is not None:
+        config["data"] = {"class_path": "amlit.data.CasiaDataModule", "init_args": settings}
     metrics = {column.key: 0.5 for column in TABLE1_COLUMNS}
-    document = {**metrics, **counts, "config": {"model": {"head": head}}, "manifest": {"removed_identities": []}}
+    document = {**metrics, **counts, "config": config, "manifest": {"removed_identities": []}}
     (folder / "results.json").write_text(json.dumps(document))
 
 
@@ -185,6 +195,68 @@ def test_report_compares_with_the_paper_only_runs_measured_as_the_paper_was(tmp_
     assert "| paper | AM-Softmax m=0.35 | AM-Softmax | 0.35 | 30 | 1000000 | 50.00 | 98.98 | -48.98 |" in markdown
     assert "- small: LFW 6,000 pairs: 400 LFW pairs scored, the paper's 6,000; MegaFace" in markdown
     assert "- paper:" not in markdown
+
+
+BLUFR_TITLES = "BLUFR VR@FAR=0.01%, BLUFR VR@FAR=0.1%, BLUFR DIR@FAR=1%"
+
+
+def test_report_compares_only_runs_scored_with_the_papers_pair_protocol_blufr_trials_and_far_rule(tmp_path):
+    runs = tmp_path / "runs"
+    _results_run(runs, "sphereface", PAPER_PROTOCOL, {**PAPER_SETTINGS, "pair_protocol": "sphereface"})
+    _results_run(runs, "five_trials", {**PAPER_PROTOCOL, "test/blufr/num_trials": 5})
+    _results_run(runs, "at_most", PAPER_PROTOCOL, {**PAPER_SETTINGS, "far_rule": "at_most"})
+    older = {key: value for key, value in PAPER_PROTOCOL.items() if key != "test/blufr/num_trials"}
+    _results_run(runs, "older", older, settings=None)  # before num_trials, and no run config (outside the CLI)
+    _results_run(
+        runs,
+        "everything",
+        {**PAPER_PROTOCOL, "test/lfw/num_pairs": 400, "test/blufr/num_trials": 3},
+        {"pair_protocol": "sphereface", "far_rule": "interpolated"},
+    )
+    written = make_report([runs], output=tmp_path / "report")
+    table = pd.read_csv(written["table1.csv"]).set_index("run")
+    published = dict(zip([c.name for c in TABLE1_COLUMNS], TABLE1_BY_KEY["am_softmax_0.35"].values, strict=True))
+    lfw, blufr, megaface = ["lfw"], [c.name for c in TABLE1_COLUMNS[1:4]], ["megaface_rank1", "megaface_vr"]
+
+    def compared(run: str) -> list[str]:
+        return [name for name in published if table.loc[run, f"{name}_paper"] == published[name]]
+
+    # SphereFace's pair protocol changes LFW accuracy only; BLUFR and MegaFace do not score pairs.
+    assert compared("sphereface") == blufr + megaface and pd.isna(table.loc["sphereface", "lfw_delta"])
+    assert table.loc["sphereface", "not_compared"] == (
+        "LFW 6,000 pairs: pair protocol sphereface (data.pair_protocol), the paper's amsoftmax"
+    )
+    assert compared("five_trials") == lfw + megaface
+    assert table.loc["five_trials", "not_compared"] == f"{BLUFR_TITLES}: 5 BLUFR trials, the paper's 10"
+    # Another FAR rule moves the BLUFR figures, but not LFW accuracy nor MegaFace at 1M distractors (FAR x N is an
+    # integer there, where the rules agree but for genuine scores between two adjacent impostor scores).
+    assert compared("at_most") == lfw + megaface
+    assert (
+        table.loc["at_most", "not_compared"] == f"{BLUFR_TITLES}: FAR rule at_most (data.far_rule), the paper's evalroc"
+    )
+    # What results.json does not record is not taken for the paper's, as a missing count is not.
+    assert compared("older") == megaface
+    assert table.loc["older", "not_compared"] == (
+        "LFW 6,000 pairs: results.json does not record the pair protocol (data.pair_protocol of its run config); "
+        f"the paper's: amsoftmax; {BLUFR_TITLES}: results.json does not record the BLUFR trials "
+        "(test/blufr/num_trials); the paper's: 10 and results.json does not record the FAR rule (data.far_rule of "
+        "its run config); the paper's: evalroc"
+    )
+    assert compared("everything") == megaface
+    assert table.loc["everything", "not_compared"] == (
+        "LFW 6,000 pairs: 400 LFW pairs scored, the paper's 6,000 and pair protocol sphereface (data.pair_protocol), "
+        f"the paper's amsoftmax; {BLUFR_TITLES}: 3 BLUFR trials, the paper's 10 and FAR rule interpolated "
+        "(data.far_rule), the paper's evalroc"
+    )
+    second = pd.read_csv(written["table2.csv"]).set_index("run")  # MegaFace only: compared in every run
+    assert (second["megaface_rank1_paper"] == TABLE2[False][0]).all() and second["not_compared"].isna().all()
+    markdown = written["table1.md"].read_text()
+    assert f"- five_trials: {BLUFR_TITLES}: 5 BLUFR trials, the paper's 10\n" in markdown
+
+
+def test_the_official_blufr_config_has_the_trial_count_the_report_expects(shared_data):
+    config = read_blufr_config(shared_data / "blufr" / "blufr_lfw_config.mat")
+    assert config.num_trials == BLUFR_TRIALS.expected == 10
 
 
 def test_the_official_blufr_config_has_the_impostor_count_the_report_expects(shared_data):

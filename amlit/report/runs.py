@@ -38,6 +38,16 @@ class Run:
     def head(self) -> dict[str, Any]:
         return dict((self.config.get("model") or {}).get("head") or {})
 
+    def data_setting(self, name: str) -> Any:
+        """A setting of the run's data module (``data.init_args.<name>`` of the resolved config, e.g.
+        ``pair_protocol``, ``far_rule``); None when results.json has no config or its data module has no such
+        setting."""
+        data = self.config.get("data")
+        if not isinstance(data, dict):
+            return None
+        init_args = data.get("init_args") if "class_path" in data else data  # a data module given by class or not
+        return (init_args or {}).get(name)
+
 
 @dataclass(frozen=True)
 class Missing:

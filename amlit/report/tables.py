@@ -1,9 +1,10 @@
 """Table 1 and Table 2 of the paper from runs: ours beside the paper's number and the difference, in percent.
 
-A paper number is put beside a run's only where the run was measured as the paper was (``Column.protocol``: the
-6,000 LFW pairs, the official BLUFR list, 1M MegaFace distractors, as ``results.json`` records them); elsewhere the
-paper's number and the difference stay blank and the ``not_compared`` column (a note under the markdown table)
-says why.
+A paper number is put beside a run's only where the run was measured as the paper was (``Column.protocols``: the
+6,000 LFW pairs scored with AM-Softmax's flip-sum feature, all 10 trials of the official BLUFR list under the
+toolkit's EvalROC rule, 1M MegaFace distractors, as ``results.json`` records them: its counts and its run config's
+data settings); elsewhere the paper's number and the difference stay blank and the ``not_compared`` column (a note
+under the markdown table) says why. What results.json does not record counts as measured otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 from amlit.keys import eval_key
 from amlit.report.paper import (
     CITATION,
+    DATA_SETTING,
     TABLE1,
     TABLE1_BY_KEY,
     TABLE1_COLUMNS,
@@ -44,31 +46,40 @@ def _measured(run: Run, column: Column) -> float:
 
 
 def measured_otherwise(run: Run, protocol: Protocol) -> str | None:
-    """Why ``run`` was not measured as the paper was under ``protocol`` (None when it was)."""
-    recorded = run.metrics.get(protocol.key)
+    """Why ``run`` was not measured as the paper was under ``protocol`` (None when it was): a count that differs, a
+    data setting that differs, or either not recorded (an older results.json, a run config without the setting)."""
+    setting = protocol.key.startswith(DATA_SETTING)
+    recorded = run.data_setting(protocol.key.removeprefix(DATA_SETTING)) if setting else run.metrics.get(protocol.key)
+    expected = protocol.expected if setting else f"{protocol.expected:,}"
     if recorded is None:
-        return f"results.json does not record the {protocol.what} ({protocol.key}); the paper's: {protocol.expected:,}"
-    if int(recorded) != protocol.expected:
-        return f"{int(recorded):,} {protocol.what}, the paper's {protocol.expected:,}"
+        where = f"{protocol.key} of its run config" if setting else protocol.key
+        return f"results.json does not record the {protocol.what} ({where}); the paper's: {expected}"
+    if setting and str(recorded) != protocol.expected:
+        return f"{protocol.what} {recorded} ({protocol.key}), the paper's {expected}"
+    if not setting and int(recorded) != protocol.expected:
+        return f"{int(recorded):,} {protocol.what}, the paper's {expected}"
     return None
 
 
-def _not_compared(run: Run, columns: tuple[Column, ...]) -> dict[str, str]:
-    """Column name -> why its paper number is left out, for the columns ``run`` has a value in."""
-    return {
-        column.name: reason
+def _not_compared(run: Run, columns: tuple[Column, ...]) -> dict[str, tuple[str, ...]]:
+    """Column name -> why its paper number is left out (one reason per protocol not met), for the columns ``run``
+    has a value in."""
+    found = {
+        column.name: tuple(reason for p in column.protocols if (reason := measured_otherwise(run, p)) is not None)
         for column in columns
-        if column.key in run.metrics and (reason := measured_otherwise(run, column.protocol)) is not None
+        if column.key in run.metrics
     }
+    return {name: reasons for name, reasons in found.items() if reasons}
 
 
-def _note(columns: tuple[Column, ...], reasons: dict[str, str]) -> str:
-    """One clause per protocol: ``"BLUFR VR@FAR=0.01%, ...: 15,660 impostor pairs ..., the paper's 44,003,474"``."""
-    by_reason: dict[str, list[str]] = {}
+def _note(columns: tuple[Column, ...], reasons: dict[str, tuple[str, ...]]) -> str:
+    """One clause per set of reasons: ``"BLUFR VR@FAR=0.01%, ...: 15,660 impostor pairs ..., the paper's 44,003,474
+    and 5 BLUFR trials, the paper's 10"``."""
+    by_reason: dict[tuple[str, ...], list[str]] = {}
     for column in columns:
         if column.name in reasons:
             by_reason.setdefault(reasons[column.name], []).append(column.title)
-    return "; ".join(f"{', '.join(titles)}: {reason}" for reason, titles in by_reason.items())
+    return "; ".join(f"{', '.join(titles)}: {' and '.join(why)}" for why, titles in by_reason.items())
 
 
 def _compare(values: dict, column: Column, ours: float, paper: float | None) -> None:

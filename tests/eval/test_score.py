@@ -1,4 +1,6 @@
 import json
+import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -6,7 +8,7 @@ import torch
 
 from amlit.cli import run_tool
 from amlit.errors import BadDataError, MissingDataError
-from amlit.eval.blufr import evaluate_blufr, read_blufr_config
+from amlit.eval.blufr import evaluate_blufr, read_blufr_config, write_blufr_config
 from amlit.eval.pairs import read_lfw_pairs
 from amlit.eval.verification import pair_verification_metrics
 
@@ -49,6 +51,26 @@ def test_score_blufr_matches_protocol_and_matches_names_by_file_name(tiny_tree, 
     result = run_tool(["score", "blufr", f"--embeddings={npz}", f"--blufr_config={config_file}"])
     expected = evaluate_blufr((config.image_list, features), config)
     assert result == {f"blufr/{key}": pytest.approx(value) for key, value in expected.items()}
+
+
+def test_score_blufr_records_the_trial_count_and_warns_of_a_config_with_other_than_10(tiny_tree, tmp_path, capsys):
+    official_size = tiny_tree / "lfw" / "blufr_config.mat"  # generated with the official config's 10 trials
+    config = read_blufr_config(official_size)
+    npz = tmp_path / "emb.npz"
+    np.savez(npz, names=np.array(config.image_list), features=_embeddings(config.image_list).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 10 trials: no warning
+        result = run_tool(["score", "blufr", f"--embeddings={npz}", f"--blufr_config={official_size}"])
+    assert result["blufr/num_trials"] == 10 and "BLUFR: 10 trials" in capsys.readouterr().out
+    small = tmp_path / "three_trials.mat"
+    cells = ("train_index", "test_index", "gallery_index", "probe_index")
+    write_blufr_config(small, replace(config, **{cell: getattr(config, cell)[:3] for cell in cells}))
+    output = tmp_path / "blufr.json"
+    with pytest.warns(UserWarning, match=r"three_trials\.mat has 3 trials, the official .* has 10: these are not"):
+        result = run_tool(["score", "blufr", f"--embeddings={npz}", f"--blufr_config={small}", f"--output={output}"])
+    assert result["blufr/num_trials"] == 3 and json.loads(output.read_text())["blufr/num_trials"] == 3
+    printed = capsys.readouterr().out
+    assert "BLUFR: 3 trials" in printed and "blufr/num_trials: 3.000000" in printed
 
 
 def test_bad_embeddings_files_are_explained(tmp_path):
