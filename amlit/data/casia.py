@@ -41,7 +41,7 @@ from amlit.data.sampling import EpochShardSampler, ResumableLoader
 from amlit.data.sources import ImageFiles, TrainingImages
 from amlit.data.verification_bin import bin_eval_set
 from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
-from amlit.eval.blufr import BlufrConfig, evaluate_blufr, read_blufr_config
+from amlit.eval.blufr import BlufrConfig, evaluate_blufr, read_blufr_config, warn_if_unofficial_trials
 from amlit.eval.evalset import EvalSet
 from amlit.eval.far import FarRule, check_far
 from amlit.eval.pairs import PairList, fold_pairs_to_list, lines_naming, read_lfw_pairs, sample_fold_pairs
@@ -288,6 +288,7 @@ class CasiaDataModule(L.LightningDataModule):
         self.blufr: BlufrConfig | None = None
         if blufr_config is not None:
             self.blufr = read_blufr_config(blufr_config)
+            warn_if_unofficial_trials(self.blufr, blufr_config)
             self._blufr_images = [_lfw_path(name) for name in self.blufr.image_list]
             missing = [p for p in self._blufr_images if not (self.lfw_root / p).is_file()]
             if missing:

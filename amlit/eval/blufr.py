@@ -26,6 +26,7 @@ applied here.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,19 @@ def read_blufr_config(path: str | Path) -> BlufrConfig:
         gallery_index=cells["galIndex"],
         probe_index=cells["probIndex"],
     )
+
+
+def warn_if_unofficial_trials(config: BlufrConfig, path: str | Path) -> None:
+    """Warn when ``config`` has another number of trials than the official ``OFFICIAL_TRIALS``. Not refused:
+    small configs are made for tests and demos. But the std, and so mean - std, depends on how many trials there
+    are: the numbers are not comparable with published (10-trial) BLUFR figures."""
+    if config.num_trials != OFFICIAL_TRIALS:
+        warnings.warn(
+            f"{path} has {config.num_trials} trials, the official blufr_lfw_config.mat has {OFFICIAL_TRIALS}: "
+            f"these are not the BLUFR protocol's numbers (mean - std over {OFFICIAL_TRIALS} trials), do not compare "
+            "them with published BLUFR figures",
+            stacklevel=3,
+        )
 
 
 def write_blufr_config(path: str | Path, config: BlufrConfig) -> None:

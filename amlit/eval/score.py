@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from amlit.errors import BadDataError, ConfigError, listed
-from amlit.eval.blufr import OFFICIAL_TRIALS, evaluate_blufr, read_blufr_config
+from amlit.eval.blufr import evaluate_blufr, read_blufr_config, warn_if_unofficial_trials
 from amlit.eval.curves import Curve
 from amlit.eval.embeddings import check_features, load_embeddings, read_embeddings, unmatched_hint
 from amlit.eval.far import FarRule
@@ -119,15 +119,7 @@ def score_blufr(
     data = load_embeddings(embeddings)
     config = read_blufr_config(blufr_config)
     print(f"BLUFR: {config.num_trials} trials ({blufr_config})")
-    if config.num_trials != OFFICIAL_TRIALS:
-        # Not refused: small configs are made for tests and demos. But the std, and so mean - std, depends on how
-        # many trials there are: the numbers are not comparable with published (10-trial) BLUFR figures.
-        warnings.warn(
-            f"{blufr_config} has {config.num_trials} trials, the official blufr_lfw_config.mat has {OFFICIAL_TRIALS}: "
-            f"these are not the BLUFR protocol's numbers (mean - std over {OFFICIAL_TRIALS} trials), do not compare "
-            "them with published BLUFR figures",
-            stacklevel=2,
-        )
+    warn_if_unofficial_trials(config, blufr_config)
     metrics = evaluate_blufr((data.names, torch.from_numpy(data.features)), config, far_rule=far_rule)
     return _report(metrics, "blufr", output)
 

@@ -170,6 +170,20 @@ def test_wrong_size_and_corrupt_images_name_the_file(tiny_tree, tmp_path):
         dataset[1]
 
 
+def test_a_blufr_config_of_other_than_10_trials_is_warned_of_by_the_data_module(tiny_tree, tmp_path):
+    from dataclasses import replace
+
+    from amlit.eval.blufr import read_blufr_config, write_blufr_config
+
+    lfw = tiny_tree / "lfw"
+    config = read_blufr_config(lfw / "blufr_config.mat")
+    small = tmp_path / "two_trials.mat"
+    cells = ("train_index", "test_index", "gallery_index", "probe_index")
+    write_blufr_config(small, replace(config, **{cell: getattr(config, cell)[:2] for cell in cells}))
+    with pytest.warns(UserWarning, match=r"two_trials\.mat has 2 trials, the official .* has 10: these are not"):
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), lfw, lfw / "pairs.txt", blufr_config=small)
+
+
 def test_blufr_eval_set_embeds_the_config_images_from_the_lfw_tree(tiny_tree, tmp_path):
     from amlit.eval.blufr import read_blufr_config
 
