@@ -7,6 +7,7 @@ only for these subcommands, so the tool commands (``amlit data ...``, ``amlit sc
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from amlit.checkpoint_io import SafeCheckpointIO, load_verified
+from amlit.compat import forget_init_args_on_class_change
 from amlit.data.sampling import check_global_batch
+from amlit.heads import MarginHead
 from amlit.launcher import check_launch_matches
 from amlit.loggers import SaveConfigToLoggers
 from amlit.module import FaceVerificationModule
@@ -27,6 +30,19 @@ from amlit.run_lock import RunLock
 # Flipping and normalizing on the device is deliberate (batches stay uint8 until they are on the device:
 # a quarter of the host-to-device traffic and no float work in the loader workers).
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
+
+
+def _is_head(class_path: str) -> bool:
+    """Whether ``class_path`` names a margin head: their settings of the same name mean different things (a cosine
+    margin, an angle in radians, an integer), so none is carried over from one head class to another."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return issubclass(getattr(importlib.import_module(module), name), MarginHead)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False
+
+
+forget_init_args_on_class_change(_is_head)
 
 
 class AmlitCLI(LightningCLI):

@@ -87,6 +87,32 @@ def test_dotted_overrides_reach_the_head_and_print_config(tiny_tree, tmp_path, m
     assert "class_path: amlit.heads.AMSoftmax" in printed and "margin: 0.4" in printed
 
 
+def _printed_head(args: list[str], capsys) -> dict:
+    import yaml
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--config", str(CONFIGS / "demo.yaml"), *args, "--print_config"])
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)["model"]["head"]
+
+
+def test_another_head_class_starts_from_its_own_defaults_not_the_previous_heads_settings(capsys):
+    """jsonargparse keeps the settings a new class accepts: AM-Softmax's cosine margin 0.35 and scale 30 became
+    ArcFace's angular margin (radians) and scale."""
+    head = _printed_head(["--model.head=amlit.heads.ArcFace"], capsys)
+    assert head["init_args"] == {"margin": 0.5, "scale": 64.0, "easy_margin": False}
+    head = _printed_head(["--model.head.class_path=CombinedMargin", "--model.head.angular_margin=0.4"], capsys)
+    assert (head["init_args"]["scale"], head["init_args"]["angular_margin"]) == (64.0, 0.4)
+    head = _printed_head(["--config", str(CONFIGS / "heads/softmax_dropout.yaml"), "--model.head=CenterLoss"], capsys)
+    assert head["init_args"]["dropout"] == 0.0
+    head = _printed_head(["--model.head.margin=0.2"], capsys)  # the same class keeps the config's other settings
+    assert (head["class_path"], head["init_args"]["margin"], head["init_args"]["scale"]) == (
+        "amlit.heads.AMSoftmax",
+        0.2,
+        30.0,
+    )
+
+
 def test_margin_out_of_range_is_a_config_error(tiny_tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
