@@ -129,6 +129,9 @@ class FaceVerificationModule(L.LightningModule):
         images, targets = batch
         # permute(0, 3, 1, 2) of an NHWC tensor *is* NCHW in channels_last memory layout: no copy needed.
         x = (images.permute(0, 3, 1, 2).float() - self.hparams.pixel_mean) / self.hparams.pixel_std
+        # In the weights' dtype: float32 under *-mixed (autocast casts per op), float64/bfloat16/float16 under
+        # 64-true/bf16-true/16-true (Lightning's convert_input ran on the uint8 batch, before this float).
+        x = x.to(self.dtype)
         if self._trainer is not None and self.trainer.training:
             x = torch.where(self._mirror_flags(x.shape[0]).to(x.device)[:, None, None, None], x.flip(-1), x)
         return x, targets

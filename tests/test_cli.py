@@ -225,6 +225,21 @@ def test_bf16_mixed_precision_trains_with_a_float32_head(tiny_tree, tmp_path, mo
     assert embeddings.dtype == torch.bfloat16 and out.loss.dtype == out.cosine.dtype == torch.float32
 
 
+@pytest.mark.parametrize(
+    ("precision", "dtype", "head"),
+    [("64-true", torch.float64, "normface.yaml"), ("bf16-true", torch.bfloat16, "center_loss.yaml")],
+)
+def test_true_precisions_feed_the_network_its_weights_dtype(precision, dtype, head, tiny_tree, tmp_path, monkeypatch):
+    """The normalized images were float32 whatever the weights' dtype: 64-true and bf16-true failed at the first
+    convolution, and the Center loss update mixed float32 features into bfloat16 centers."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), "--config", str(CONFIGS / "heads" / head)]
+    args += [*overrides("demo.yaml", tiny_tree, tmp_path), f"--trainer.precision={precision}"]
+    cli = run_cli(["fit", *args, "--trainer.fast_dev_run=2"])
+    assert cli.trainer.global_step == 2 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert cli.model.head.weight.dtype == dtype
+
+
 def test_validate_prints_its_metrics_as_test_does(tiny_tree, tmp_path, monkeypatch, caplog):
     import logging
 
