@@ -15,10 +15,12 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from amlit.checkpoint_io import SafeCheckpointIO, load_verified
 from amlit.compat import forget_init_args_on_class_change
 from amlit.data.sampling import check_global_batch
+from amlit.errors import ConfigError, UserInputError
 from amlit.heads import MarginHead
 from amlit.launcher import check_launch_matches
 from amlit.loggers import SaveConfigToLoggers
@@ -91,7 +93,17 @@ class AmlitCLI(LightningCLI):
         """The configured trainer, writing and reading checkpoints with ``SafeCheckpointIO`` unless
         ``trainer.plugins`` names another ``CheckpointIO``."""
         plugins = (self.config_init[self.subcommand].get("trainer") or {}).get("plugins")
-        trainer = super().instantiate_trainer(plugins=with_safe_checkpoint_io(plugins), **kwargs)
+        try:
+            trainer = super().instantiate_trainer(plugins=with_safe_checkpoint_io(plugins), **kwargs)
+        except UserInputError:
+            raise
+        except (MisconfigurationException, TypeError, ValueError) as error:  # e.g. accelerator=gpu on a CPU machine
+            config = self.config[self.subcommand].get("trainer") or {}
+            asked = ", ".join(f"trainer.{key}={config.get(key)}" for key in ("accelerator", "devices", "strategy"))
+            raise ConfigError(
+                f"the trainer cannot run as configured here ({asked}): {' '.join(str(error).split()).rstrip('.')}. Set "
+                "them to what this machine has (trainer.accelerator=auto and trainer.devices=1 run anywhere)"
+            ) from None
         check_launch_matches(trainer.num_devices, trainer.num_nodes)  # trainer.devices=auto resolved
         return trainer
 

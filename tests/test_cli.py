@@ -122,6 +122,20 @@ def test_margin_out_of_range_is_a_config_error(tiny_tree, tmp_path, monkeypatch)
     assert "0 <= margin < 1, got 1.2" in str(find_user_error(info.value))
 
 
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [("--trainer.accelerator=mps", "MPSAccelerator` can not run"), ("--trainer.devices=-3", "should be an int > 0")],
+)
+def test_a_trainer_this_machine_cannot_run_is_a_config_error(setting, said, tiny_tree, tmp_path, monkeypatch):
+    """Lightning's MisconfigurationException/TypeError was a traceback (accelerator=gpu on a CPU machine, more GPUs
+    than there are)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path), setting]
+    with pytest.raises(ConfigError, match="the trainer cannot run as configured here") as info:
+        run_cli(args)
+    assert said in str(info.value) and setting[2:] in str(info.value)
+
+
 def test_paper_config_without_data_names_every_missing_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="data not found") as info:
