@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from amlit import keys
-from amlit.checkpoint_fit import check_weights_fit, head_changes
+from amlit.checkpoint_fit import check_held_out_identities, check_weights_fit, head_changes
 from amlit.compat import is_logging_step
 from amlit.data.sampling import mirror_flags
 from amlit.diagnostics import margin_diagnostics
@@ -220,6 +220,10 @@ class FaceVerificationModule(L.LightningModule):
         (``amlit.checkpoint_fit``); note its optimizer and head settings for ``on_train_start``."""
         resuming = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
         self._resumed_head_changes = head_changes(checkpoint, self.head, resuming)
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.VALIDATING:
+            datamodule = self.trainer.datamodule
+            if callable(getattr(datamodule, "manifest", None)):
+                check_held_out_identities(checkpoint, datamodule.manifest(), getattr(datamodule, "seed", "?"))
         if "state_dict" in checkpoint:
             check_weights_fit(checkpoint["state_dict"], self.state_dict(), getattr(self, "strict_loading", True))
         self._resumed_hparams = dict(checkpoint.get("hyper_parameters") or {})

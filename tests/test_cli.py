@@ -254,6 +254,22 @@ def test_true_precisions_feed_the_network_its_weights_dtype(precision, dtype, he
     assert cli.model.head.weight.dtype == dtype
 
 
+def test_validate_refuses_held_out_identities_other_than_those_the_checkpoint_was_trained_without(
+    tiny_tree, tmp_path, monkeypatch
+):
+    """Another data.seed held out other identities of the same tree (the class count still fit): val/heldout then
+    scored identities the checkpoint was trained on."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    run_cli(["fit", *args, "--trainer.max_steps=1", "--trainer.val_check_interval=1", "--model.lr_milestones=[]"])
+    checkpoint = f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"
+    with pytest.raises(ConfigError, match=r"trained on other images than this config leaves for training") as info:
+        run_cli(["validate", *args, checkpoint, "--data.seed=3"])
+    assert "held out by data.seed=0" in str(info.value) and "held out by data.seed=3" in str(info.value)
+    cli = run_cli(["validate", *args, checkpoint])  # the training's own held-out identities
+    assert "val/heldout/acc" in cli.trainer.callback_metrics
+
+
 def test_validate_prints_its_metrics_as_test_does(tiny_tree, tmp_path, monkeypatch, caplog):
     import logging
 
