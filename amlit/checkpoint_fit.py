@@ -86,3 +86,38 @@ def head_changes(checkpoint: Mapping[str, Any], head: nn.Module, resuming: bool)
     if (changed or name != type(head).__name__) and not resuming:
         raise ConfigError(f"{mismatch}, under which its results would be recorded: {_USE_TRAINING_HEAD}")
     return changed
+
+
+def check_held_out_identities(checkpoint: Mapping[str, Any], manifest: Mapping[str, Any], seed: Any) -> None:
+    """``amlit validate``: refuse (``ConfigError``) a checkpoint trained on other images than the training set this
+    config leaves after holding out ``data.val_identities`` (drawn by ``data.seed``, here ``seed``): its
+    ``val/heldout`` identities would then include ones the checkpoint was trained on (another ``data.seed`` draws
+    others from the same tree, and the class count still fits). Compared by the training listing's sha256 that both
+    manifests hold; nothing to compare when the checkpoint records none or this config holds out no identities."""
+    record = checkpoint.get(RECORD_KEY)
+    training = record.get("training") if isinstance(record, Mapping) else None
+    trained = training.get("manifest") if isinstance(training, Mapping) else None
+    if (
+        not isinstance(trained, Mapping)
+        or not trained.get("train_listing_sha256")
+        or not manifest.get("val_identities")
+    ):
+        return
+    if trained["train_listing_sha256"] == manifest.get("train_listing_sha256"):
+        return
+    config = training.get("config")
+    data = config.get("data") if isinstance(config, Mapping) else None
+    trained_seed = (data.get("init_args") or {}).get("seed", "?") if isinstance(data, Mapping) else "?"
+
+    def described(side: Mapping[str, Any], side_seed: Any) -> str:
+        return (
+            f"{side.get('train_images')} images of {side.get('train')}, {side.get('val_identities')} identities held "
+            f"out by data.seed={side_seed}, listing sha256 {str(side.get('train_listing_sha256'))[:12]}"
+        )
+
+    raise ConfigError(
+        f"the checkpoint was trained on other images than this config leaves for training (checkpoint: "
+        f"{described(trained, trained_seed)}; this config: {described(manifest, seed)}): its val/heldout "
+        "identities would include ones the checkpoint was trained on. Validate with the data settings it was trained "
+        "with (config.yaml in its run folder: data.seed, data.val_identities, data.exclude_id_lists, the training data)"
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 
 # Lightning prints advertisements for its cloud products ("💡 Tip: ... try installing [litlogger] ...") through its
 # rank-zero logger while setting up loggers and checkpoints; they are not about the user's run.
@@ -87,6 +88,34 @@ def saved_run_config(trainer) -> dict | None:
         if isinstance(callback, SaveConfigCallback):
             return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False, skip_check=True))
     return None
+
+
+# ---- jsonargparse ------------------------------------------------------------------------------------------------
+def forget_init_args_on_class_change(applies_to: Callable[[str], bool]) -> None:
+    """When a subclass argument gets another ``class_path`` (``--model.head=amlit.heads.ArcFace``, or a later
+    ``--config`` naming another head), jsonargparse keeps the old class's ``init_args`` that the new class also
+    accepts: AM-Softmax's cosine margin 0.35 and scale 30 became ArcFace's angular margin (radians) and scale instead
+    of its 0.5 and 64. For the classes ``applies_to`` accepts (by import path), every old setting is dropped: the new
+    class gets its own defaults and what is given for it. Wraps ``jsonargparse._typehints.
+    discard_init_args_on_class_path_change`` (the function that drops the settings the new class does not accept;
+    idempotent)."""
+    from jsonargparse import _typehints
+
+    original = _typehints.discard_init_args_on_class_path_change
+    if getattr(original, "amlit_wrapped", False):
+        return
+
+    def discard(parser_or_action, prev_val, value):
+        original(parser_or_action, prev_val, value)
+        if not prev_val or "init_args" not in prev_val or prev_val["class_path"] == value["class_path"]:
+            return
+        if applies_to(value["class_path"]):
+            init_args = prev_val["init_args"]
+            for key in list(init_args.keys() if isinstance(init_args, dict) else vars(init_args)):
+                init_args.pop(key)
+
+    discard.amlit_wrapped = True
+    _typehints.discard_init_args_on_class_path_change = discard
 
 
 # ---- wandb -----------------------------------------------------------------------------------------------------

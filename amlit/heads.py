@@ -231,7 +231,9 @@ def center_loss(embeddings: torch.Tensor, centers: torch.Tensor, labels: torch.T
 def update_centers(centers: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, alpha: float) -> None:
     """In place, Wen et al. 2016 Eq. 4: c_j -= alpha * sum_{i: y_i = j} (c_j - x_i) / (1 + n_j)."""
     counts = torch.bincount(labels, minlength=centers.shape[0]).to(centers.dtype)  # (C,) n_j
-    differences = torch.zeros_like(centers).index_add_(0, labels, centers[labels] - embeddings)  # (C, D)
+    # In the centers' dtype: the head's float32 features under bf16-true/16-true/64-true weights.
+    moves = (centers[labels] - embeddings).to(centers.dtype)
+    differences = torch.zeros_like(centers).index_add_(0, labels, moves)  # (C, D)
     centers -= alpha * differences / (1.0 + counts[:, None])
 
 

@@ -7,6 +7,7 @@ only for these subcommands, so the tool commands (``amlit data ...``, ``amlit sc
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from pathlib import Path
 
@@ -14,9 +15,13 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from amlit.checkpoint_io import SafeCheckpointIO, load_verified
+from amlit.compat import forget_init_args_on_class_change
 from amlit.data.sampling import check_global_batch
+from amlit.errors import ConfigError, UserInputError
+from amlit.heads import MarginHead
 from amlit.launcher import check_launch_matches
 from amlit.loggers import SaveConfigToLoggers
 from amlit.module import FaceVerificationModule
@@ -27,6 +32,19 @@ from amlit.run_lock import RunLock
 # Flipping and normalizing on the device is deliberate (batches stay uint8 until they are on the device:
 # a quarter of the host-to-device traffic and no float work in the loader workers).
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
+
+
+def _is_head(class_path: str) -> bool:
+    """Whether ``class_path`` names a margin head: their settings of the same name mean different things (a cosine
+    margin, an angle in radians, an integer), so none is carried over from one head class to another."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return issubclass(getattr(importlib.import_module(module), name), MarginHead)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False
+
+
+forget_init_args_on_class_change(_is_head)
 
 
 class AmlitCLI(LightningCLI):
@@ -75,7 +93,17 @@ class AmlitCLI(LightningCLI):
         """The configured trainer, writing and reading checkpoints with ``SafeCheckpointIO`` unless
         ``trainer.plugins`` names another ``CheckpointIO``."""
         plugins = (self.config_init[self.subcommand].get("trainer") or {}).get("plugins")
-        trainer = super().instantiate_trainer(plugins=with_safe_checkpoint_io(plugins), **kwargs)
+        try:
+            trainer = super().instantiate_trainer(plugins=with_safe_checkpoint_io(plugins), **kwargs)
+        except UserInputError:
+            raise
+        except (MisconfigurationException, TypeError, ValueError) as error:  # e.g. accelerator=gpu on a CPU machine
+            config = self.config[self.subcommand].get("trainer") or {}
+            asked = ", ".join(f"trainer.{key}={config.get(key)}" for key in ("accelerator", "devices", "strategy"))
+            raise ConfigError(
+                f"the trainer cannot run as configured here ({asked}): {' '.join(str(error).split()).rstrip('.')}. Set "
+                "them to what this machine has (trainer.accelerator=auto and trainer.devices=1 run anywhere)"
+            ) from None
         check_launch_matches(trainer.num_devices, trainer.num_nodes)  # trainer.devices=auto resolved
         return trainer
 

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from amlit import keys
-from amlit.checkpoint_fit import check_weights_fit, head_changes
+from amlit.checkpoint_fit import check_held_out_identities, check_weights_fit, head_changes
 from amlit.compat import is_logging_step
 from amlit.data.sampling import mirror_flags
 from amlit.diagnostics import margin_diagnostics
@@ -129,6 +129,9 @@ class FaceVerificationModule(L.LightningModule):
         images, targets = batch
         # permute(0, 3, 1, 2) of an NHWC tensor *is* NCHW in channels_last memory layout: no copy needed.
         x = (images.permute(0, 3, 1, 2).float() - self.hparams.pixel_mean) / self.hparams.pixel_std
+        # In the weights' dtype: float32 under *-mixed (autocast casts per op), float64/bfloat16/float16 under
+        # 64-true/bf16-true/16-true (Lightning's convert_input ran on the uint8 batch, before this float).
+        x = x.to(self.dtype)
         if self._trainer is not None and self.trainer.training:
             x = torch.where(self._mirror_flags(x.shape[0]).to(x.device)[:, None, None, None], x.flip(-1), x)
         return x, targets
@@ -217,6 +220,10 @@ class FaceVerificationModule(L.LightningModule):
         (``amlit.checkpoint_fit``); note its optimizer and head settings for ``on_train_start``."""
         resuming = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
         self._resumed_head_changes = head_changes(checkpoint, self.head, resuming)
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.VALIDATING:
+            datamodule = self.trainer.datamodule
+            if callable(getattr(datamodule, "manifest", None)):
+                check_held_out_identities(checkpoint, datamodule.manifest(), getattr(datamodule, "seed", "?"))
         if "state_dict" in checkpoint:
             check_weights_fit(checkpoint["state_dict"], self.state_dict(), getattr(self, "strict_loading", True))
         self._resumed_hparams = dict(checkpoint.get("hyper_parameters") or {})

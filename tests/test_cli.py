@@ -88,6 +88,32 @@ def test_dotted_overrides_reach_the_head_and_print_config(tiny_tree, tmp_path, m
     assert "class_path: amlit.heads.AMSoftmax" in printed and "margin: 0.4" in printed
 
 
+def _printed_head(args: list[str], capsys) -> dict:
+    import yaml
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--config", str(CONFIGS / "demo.yaml"), *args, "--print_config"])
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)["model"]["head"]
+
+
+def test_another_head_class_starts_from_its_own_defaults_not_the_previous_heads_settings(capsys):
+    """jsonargparse keeps the settings a new class accepts: AM-Softmax's cosine margin 0.35 and scale 30 became
+    ArcFace's angular margin (radians) and scale."""
+    head = _printed_head(["--model.head=amlit.heads.ArcFace"], capsys)
+    assert head["init_args"] == {"margin": 0.5, "scale": 64.0, "easy_margin": False}
+    head = _printed_head(["--model.head.class_path=CombinedMargin", "--model.head.angular_margin=0.4"], capsys)
+    assert (head["init_args"]["scale"], head["init_args"]["angular_margin"]) == (64.0, 0.4)
+    head = _printed_head(["--config", str(CONFIGS / "heads/softmax_dropout.yaml"), "--model.head=CenterLoss"], capsys)
+    assert head["init_args"]["dropout"] == 0.0
+    head = _printed_head(["--model.head.margin=0.2"], capsys)  # the same class keeps the config's other settings
+    assert (head["class_path"], head["init_args"]["margin"], head["init_args"]["scale"]) == (
+        "amlit.heads.AMSoftmax",
+        0.2,
+        30.0,
+    )
+
+
 def test_margin_out_of_range_is_a_config_error(tiny_tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
@@ -95,6 +121,20 @@ def test_margin_out_of_range_is_a_config_error(tiny_tree, tmp_path, monkeypatch)
         run_cli([*args, "--model.head.margin=1.2"])
     assert isinstance(find_user_error(info.value), ConfigError)
     assert "0 <= margin < 1, got 1.2" in str(find_user_error(info.value))
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [("--trainer.accelerator=mps", "MPSAccelerator` can not run"), ("--trainer.devices=-3", "should be an int > 0")],
+)
+def test_a_trainer_this_machine_cannot_run_is_a_config_error(setting, said, tiny_tree, tmp_path, monkeypatch):
+    """Lightning's MisconfigurationException/TypeError was a traceback (accelerator=gpu on a CPU machine, more GPUs
+    than there are)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path), setting]
+    with pytest.raises(ConfigError, match="the trainer cannot run as configured here") as info:
+        run_cli(args)
+    assert said in str(info.value) and setting[2:] in str(info.value)
 
 
 def test_paper_config_without_data_names_every_missing_path(tmp_path, monkeypatch):
@@ -198,6 +238,37 @@ def test_bf16_mixed_precision_trains_with_a_float32_head(tiny_tree, tmp_path, mo
         embeddings = cli.model(x)
         out = cli.model.head(embeddings, torch.tensor([0, 1]))
     assert embeddings.dtype == torch.bfloat16 and out.loss.dtype == out.cosine.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype", "head"),
+    [("64-true", torch.float64, "normface.yaml"), ("bf16-true", torch.bfloat16, "center_loss.yaml")],
+)
+def test_true_precisions_feed_the_network_its_weights_dtype(precision, dtype, head, tiny_tree, tmp_path, monkeypatch):
+    """The normalized images were float32 whatever the weights' dtype: 64-true and bf16-true failed at the first
+    convolution, and the Center loss update mixed float32 features into bfloat16 centers."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), "--config", str(CONFIGS / "heads" / head)]
+    args += [*overrides("demo.yaml", tiny_tree, tmp_path), f"--trainer.precision={precision}"]
+    cli = run_cli(["fit", *args, "--trainer.fast_dev_run=2"])
+    assert cli.trainer.global_step == 2 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert cli.model.head.weight.dtype == dtype
+
+
+def test_validate_refuses_held_out_identities_other_than_those_the_checkpoint_was_trained_without(
+    tiny_tree, tmp_path, monkeypatch
+):
+    """Another data.seed held out other identities of the same tree (the class count still fit): val/heldout then
+    scored identities the checkpoint was trained on."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    run_cli(["fit", *args, "--trainer.max_steps=1", "--trainer.val_check_interval=1", "--model.lr_milestones=[]"])
+    checkpoint = f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"
+    with pytest.raises(ConfigError, match=r"trained on other images than this config leaves for training") as info:
+        run_cli(["validate", *args, checkpoint, "--data.seed=3"])
+    assert "held out by data.seed=0" in str(info.value) and "held out by data.seed=3" in str(info.value)
+    cli = run_cli(["validate", *args, checkpoint])  # the training's own held-out identities
+    assert "val/heldout/acc" in cli.trainer.callback_metrics
 
 
 def test_validate_prints_its_metrics_as_test_does(tiny_tree, tmp_path, monkeypatch, caplog):

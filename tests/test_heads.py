@@ -221,6 +221,17 @@ def test_center_loss_term_and_center_update():
         torch.testing.assert_close(head.centers[j], centers[j] - 0.5 * delta)
 
 
+def test_center_update_keeps_bfloat16_centers_of_a_bf16_true_run():
+    """Under bf16-true the centers are bfloat16 and the head's features float32: index_add_ refused the mix."""
+    from amlit.heads import CenterLoss
+
+    head = CenterLoss(5, 4).to(torch.bfloat16)
+    features = torch.randn(6, 5, dtype=torch.bfloat16)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    assert torch.isfinite(head(features, labels).loss)
+    assert head.centers.dtype == torch.bfloat16 and head.centers.abs().sum() > 0
+
+
 # ---- ArcFace and the combined margin: float64 oracles, including the angles near pi - m ------------------------
 def _features_at_angles(weight_row: torch.Tensor, angles: list[float], seed: int = 0) -> torch.Tensor:
     """(len(angles), D) float64 features at exactly these angles (radians) to ``weight_row``, norms 0.5..2."""

@@ -170,8 +170,9 @@ def render_face(identity: Identity, rng: np.random.Generator, size: tuple[int, i
     border = tuple(float(v) for v in img[0, 0])
     img = cv2.warpAffine(img, matrix, (96, 112), flags=cv2.INTER_LINEAR, borderValue=border)
     if (height, width) != (112, 96):
-        pad = (width - 96) // 2  # insightface 112x112 crops are the same template shifted 8 px to the right
-        img = cv2.copyMakeBorder(img, 0, 0, pad, width - 96 - pad, cv2.BORDER_REPLICATE)
+        # insightface 112x112 crops are the same template shifted 8 px to the right; narrower crops are only resized
+        pad = max(0, (width - 96) // 2)
+        img = cv2.copyMakeBorder(img, 0, 0, pad, max(0, width - 96 - pad), cv2.BORDER_REPLICATE)
         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA) if img.shape[:2] != size else img
 
     # Occlusion, lighting, colour cast, blur, noise.

@@ -39,3 +39,14 @@ def test_layout_is_casia_and_lfw_with_disjoint_identities(tiny_tree):
     test_names = {p.split("/")[0] for p in pairs.images}
     train_names = {line.split()[1] for line in (tiny_tree / "casia" / "names.txt").read_text().splitlines()}
     assert not test_names & train_names
+
+
+def test_faces_narrower_than_the_template_are_drawn_resized():
+    """--data.image_size=[64,64] on the demo data crashed inside OpenCV (a negative border) while generating."""
+    import numpy as np
+
+    from amlit.data.synthetic import random_identity, render_face
+
+    for size in ((64, 64), (112, 80), (112, 112)):
+        image = render_face(random_identity(np.random.default_rng(0)), np.random.default_rng(1), size)
+        assert image.shape == (*size, 3) and image.dtype == np.uint8
