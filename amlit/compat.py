@@ -101,9 +101,9 @@ def forget_init_args_on_class_change(applies_to: Callable[[str], bool]) -> None:
     idempotent)."""
     from jsonargparse import _typehints
 
-    original = _typehints.discard_init_args_on_class_path_change
-    if getattr(original, "amlit_wrapped", False):
-        return
+    original = getattr(_typehints, "discard_init_args_on_class_path_change", None)
+    if original is None or getattr(original, "amlit_wrapped", False):
+        return  # another jsonargparse than constraints.txt pins: the CLI still runs (tests/test_cli.py says so)
 
     def discard(parser_or_action, prev_val, value):
         original(parser_or_action, prev_val, value)
