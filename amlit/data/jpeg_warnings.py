@@ -13,7 +13,8 @@ Who reads the pipe: the decoding thread itself, right after its decode (libjpeg'
 ``imdecode`` returned, so it is in the pipe then), and a forwarding thread that wakes whenever the pipe holds data.
 The forwarding thread is what keeps other threads' stderr flowing: a thread that started a large write while fd 2
 pointed at the pipe keeps writing into it after fd 2 is restored, and would block forever once the pipe is full if
-nobody read it. Every read is processed under one lock, so the order of the bytes is kept whoever reads them.
+nobody read it; what such a write left in the pipe is drained once more at exit. Every read is processed under one
+lock, so the order of the bytes is kept whoever reads them.
 
 Threads (the decoding pools of ``amlit embed`` and ``amlit data align``) share one redirection: fd 2 points at the
 pipe while any thread decodes. A damage warning read while other threads decoded too may be theirs: that image is
@@ -22,6 +23,7 @@ decoded once more alone (the others wait), which settles whose it was; damaged i
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import select
@@ -174,6 +176,19 @@ def _forget_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _drain_at_exit() -> None:
+    """Pass on what is still in the pipe when the interpreter exits: a write another thread started while fd 2
+    pointed at the pipe can finish after the last decode, and the forwarding thread, a daemon, ends with the
+    interpreter (the last <= 64 KB of such a write were lost)."""
+    pipe = _pipe
+    if pipe is not None and pipe.pid == os.getpid():
+        with pipe.condition:
+            pipe._drain()
+
+
+atexit.register(_drain_at_exit)
 
 
 def decode_jpeg(data: bytes) -> tuple[np.ndarray | None, str | None]:

@@ -133,6 +133,26 @@ def test_damage_is_found_with_stderr_closed_and_other_threads_stderr_is_neither_
         assert err.count("Corrupt JPEG data: bad Huffman code") == 300
 
 
+_EXIT_CHILD = """
+import os, sys
+import cv2, numpy as np
+from amlit.data import jpeg_warnings
+jpeg_warnings.decode_jpeg(cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))[1].tobytes())  # the pipe exists now
+pipe = jpeg_warnings._pipe
+with pipe.condition:  # as the end of a write another thread started during a decode, still in the pipe at exit
+    os.write(pipe.write_fd, b"y" * 60000)
+sys.exit(0)
+"""
+
+
+def test_what_is_still_in_the_stderr_pipe_at_exit_is_passed_on():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _EXIT_CHILD], capture_output=True, timeout=60)
+    assert result.returncode == 0 and result.stderr.count(b"y") == 60000  # was 0: the daemon forwarder ended first
+
+
 # ---- every accepted format, checked against OpenCV's own decode -----------------------------------------------
 def _encodings(image: np.ndarray) -> dict[str, bytes]:
     """The same picture in every accepted format, written by OpenCV (GIF and a palette/alpha WebP by Pillow)."""
