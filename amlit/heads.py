@@ -160,8 +160,8 @@ class AMSoftmax(MarginHead):
         super().__init__(embedding_dim, num_classes)
         if not 0.0 <= margin < 1.0:
             raise ConfigError(f"AM-Softmax margin must satisfy 0 <= margin < 1, got {margin} (paper: 0.35)")
-        if not scale > 0.0:
-            raise ConfigError(f"AM-Softmax scale must be > 0, got {scale} (paper: 30)")
+        if not 0.0 < scale < math.inf:
+            raise ConfigError(f"AM-Softmax scale must be > 0 and finite, got {scale} (paper: 30)")
         if not 0.0 <= margin_ramp < 1.0:
             raise ConfigError(
                 f"AM-Softmax margin_ramp must satisfy 0 <= margin_ramp < 1 (margin added per training step), got "
@@ -252,7 +252,7 @@ class CenterLoss(Softmax):
         self, embedding_dim: int, num_classes: int, loss_weight: float = 0.003, alpha: float = 0.5, dropout: float = 0.0
     ) -> None:
         super().__init__(embedding_dim, num_classes, dropout)
-        if loss_weight < 0 or not 0 < alpha <= 1:
+        if not (0 <= loss_weight < math.inf and 0 < alpha <= 1):  # a NaN fails both comparisons
             raise ConfigError(f"need loss_weight >= 0 and 0 < alpha <= 1, got {loss_weight} and {alpha}")
         self.loss_weight = float(loss_weight)
         self.alpha = float(alpha)
@@ -315,6 +315,11 @@ class ASoftmax(MarginHead):
         super().__init__(embedding_dim, num_classes)
         if margin not in (1, 2, 3, 4):
             raise ConfigError(f"A-Softmax margin must be an integer in 1..4, got {margin} (SphereFace: 4)")
+        schedule = {"lambda_base": lambda_base, "lambda_gamma": lambda_gamma, "lambda_power": lambda_power}
+        schedule["lambda_min"] = lambda_min
+        bad = {name: value for name, value in schedule.items() if not 0.0 <= value < math.inf}
+        if bad:  # lambda weighs cos against psi as (lambda cos + psi) / (1 + lambda): negative ones divide by ~0
+            raise ConfigError(f"A-Softmax lambda schedule settings must be >= 0 and finite, got {bad}")
         self.margin = int(margin)
         self.lambda_base, self.lambda_gamma, self.lambda_power = lambda_base, lambda_gamma, lambda_power
         self.lambda_min = lambda_min
@@ -388,8 +393,8 @@ def target_margin_logits(cosine: torch.Tensor, labels: torch.Tensor, target_logi
 
 
 def _check_scale(scale: float, name: str) -> None:
-    if not scale > 0.0:
-        raise ConfigError(f"{name} scale must be > 0, got {scale} (insightface: 64)")
+    if not 0.0 < scale < math.inf:
+        raise ConfigError(f"{name} scale must be > 0 and finite, got {scale} (insightface: 64)")
 
 
 class ArcFace(MarginHead):

@@ -97,6 +97,8 @@ def test_head_math_stays_float32_under_half_precision_autocast(dtype):
         ({"margin": -0.1}, "0 <= margin < 1"),
         ({"scale": 0.0}, "scale must be > 0"),
         ({"scale": -30.0}, "scale must be > 0"),
+        ({"scale": math.inf}, "scale must be > 0 and finite"),
+        ({"scale": math.nan}, "scale must be > 0 and finite"),
     ],
 )
 def test_out_of_range_settings_are_refused(kwargs, match):
@@ -391,6 +393,11 @@ def test_angular_margin_heads_stay_float32_under_autocast(name, dtype):
         ("CombinedMargin", {"cosine_margin": 1.0}, "m3"),
         ("CombinedMargin", {"scale": -1.0}, "scale must be > 0"),
         ("AMSoftmax", {"margin_ramp": -1e-5}, "margin_ramp"),
+        ("ArcFace", {"scale": math.inf}, "scale must be > 0 and finite"),
+        ("CenterLoss", {"loss_weight": math.nan}, "need loss_weight >= 0"),
+        ("CenterLoss", {"loss_weight": math.inf}, "need loss_weight >= 0"),
+        ("ASoftmax", {"lambda_min": -1.0}, r"lambda schedule .* \{'lambda_min': -1.0\}"),
+        ("ASoftmax", {"lambda_base": math.nan}, "lambda schedule"),
     ],
 )
 def test_angular_margin_settings_out_of_range_are_refused(name, kwargs, match):
