@@ -370,17 +370,19 @@ class CasiaDataModule(L.LightningDataModule):
         raise ValueError(f"unknown evaluation stage {stage!r}")
 
     # ---- loaders --------------------------------------------------------------------------------------------
+    def _worker_options(self) -> dict:
+        """How many loader workers and how they start (PyTorch refuses a start method without workers)."""
+        start = {"multiprocessing_context": self.multiprocessing_context} if self.num_workers else {}
+        return {"num_workers": self.num_workers, **start}
+
     def _loader_options(self) -> dict:
-        # PyTorch refuses both without workers
-        workers = {"multiprocessing_context": self.multiprocessing_context} if self.num_workers else {}
-        if self.num_workers and self.prefetch_factor:
-            workers["prefetch_factor"] = self.prefetch_factor
+        prefetch = {"prefetch_factor": self.prefetch_factor} if self.num_workers and self.prefetch_factor else {}
         return {
-            "num_workers": self.num_workers,
+            **self._worker_options(),
             "persistent_workers": self.num_workers > 0,
             "pin_memory": torch.cuda.is_available() if self.pin_memory is None else self.pin_memory,
             "worker_init_fn": preemption.worker_init,  # workers outlive a SIGTERM/SIGUSR1 to the whole job
-            **workers,
+            **prefetch,  # as the start method, refused without workers
         }
 
     def _loader(self, dataset, batch_size: int) -> DataLoader:
@@ -405,9 +407,7 @@ class CasiaDataModule(L.LightningDataModule):
         listing = self._manifest["train_listing_sha256"]  # a resume on other images is refused (ResumableLoader)
         if self._use_resident(len(dataset), device):
             if self._resident is None or self._resident.device != device:
-                self._resident = ResidentImages(
-                    dataset, self.image_size, device, self.num_workers, self.multiprocessing_context
-                )
+                self._resident = ResidentImages(dataset, self.image_size, device, self._worker_options())
             # Indices only: the batch is gathered on the device (transfer_batch_to_device).
             indices = SampleIndices(len(dataset))
             return ResumableLoader(

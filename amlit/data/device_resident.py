@@ -12,7 +12,8 @@ most ``RESIDENT_SHARE`` of the device's free memory, else the ordinary loader, s
 from __future__ import annotations
 
 import os
-from typing import Literal, NamedTuple
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -76,18 +77,16 @@ class ResidentImages:
         dataset: Dataset,
         image_size: tuple[int, int],
         device: torch.device,
-        num_workers: int = 0,
-        multiprocessing_context: str | None = None,
+        worker_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``worker_options``: the DataLoader's ``num_workers`` (and ``multiprocessing_context``) for the one pass
+        that reads the images (none: in this process)."""
         count = len(dataset)
         self.device = device
         self.images = torch.empty((count, *image_size, 3), dtype=torch.uint8, device=device)
         self.targets = torch.empty(count, dtype=torch.long, device=device)
         pin = device.type == "cuda"
-        start_method = {"multiprocessing_context": multiprocessing_context} if num_workers else {}
-        loader = DataLoader(
-            dataset, batch_size=4096, shuffle=False, num_workers=num_workers, pin_memory=pin, **start_method
-        )
+        loader = DataLoader(dataset, batch_size=4096, shuffle=False, pin_memory=pin, **(worker_options or {}))
         start = 0
         for images, targets in loader:
             stop = start + len(images)
