@@ -315,8 +315,9 @@ class ASoftmax(MarginHead):
         super().__init__(embedding_dim, num_classes)
         if margin not in (1, 2, 3, 4):
             raise ConfigError(f"A-Softmax margin must be an integer in 1..4, got {margin} (SphereFace: 4)")
-        schedule = {"lambda_base": lambda_base, "lambda_gamma": lambda_gamma, "lambda_power": lambda_power}
-        schedule["lambda_min"] = lambda_min
+        schedule = dict(
+            lambda_base=lambda_base, lambda_gamma=lambda_gamma, lambda_power=lambda_power, lambda_min=lambda_min
+        )
         bad = {name: value for name, value in schedule.items() if not 0.0 <= value < math.inf}
         if bad:  # lambda weighs cos against psi as (lambda cos + psi) / (1 + lambda): negative ones divide by ~0
             raise ConfigError(f"A-Softmax lambda schedule settings must be >= 0 and finite, got {bad}")
