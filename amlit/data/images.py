@@ -484,6 +484,20 @@ def identity_rule(folders: Sequence[str], rule: IdentityFolders) -> IdentityFold
     return rule
 
 
+def _identity_of_linked_folders(folders: Sequence[os.DirEntry]) -> dict[str, str]:
+    """For ``folders`` that are the same folder on disk (a symbolic link beside its target, two links to one
+    target): the name each is used under, the real folder's own name if it is among them, else the first name."""
+    by_target: dict[str, list[os.DirEntry]] = {}
+    for entry in folders:
+        by_target.setdefault(os.path.realpath(entry.path), []).append(entry)
+    kept = {}
+    for same in by_target.values():
+        if len(same) > 1:
+            owner = next((e.name for e in same if not e.is_symlink()), same[0].name)
+            kept.update({e.name: owner for e in same})
+    return kept
+
+
 def scan_identity_tree(
     root: Path, identity_folders: IdentityFolders = "auto", check_files: bool = True
 ) -> IdentityTree:
@@ -493,12 +507,16 @@ def scan_identity_tree(
     every folder; ``auto`` = ``casia`` when at least one folder has a 7-digit name, else ``any``. Other folders,
     empty folders, nested folders, files with another extension, image files directly under ``root`` and (with
     ``check_files``) files that ``check_image_file`` rejects are left out and listed in ``skipped`` with the reason.
-    Hidden entries (``.name``) are ignored, as are non-image files directly under ``root`` (reports, manifests).
+    Hidden entries (``.name``) are ignored, as are non-image files directly under ``root`` (reports, manifests). A
+    folder that is a symbolic link to another identity folder of the tree is left out: one person as two classes.
     """
     entries = sorted((e for e in os.scandir(root) if not e.name.startswith(".")), key=lambda e: e.name)
     folders = [e.name for e in entries if e.is_dir()]
     rule = identity_rule(folders, identity_folders)
     rows, skipped = [], []
+    identity_of_folder = _identity_of_linked_folders(
+        [e for e in entries if e.is_dir() and (rule != "casia" or CASIA_ID.match(e.name))]
+    )
     for entry in entries:
         if not entry.is_dir():
             if is_image_name(entry.name):
@@ -506,6 +524,11 @@ def scan_identity_tree(
             continue
         if rule == "casia" and not CASIA_ID.match(entry.name):
             reason = "not an identity folder: CASIA identity folders are 7-digit ids (identity_folders=any takes all)"
+            skipped.append(Skipped(f"{entry.name}/", reason, False))
+            continue
+        if identity_of_folder.get(entry.name, entry.name) != entry.name:
+            # Trained as well, the same person's images would be two classes pulled apart by the loss.
+            reason = f"the same folder as {identity_of_folder[entry.name]}/ (a link): its images are used once, there"
             skipped.append(Skipped(f"{entry.name}/", reason, False))
             continue
         found = 0

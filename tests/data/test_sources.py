@@ -125,3 +125,28 @@ def test_a_few_images_of_another_size_are_left_out_and_listed(tmp_path):
     assert sorted(table["name"]) == sorted(names)
     with pytest.raises(BadDataError, match=r"0000045/009.jpg"):
         ImageFolder(tmp_path, on_bad="fail").image_table(SIZE)
+
+
+def test_a_linked_identity_folder_is_one_identity_not_two(tmp_path):
+    """A tree assembled with links (``ln -s 0000045 0000046``, or two links to one folder) must not train one
+    person as two classes, which the loss would pull apart; folders linked from outside the tree are ordinary."""
+    names = tree(tmp_path / "tree", {"0000045": 3, "0000099": 2})
+    outside = tree(tmp_path / "elsewhere", {"0000120": 2})
+    root = tmp_path / "tree"
+    (root / "0000046").symlink_to("0000045")  # a link sorted after its target
+    (root / "0000001").symlink_to(root / "0000099")  # and one sorted before it: the real folder keeps the images
+    (root / "0000120").symlink_to(tmp_path / "elsewhere" / "0000120")
+    source = ImageFolder(root)
+    with pytest.warns(UserWarning, match="left out of the training data") as caught:
+        table = source.image_table(SIZE)
+    assert sorted(table["identity"].unique()) == ["0000045", "0000099", "0000120"]
+    assert sorted(table["name"]) == sorted(names + outside)
+    message = str(caught[0].message)
+    assert "the same folder as 0000045/ (a link)" in message and "0000046/" in message
+    assert "the same folder as 0000099/ (a link)" in message and "0000001/" in message
+    assert [entry.damaged for entry in source.skipped] == [False, False]  # layout: never stops an on_bad=fail run
+    # Two links to one folder outside the tree: the first name keeps it.
+    (root / "0000121").symlink_to(tmp_path / "elsewhere" / "0000120")
+    with pytest.warns(UserWarning, match=r"0000121/"):
+        table = ImageFolder(root, on_bad="fail").image_table(SIZE)
+    assert sorted(table["identity"].unique()) == ["0000045", "0000099", "0000120"]
