@@ -83,9 +83,9 @@ def check_features(
     """Refuse what no protocol can score, naming the rows; L2-normalize (with a warning) unless ``normalize`` is
     off (protocols that normalize themselves, such as SphereFace's mean-subtracted LFW variant).
 
-    features (N, D) -> (N, D) float32. Refused: a name listed twice (one feature per image; a silent "last row wins"
-    or a probe counted twice would change the result), rows with NaN/Inf, all-zero rows (no direction: cosine
-    undefined).
+    features (N, D) -> (N, D) float32. Refused: D < 2 (cosines of +-1 only), a name listed twice (one feature per
+    image; a silent "last row wins" or a probe counted twice would change the result), rows with NaN/Inf, all-zero
+    rows (no direction: cosine undefined).
     """
     duplicated = [name for name, count in Counter(names).items() if count > 1]
     if duplicated:
@@ -94,6 +94,12 @@ def check_features(
             "image needs exactly one feature; remove the duplicates"
         )
     features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[1] < 2:
+        # A 1-d unit vector is +1 or -1: every cosine would be +-1 and each protocol a coin toss, scored as if fine.
+        raise BadDataError(
+            f"{source}: features have shape {features.shape}; expected (images, D) embeddings with D >= 2 (512 for "
+            "SphereFace-20): is this a file of scores or labels rather than features?"
+        )
     # float64 norms a block of rows at a time: a float64 copy of a million 512-d features would be 4 GB
     step = 65_536
     norms = np.concatenate(

@@ -194,6 +194,23 @@ def test_rows_no_protocol_can_score_are_refused_by_every_command(tiny_tree, tmp_
     assert names[victim] in str(info.value)
 
 
+@pytest.mark.parametrize("command", ["lfw", "blufr", "megaface"])
+def test_one_number_per_image_is_not_a_feature(tiny_tree, tmp_path, command):
+    """(N, 1) "features" (a column of scores or labels saved by mistake) normalize to +-1: every protocol would run
+    on cosines of +-1 and print a number as if it meant something."""
+    config_file = tiny_tree / "lfw" / "blufr_config.mat"
+    names = [f"{n.rsplit('_', 1)[0]}/{n}" for n in read_blufr_config(config_file).image_list]
+    npz = tmp_path / "scores.npz"
+    np.savez(npz, names=np.array(names), features=np.random.default_rng(0).normal(size=(len(names), 1)))
+    args = {
+        "lfw": ["score", "lfw", f"--embeddings={npz}", f"--pairs={tiny_tree / 'lfw' / 'pairs.txt'}"],
+        "blufr": ["score", "blufr", f"--embeddings={npz}", f"--blufr_config={config_file}"],
+        "megaface": ["score", "megaface", f"--probes={npz}", f"--distractors={npz}", "--device=cpu"],
+    }[command]
+    with pytest.raises(BadDataError, match=r"scores.npz: features have shape \(\d+, 1\); expected \(images, D\)"):
+        run_tool(args)
+
+
 def test_missing_images_are_refused_unless_asked_then_counted(tiny_tree, tmp_path):
     _, pairs_file, names, unit = _lfw_file(tiny_tree, tmp_path)
     pairs = read_lfw_pairs(pairs_file)
