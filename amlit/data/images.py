@@ -521,6 +521,9 @@ def scan_identity_tree(
         if not entry.is_dir():
             if is_image_name(entry.name):
                 skipped.append(Skipped(entry.name, "image directly under the root, not in an identity folder", False))
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                # Most likely an identity folder linked from a disk that is not mounted: say so, do not drop it.
+                skipped.append(Skipped(entry.name, "a link to something that does not exist (not mounted?)", True))
             continue
         if rule == "casia" and not CASIA_ID.match(entry.name):
             reason = "not an identity folder: CASIA identity folders are 7-digit ids (identity_folders=any takes all)"

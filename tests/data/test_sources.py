@@ -150,3 +150,7 @@ def test_a_linked_identity_folder_is_one_identity_not_two(tmp_path):
     with pytest.warns(UserWarning, match=r"0000121/"):
         table = ImageFolder(root, on_bad="fail").image_table(SIZE)
     assert sorted(table["identity"].unique()) == ["0000045", "0000099", "0000120"]
+    # A link whose target is gone (a disk not mounted) is named, and is damage: on_bad=fail stops.
+    (root / "0000130").symlink_to(tmp_path / "unmounted" / "0000130")
+    with pytest.raises(BadDataError, match=r"a link to something that does not exist.*0000130"):
+        ImageFolder(root, on_bad="fail").image_table(SIZE)
