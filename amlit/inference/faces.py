@@ -17,7 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from amlit.data.align import TEMPLATES, AlignTemplate, align_face, landmark_problem, landmarks_for_smaller_images
+from amlit.data.align import (
+    TEMPLATES,
+    AlignTemplate,
+    align_face,
+    landmark_problem,
+    landmarks_for_smaller_images,
+    landmarks_in_another_order,
+)
 from amlit.data.images import decode_face, decode_image, read_image_size, scan_images
 from amlit.data.landmarks import LandmarkFormat, read_landmarks
 from amlit.errors import BadDataError, ConfigError, MissingDataError
@@ -66,7 +73,7 @@ def list_faces(
     if duplicated:
         raise BadDataError(f"{images} lists {duplicated[0]} more than once: each image needs one feature")
     faces = FaceList(base, names, face_landmarks(landmarks, landmark_format))
-    check_landmark_scale(faces, landmarks)
+    check_landmark_set(faces, landmarks)
     return faces
 
 
@@ -74,17 +81,20 @@ def list_faces(
 SCALE_CHECK_SAMPLE = 256
 
 
-def check_landmark_scale(faces: FaceList, landmarks: str | Path | None) -> None:
-    """Refuse a landmark file made for smaller copies of the images (``landmarks_for_smaller_images``, on the first
-    ``SCALE_CHECK_SAMPLE`` listed images that have landmarks): their faces would be aligned from the wrong place."""
+def check_landmark_set(faces: FaceList, landmarks: str | Path | None) -> None:
+    """Refuse a landmark file whose points are in another order (``landmarks_in_another_order``) or made for smaller
+    copies of the images (``landmarks_for_smaller_images``), judged on the first ``SCALE_CHECK_SAMPLE`` listed
+    images that have landmarks: their faces would be aligned from the wrong places."""
     if faces.landmarks is None:
         return
+    sample = [name for name in faces.names if name in faces.landmarks][:SCALE_CHECK_SAMPLE]
     points, sizes = [], []
-    for name in [name for name in faces.names if name in faces.landmarks][:SCALE_CHECK_SAMPLE]:
+    for name in sample:
         if (size := read_image_size(faces.path(name))) is not None:
             points.append(faces.landmarks[name])
             sizes.append(size)
-    if reason := landmarks_for_smaller_images(points, sizes):
+    listed = [faces.landmarks[name] for name in sample]
+    if reason := landmarks_in_another_order(listed) or landmarks_for_smaller_images(points, sizes):
         raise BadDataError(f"{landmarks} does not fit the images under {faces.root}: {reason}")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from amlit.data.landmarks import LandmarkFormat
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.eval.pairs import read_lfw_pairs
-from amlit.inference.faces import FaceList, alignment_template, check_landmark_scale, face_landmarks
+from amlit.inference.faces import FaceList, alignment_template, check_landmark_set, face_landmarks
 from amlit.listfiles import read_entries
 from amlit.outputs import check_output
 
@@ -106,7 +106,7 @@ def verify(
                 raise MissingDataError(f"image not found: {base / image}")
     names = sorted(set(left) | set(right))
     faces = FaceList(base, names, face_landmarks(landmarks, landmark_format))
-    check_landmark_scale(faces, landmarks)
+    check_landmark_set(faces, landmarks)
     loaded = load_model(model, device)
     threshold = choose_threshold(loaded, far, calibration, test_set)  # before any work: refuse early
     face_template = alignment_template(loaded.contract, loaded.source, template) if landmarks is not None else None

@@ -11,6 +11,7 @@ import pytest
 
 from amlit.cli import run_tool
 from amlit.data.align import TEMPLATES, align_face, similarity_transform
+from amlit.data.landmarks import read_landmarks
 from amlit.errors import BadDataError, ConfigError
 
 # wy1iu/sphereface face_align_demo.m reference points (x, y), 112x96 (HxW).
@@ -377,3 +378,41 @@ def test_landmarks_for_half_size_copies_are_refused_before_writing(tmp_path):
     full = tmp_path / "full.txt"
     full.write_text("".join(f"{n} " + " ".join(f"{v:.2f}" for v in p.ravel()) + "\n" for n, p in lines))
     assert run_tool([*args, f"--landmarks={full}", f"--output={tmp_path / 'full'}"])["aligned"] == 10
+
+
+def _xs_then_ys(points: np.ndarray) -> str:
+    """Five points written as MTCNN returns them (x1..x5 then y1..y5), where x1 y1 ... x5 y5 is expected."""
+    return " ".join(f"{v:.2f}" for v in np.concatenate([points[:, 0], points[:, 1]]))
+
+
+def test_real_lfw_landmarks_written_xs_then_ys_are_refused_as_a_set(shared_data):
+    """Read as x, y pairs, 73% of the real lfw_landmark.txt faces written x1..x5 y1..y5 pass the per-face checks, so
+    only the set's median fit shows the order; every slice of the real file as given passes."""
+    from amlit.data.align import landmarks_in_another_order
+
+    table = read_landmarks(shared_data / "lfw" / "lfw_landmark.txt")
+    faces = [np.asarray(points, dtype=np.float64) for points in table["landmarks"]]
+    misread = [np.array(_xs_then_ys(points).split(), dtype=float).reshape(5, 2) for points in faces]
+    assert landmarks_in_another_order(faces) is None
+    assert all(landmarks_in_another_order(faces[start : start + 3]) is None for start in range(0, 3000, 3))
+    assert "another order" in landmarks_in_another_order(misread)
+    assert all(landmarks_in_another_order(misread[start : start + 3]) for start in range(0, 3000, 3))
+
+
+def test_landmarks_written_xs_then_ys_are_refused_before_writing(shared_data, tmp_path):
+    lines = _lfw_lines(shared_data, 12)
+    raw = tmp_path / "lfw"
+    for line in lines:
+        path, *coordinates = line.split()
+        (raw / path).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(raw / path), disc_face(np.array(coordinates, dtype=float).reshape(5, 2)))
+    landmarks = tmp_path / "xs_then_ys.txt"
+    landmarks.write_text(
+        "".join(f"{line.split()[0]} {_xs_then_ys(np.array(line.split()[1:], float).reshape(5, 2))}\n" for line in lines)
+    )
+    output = tmp_path / "aligned"
+    with pytest.raises(BadDataError) as info:
+        run_tool(["data", "align", f"--raw_root={raw}", f"--landmarks={landmarks}", f"--output={output}"])
+    message = str(info.value)
+    assert "likely in another order" in message and "x1..x5 y1..y5" in message and "nothing was aligned" in message
+    assert not output.exists() or not list(output.rglob("*.jpg"))

@@ -136,6 +136,30 @@ def test_landmarks_for_smaller_copies_are_refused_and_a_mostly_black_crop_is_a_b
     assert "of the crop would lie outside the 250x250 (HxW) image" in reasons["raw9.png"]
 
 
+def test_landmarks_written_xs_then_ys_are_refused_before_any_work(tmp_path):
+    """Points written x1..x5 y1..y5 (MTCNN's order) read as x, y pairs: several faces pass the per-face checks and
+    would be embedded from crops of the wrong place; the set's fit refuses the file (embed and verify)."""
+    write_checkpoint(tmp_path / "model.ckpt")
+    names = aligned_faces(tmp_path / "aligned", 6, seed=3)
+    (tmp_path / "raw").mkdir()
+    lines = []
+    for k, name in enumerate(names):
+        canvas = np.zeros((250, 250, 3), np.uint8)
+        dx, dy = 40 + 9 * k, 70 + 7 * k
+        canvas[dy : dy + 112, dx : dx + 96] = cv2.imread(str(tmp_path / "aligned" / name))
+        cv2.imwrite(str(tmp_path / "raw" / f"raw{k}.png"), canvas)
+        points = SPHEREFACE.array() + [dx, dy]
+        lines.append(f"raw{k}.png " + " ".join(f"{v:.3f}" for v in np.concatenate([points[:, 0], points[:, 1]])))
+    (tmp_path / "xs_then_ys.txt").write_text("\n".join(lines) + "\n")
+    model, landmarks = f"--model={tmp_path / 'model.ckpt'}", f"--landmarks={tmp_path / 'xs_then_ys.txt'}"
+    with pytest.raises(BadDataError, match=r"xs_then_ys.txt does not fit .* likely in another order"):
+        run_tool(["embed", model, landmarks, f"--images={tmp_path / 'raw'}", f"--output={tmp_path / 'x.npz'}"])
+    assert not (tmp_path / "x.npz").exists() and not (tmp_path / "x.npz.partial").exists()
+    (tmp_path / "pairs.txt").write_text("raw0.png raw1.png\nraw2.png raw3.png\nraw4.png raw5.png\n")
+    with pytest.raises(BadDataError, match=r"likely in another order"):
+        run_tool(["verify", model, landmarks, f"--pairs={tmp_path / 'pairs.txt'}", f"--root={tmp_path / 'raw'}"])
+
+
 def test_a_model_without_a_recorded_template_needs_the_option_that_supplies_it(tmp_path):
     write_checkpoint(tmp_path / "model.ckpt", template=None)
     aligned_faces(tmp_path / "raw", 1)
