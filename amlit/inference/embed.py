@@ -43,9 +43,11 @@ def _sha256(text: str) -> str:
 def embedded_batches(model, faces: FaceList, indices: Sequence[int], template, batch_size: int, workers: int):
     """(indices embedded, features (b, D) float32, [(index, reason)] bad) per batch, in ``indices`` order."""
     size = model.contract.image_size
+    # A batch of bad images only (e.g. missing files after the last full batch) still has features of width D:
+    # callers assign them to the rows kept.
+    no_features = np.empty((0, model.record["embedding_dim"]), dtype=np.float32)
     for kept, batch, bad in face_batches(faces, indices, size, template, batch_size, workers):
-        features = model.embed(batch) if kept else np.empty((0, 0), dtype=np.float32)
-        yield kept, features, bad
+        yield kept, model.embed(batch) if kept else no_features, bad
 
 
 def _chunk_path(folder: Path, chunk: int) -> Path:

@@ -134,6 +134,25 @@ def test_a_pairs_file_gives_one_decision_per_pair_and_names_unreadable_images(tw
     assert pd.read_csv(output, keep_default_na=False)["decision"].tolist() == ["not scored"] * 2
 
 
+def test_images_that_all_fail_in_the_last_batch_leave_their_pairs_unscored(two_faces, tmp_path):
+    """A last batch of bad images only (files missing after a full batch, or every image): their pairs are not
+    scored, the rest are; it was a numpy shape error (a traceback)."""
+    faces, names = two_faces
+    model = tmp_path / "model.ckpt"
+    sha = load_model(model, "cpu").weights_sha256
+    card = write_card(tmp_path / "card.json", sha, {"lfw": {"num_impostors": 3000, "thresholds": {"1e-3": 0.5}}})
+    (faces / "pairs.txt").write_text(f"{names[0]} {names[1]}\n{names[1]} zz_missing/x.jpg\n")  # sorted last
+    output = tmp_path / "decisions.csv"
+    common = ["verify", f"--model={model}", f"--calibration={card}", "--workers=0"]
+    counts = run_tool([*common, f"--pairs={faces / 'pairs.txt'}", "--batch_size=2", f"--output={output}"])
+    assert counts["pairs"] == 2 and counts["scored"] == 1
+    table = pd.read_csv(output, keep_default_na=False)
+    assert table["decision"][1] == "not scored" and "zz_missing" in table["problem"][1]
+    (faces / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(BadDataError, match=r"cannot verify: .*broken.jpg: not an image"):
+        run_tool([*common, f"--image1={faces / 'broken.jpg'}", f"--image2={faces / 'broken.jpg'}"])
+
+
 def test_export_settings_are_checked_before_any_work():
     for flags, message in (
         (["--opset=16"], "--opset must be >= 17"),
