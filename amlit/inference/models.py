@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from amlit.errors import BadDataError, ConfigError, MissingDataError
-from amlit.inference.record import InputContract, input_contract, read_record
+from amlit.inference.record import InputContract, check_record, input_contract, read_record
 
 ONNX_SUFFIX = ".onnx"
 # Metadata keys of an amlit ONNX export (string values).
@@ -165,6 +165,7 @@ def load_onnx_model(path: str | Path, device: str | None = None) -> OnnxModel:
         card = json.loads(meta[META_MODEL_CARD]) if META_MODEL_CARD in meta else None
     except json.JSONDecodeError as error:
         raise BadDataError(f"{source}: its amlit metadata is not valid JSON ({error})") from None
+    check_record(record, source)
     input_format = meta.get(META_INPUT_FORMAT, "uint8_nhwc")
     if input_format not in ("uint8_nhwc", "float_nchw"):
         raise BadDataError(f"{source}: unknown input format {input_format!r} in its metadata")

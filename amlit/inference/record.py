@@ -150,6 +150,16 @@ def read_record(checkpoint: dict, source: str) -> dict:
             "normalization): it was written by an amlit older than this record or by another tool. Checkpoints "
             "that amlit fit writes now carry it; train (or resume) with this version"
         )
-    if record.get("format") != RECORD_FORMAT:
-        raise BadDataError(f"{source}: inference record format {record.get('format')!r}, this amlit reads 1")
+    return check_record(record, source)
+
+
+def check_record(record: Any, source: str) -> dict:
+    """``record`` (a checkpoint's, or an ONNX export's metadata) if it is an inference record this amlit reads; one
+    of another format (written by another amlit version, whose fields may mean other things) is refused."""
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise BadDataError(
+            f"{source}: inference record format {found!r}, this amlit reads {RECORD_FORMAT}: it was written by "
+            "another amlit version; use that version, or export (or train) it again with this one"
+        )
     return record

@@ -381,6 +381,27 @@ def test_checkpoints_without_a_record_or_with_wrong_weights_are_refused(tmp_path
         load_model(tmp_path / "bad.ckpt")
 
 
+def test_an_onnx_export_with_another_record_format_is_refused(tmp_path):
+    """An export's metadata says how to feed it as a checkpoint's record does; one of another format (another amlit
+    version, whose fields may mean other things) is refused like such a checkpoint, not run as if it were ours."""
+    import json
+
+    import onnx
+
+    from amlit.inference.models import META_RECORD
+
+    write_checkpoint(tmp_path / "model.ckpt")
+    export = tmp_path / "export" / "model.onnx"
+    run_tool(["export", "onnx", f"--checkpoint={tmp_path / 'model.ckpt'}", f"--output={export}"])
+    assert load_model(export, "cpu").record["format"] == 1
+    graph = onnx.load(export)
+    (entry,) = [entry for entry in graph.metadata_props if entry.key == META_RECORD]
+    entry.value = json.dumps({**json.loads(entry.value), "format": 2})
+    onnx.save(graph, tmp_path / "future.onnx")
+    with pytest.raises(BadDataError, match=r"future.onnx: inference record format 2, this amlit reads 1"):
+        load_model(tmp_path / "future.onnx", "cpu")
+
+
 def test_bf16_embedding_runs_the_network_in_bfloat16_and_stays_close(tmp_path):
     backbone = write_checkpoint(tmp_path / "model.ckpt")
     names = aligned_faces(tmp_path / "faces", 6, seed=3)
