@@ -13,13 +13,14 @@ from pathlib import Path
 
 from amlit import keys
 from amlit.errors import BadDataError, ConfigError, MissingDataError
-from amlit.eval.far import CALIBRATION_RULE
+from amlit.eval.far import CALIBRATION_FARS, CALIBRATION_RULE
 
 CARD_JSON = "model_card.json"
 ACCEPT_RULE = (
     f"a pair is the same person when its cosine is >= the threshold; the threshold at a FAR is the {CALIBRATION_RULE} "
     "operating point of the test set: the k-th largest impostor cosine, k = round(FAR x impostor pairs), so exactly "
-    "k of its impostor pairs pass (a FAR is calibrated only where k >= 1)"
+    f"k of its impostor pairs pass (a FAR of {', '.join(map(keys.far_name, CALIBRATION_FARS))} is calibrated where the "
+    "test set has at least 1/FAR impostor pairs)"
 )
 
 
@@ -97,6 +98,11 @@ def find_calibration(model, calibration: str | Path | None) -> tuple[dict, str] 
     return None
 
 
+def calibrated(sets: dict[str, dict]) -> str:
+    """The FARs each test set of a calibration has, for messages."""
+    return "; ".join(f"{k}: FAR {', '.join(v['thresholds'])}" for k, v in sets.items()) or "none"
+
+
 def choose_threshold(model, far: float, calibration: str | Path | None = None, test_set: str | None = None):
     """The calibrated threshold of ``model`` at ``far``: from ``test_set``, else from the test set with the most
     impostor pairs behind that FAR. Refuses, saying what to do, when the model has no calibration or none at that
@@ -114,11 +120,16 @@ def choose_threshold(model, far: float, calibration: str | Path | None = None, t
     if test_set is not None and test_set not in sets:
         raise ConfigError(f"--test_set={test_set}: {origin} calibrates {', '.join(sets) or 'no test set'}")
     candidates = {k: v for k, v in sets.items() if name in v["thresholds"] and test_set in (None, k)}
-    if not candidates:
-        offered = "; ".join(f"{k}: FAR {', '.join(v['thresholds'])}" for k, v in sets.items()) or "none"
+    if not candidates and name not in map(keys.far_name, CALIBRATION_FARS):
         raise ConfigError(
-            f"no calibrated threshold at FAR {name} in {origin} (calibrated: {offered}): a FAR needs a test set "
-            "with at least 1/FAR impostor pairs; choose one of those, or test on a larger set (BLUFR, MegaFace)"
+            f"no calibrated threshold at FAR {name}: amlit test calibrates FAR "
+            f"{', '.join(map(keys.far_name, CALIBRATION_FARS))} only (where a test set has at least 1/FAR impostor "
+            f"pairs; {origin} has {calibrated(sets)}); choose one of those"
+        )
+    if not candidates:
+        raise ConfigError(
+            f"no calibrated threshold at FAR {name} in {origin} (calibrated: {calibrated(sets)}): a FAR needs a test "
+            "set with at least 1/FAR impostor pairs; choose one of those, or test on a larger set (BLUFR, MegaFace)"
         )
     chosen = max(candidates, key=lambda k: candidates[k]["num_impostors"] or 0)
     entry = candidates[chosen]

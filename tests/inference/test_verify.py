@@ -87,6 +87,10 @@ def test_no_calibration_other_weights_or_an_uncalibrated_far_are_refused(two_fac
     card = write_card(tmp_path / "card.json", sha, {"lfw": {"num_impostors": 3000, "thresholds": {"1e-3": 0.3}}})
     with pytest.raises(ConfigError, match=r"no calibrated threshold at FAR 1e-5 .*\(calibrated: lfw: FAR 1e-3\)"):
         run_tool([*args, f"--calibration={card}", "--far=1e-5"])
+    # 1e-2 is no FAR amlit test calibrates: a larger test set (the advice for 1e-5) would not give it either
+    with pytest.raises(ConfigError, match=r"FAR 1e-2: amlit test calibrates FAR 1e-3, 1e-4, 1e-5, 1e-6 only") as info:
+        run_tool([*args, f"--calibration={card}", "--far=0.01"])
+    assert "larger set" not in str(info.value) and "lfw: FAR 1e-3" in str(info.value)
     with pytest.raises(ConfigError, match=r"--test_set=megaface: .* calibrates lfw"):
         run_tool([*args, f"--calibration={card}", "--test_set=megaface"])
     with pytest.raises(ConfigError, match="give either --image1 and --image2, or --pairs"):
