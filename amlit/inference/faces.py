@@ -34,8 +34,8 @@ from amlit.listfiles import read_entries
 
 @dataclass(frozen=True)
 class FaceList:
-    """Images to embed: ``names`` as listed (relative to ``root``, or absolute), with five points per name when the
-    images are raw (``landmarks``: name -> (5, 2) x, y), None when they are aligned crops."""
+    """Images to embed: ``names`` as listed (relative to ``root``, or absolute), with five points per image when the
+    images are raw (``landmarks``: ``landmark_key`` -> (5, 2) x, y), None when they are aligned crops."""
 
     root: Path
     names: list[str]
@@ -44,9 +44,26 @@ class FaceList:
     def path(self, name: str) -> Path:
         return Path(name) if os.path.isabs(name) else self.root / name
 
+    def points(self, name: str) -> np.ndarray | None:
+        """The five points of image ``name`` in the landmark file, None when it has none."""
+        return self.landmarks.get(landmark_key(name, self.root)) if self.landmarks is not None else None
+
 
 def _clean(name: str) -> str:
     return Path(name).as_posix().removeprefix("./")
+
+
+def landmark_key(name: str, root: Path) -> str:
+    """How an image is named in either list, a landmark file or the images: relative to ``root``, as ``amlit data
+    align`` reads them, also where one of them gives the path absolute under ``root`` (insightface ``.lst`` files
+    often do); other absolute paths as they are."""
+    if not os.path.isabs(name):
+        return _clean(name)
+    path = Path(os.path.normpath(name))
+    for base in (root.absolute(), root.resolve()):
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return path.as_posix()
 
 
 def list_faces(
@@ -72,7 +89,7 @@ def list_faces(
     duplicated = [name for name, count in Counter(names).items() if count > 1]
     if duplicated:
         raise BadDataError(f"{images} lists {duplicated[0]} more than once: each image needs one feature")
-    faces = FaceList(base, names, face_landmarks(landmarks, landmark_format))
+    faces = FaceList(base, names, face_landmarks(landmarks, base, landmark_format))
     check_landmark_set(faces, landmarks)
     return faces
 
@@ -87,23 +104,24 @@ def check_landmark_set(faces: FaceList, landmarks: str | Path | None) -> None:
     images that have landmarks: their faces would be aligned from the wrong places."""
     if faces.landmarks is None:
         return
-    sample = [name for name in faces.names if name in faces.landmarks][:SCALE_CHECK_SAMPLE]
+    sample = [name for name in faces.names if faces.points(name) is not None][:SCALE_CHECK_SAMPLE]
     points, sizes = [], []
     for name in sample:
         if (size := read_image_size(faces.path(name))) is not None:
-            points.append(faces.landmarks[name])
+            points.append(faces.points(name))
             sizes.append(size)
-    listed = [faces.landmarks[name] for name in sample]
+    listed = [faces.points(name) for name in sample]
     if reason := landmarks_in_another_order(listed) or landmarks_for_smaller_images(points, sizes):
         raise BadDataError(f"{landmarks} does not fit the images under {faces.root}: {reason}")
 
 
-def face_landmarks(landmarks: str | Path | None, landmark_format: LandmarkFormat = "auto") -> dict | None:
-    """image path -> (5, 2) x, y from a landmark file (``amlit.data.landmarks`` formats); None without one."""
+def face_landmarks(landmarks: str | Path | None, root: Path, landmark_format: LandmarkFormat = "auto") -> dict | None:
+    """``landmark_key`` (under ``root``) -> (5, 2) x, y from a landmark file (``amlit.data.landmarks`` formats); None
+    without one."""
     if landmarks is None:
         return None
     table = read_landmarks(landmarks, landmark_format)
-    return dict(zip(map(_clean, table["path"]), table["landmarks"], strict=True))
+    return dict(zip((landmark_key(path, root) for path in table["path"]), table["landmarks"], strict=True))
 
 
 def alignment_template(contract: InputContract, source: str, template: str | None) -> AlignTemplate:
@@ -146,7 +164,7 @@ def load_face(faces: FaceList, name: str, size: tuple[int, int], template: Align
         # The model's input size is fixed: the way out is aligning the face, not a training setting.
         advice = "give aligned crops of the model's input size, or raw images with --landmarks to align them"
         return decode_face(data, size, str(path), advice)
-    points = faces.landmarks.get(name)
+    points = faces.points(name)
     if points is None:
         raise BadDataError(f"{path}: no landmarks for it in the landmark file")
     try:

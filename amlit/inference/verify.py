@@ -105,7 +105,7 @@ def verify(
             if not (base / image).is_file():
                 raise MissingDataError(f"image not found: {base / image}")
     names = sorted(set(left) | set(right))
-    faces = FaceList(base, names, face_landmarks(landmarks, landmark_format))
+    faces = FaceList(base, names, face_landmarks(landmarks, base, landmark_format))
     check_landmark_set(faces, landmarks)
     loaded = load_model(model, device)
     threshold = choose_threshold(loaded, far, calibration, test_set)  # before any work: refuse early

@@ -106,6 +106,43 @@ def test_raw_faces_are_aligned_with_the_models_template_from_their_landmarks(tmp
     assert "no landmarks" in reasons["nolandmarks.png"] and "do not fit the face template" in reasons["mirrored.png"]
 
 
+def test_a_landmark_file_with_absolute_paths_under_the_root_is_matched_as_data_align_matches_it(tmp_path):
+    """insightface .lst files often list absolute paths; amlit data align takes those under its root, and embed and
+    verify took none of them ("no landmarks for it in the landmark file", for every image)."""
+    write_checkpoint(tmp_path / "model.ckpt")
+    names = aligned_faces(tmp_path / "aligned", 3, seed=4)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    lst = []
+    for k, name in enumerate(names):
+        canvas = np.zeros((200, 180, 3), np.uint8)
+        dx, dy = 20 + 7 * k, 30 + 5 * k
+        canvas[dy : dy + 112, dx : dx + 96] = cv2.imread(str(tmp_path / "aligned" / name))
+        cv2.imwrite(str(raw / f"raw{k}.png"), canvas)
+        points = SPHEREFACE.array() + [dx, dy]
+        fields = ["1", str(raw / f"raw{k}.png"), str(k), "0", "0", "180", "200"]  # aligned, path, label, bbox
+        lst.append("\t".join(fields + [f"{v:.4f}" for v in points[:, 0]] + [f"{v:.4f}" for v in points[:, 1]]))
+    (tmp_path / "faces.lst").write_text("\n".join(lst) + "\n")
+    common = [f"--model={tmp_path / 'model.ckpt'}", "--workers=0"]
+    run_tool(["embed", *common, f"--images={tmp_path / 'aligned'}", f"--output={tmp_path / 'aligned.npz'}"])
+    counts = run_tool(["embed", *common, f"--images={raw}", f"--landmarks={tmp_path / 'faces.lst'}",
+                       f"--output={tmp_path / 'raw.npz'}"])  # fmt: skip
+    assert counts == {"images": 3, "embedded": 3, "bad": 0}
+    np.testing.assert_allclose(
+        np.load(tmp_path / "raw.npz")["features"], np.load(tmp_path / "aligned.npz")["features"], atol=1e-5
+    )
+    # and the other way round: a list of absolute image paths, landmarks relative to --root
+    relative = "".join(  # lfw format: x1 y1 ... x5 y5
+        f"raw{k}.png " + " ".join(f"{x} {y}" for x, y in zip(f[7:12], f[12:17], strict=True)) + "\n"
+        for k, f in enumerate(line.split("\t") for line in lst)
+    )
+    (tmp_path / "faces.txt").write_text(relative)
+    (tmp_path / "images.txt").write_text("".join(f"{raw / f'raw{k}.png'}\n" for k in range(3)))
+    counts = run_tool(["embed", *common, f"--images={tmp_path / 'images.txt'}", f"--root={raw}",
+                       f"--landmarks={tmp_path / 'faces.txt'}", f"--output={tmp_path / 'listed.npz'}"])  # fmt: skip
+    assert counts == {"images": 3, "embedded": 3, "bad": 0}
+
+
 def test_landmarks_for_smaller_copies_are_refused_and_a_mostly_black_crop_is_a_bad_image(tmp_path):
     """The checks of ``amlit data align`` apply on the fly too: a landmark file for half-size copies (every face in
     the top-left quarter of its image) is refused before any work; a face whose crop would be mostly off its image
