@@ -184,6 +184,28 @@ def test_converted_network_matches_the_prototxt_in_float64(tmp_path):
     assert not torch.equal(wrong, checkpoint["state_dict"]["backbone.stages.0.0.weight"])
 
 
+def test_a_converted_model_embeds_faces_with_the_papers_test_feature(tmp_path):
+    """The released model converted is one to use on faces: amlit embed (and verify, export) read its inference
+    record; it had none and was refused as 'written by an amlit older than this record', telling to train again.
+    Its feature is the Caffe forward pass's flip-sum, L2-normalized (the paper's test protocol)."""
+    import cv2
+
+    blobs = sphereface_blobs(0.25, 64, classes=None, seed=3)
+    checkpoint = convert_caffe(write_caffemodel(tmp_path / "m.caffemodel", blobs), tmp_path / "m.ckpt", num_classes=5)
+    rgb = np.random.default_rng(4).integers(0, 256, (2, 112, 96, 3), dtype=np.uint8)
+    for k, face in enumerate(rgb):
+        (tmp_path / "faces").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "faces" / f"{k}.png"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    run_tool(["embed", f"--model={checkpoint}", f"--images={tmp_path / 'faces'}", f"--output={tmp_path / 'f.npz'}"])
+    bgr = rgb[..., ::-1]
+    summed = caffe_forward_float64(blobs, bgr) + caffe_forward_float64(blobs, bgr[:, :, ::-1])  # image + mirror
+    expected = summed / np.linalg.norm(summed, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.load(tmp_path / "f.npz")["features"], expected, atol=1e-5)
+    record = torch.load(checkpoint, weights_only=True)["amlit_inference"]
+    assert record["input"]["alignment_template"]["name"] == "sphereface_112x96"
+    assert "converted from the Caffe model" in record["training"]["manifest"]["train"]
+
+
 @pytest.mark.slow
 def test_amlit_test_evaluates_a_converted_model(tiny_tree, tmp_path, monkeypatch):
     """A network saved as a Caffe model (BGR, with fc6) converts back to the same weights, which `amlit test` loads."""

@@ -33,8 +33,11 @@ import numpy as np
 import torch
 
 from amlit.backbones.sphereface import BASE_WIDTHS, UNITS_PER_STAGE, SphereFace
+from amlit.checkpoint_io import SafeCheckpointIO
 from amlit.convert.protobuf_wire import by_field, repeated_numbers, text
+from amlit.data.align import TEMPLATES
 from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.inference.record import RECORD_KEY, backbone_record
 
 CLASS_WEIGHT_LAYERS = ("fc6", "fc6_l2")  # the AM-Softmax prototxt names it fc6_l2, SphereFace's fc6
 # Input sizes whose fc5 input is C x 7 x 6 and C x 7 x 7 (four stride-2 convs: n -> ceil(n / 2)).
@@ -218,6 +221,18 @@ def _prelu(named: dict[str, CaffeLayer], name: str, channels: int) -> np.ndarray
     return slope
 
 
+def _inference_record(conversion: Conversion, source: dict) -> dict:
+    """The record ``amlit embed``/``verify``/``export onnx`` need (``amlit.inference.record``): SphereFace's Caffe
+    models take (x - 128) / 128 of 112x96 crops aligned to SphereFace's template (the AM-Softmax authors' too); for
+    another input size the template is not known, so raw faces need ``--template`` there."""
+    size = tuple(conversion.input_size)
+    backbone = SphereFace(conversion.depth, conversion.embedding_dim, size, conversion.width_multiplier)
+    template = "sphereface_112x96" if size == TEMPLATES["sphereface_112x96"].size else None
+    origin = f"not recorded: converted from the Caffe model {source['source']} (sha256 {source['sha256']})"
+    training = {"global_step": None, "manifest": {"train": origin}, "config": None}
+    return backbone_record(backbone, alignment_template=template, image_size=size, training=training)
+
+
 def convert_caffe(
     caffemodel: Path,
     output: Path,
@@ -277,10 +292,11 @@ def convert_caffe(
         "epoch": 0,
         "global_step": 0,
         "amlit_conversion": record,
+        RECORD_KEY: _inference_record(conversion, record),
     }
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, output)
+    SafeCheckpointIO().save_checkpoint(checkpoint, output)  # with amlit's checksum, as fit writes them
     print(
         f"SphereFace-{conversion.depth} (widths x{conversion.width_multiplier:g}, {conversion.embedding_dim}-d, input "
         f"{conversion.input_size[0]}x{conversion.input_size[1]}, {input_order.upper()} model), head {classes} classes"
