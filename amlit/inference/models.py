@@ -92,9 +92,23 @@ class OnnxModel:
 
 
 def torch_device(device: str | None):
+    """``device`` (default: cuda when available, else cpu) as a torch device this machine has; another is refused
+    with the devices there are (torch would stop with a traceback, at the first batch for a missing GPU)."""
     import torch
 
-    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    here = f"cpu{f', cuda:0 .. cuda:{gpus - 1}' if gpus else ''}"
+    try:
+        target = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device={device} is not a torch device; this machine has {here}") from None
+    if target.type == "cuda" and (target.index or 0) >= gpus:
+        raise ConfigError(f"--device={device}: no such CUDA device here (this machine has {here}); use --device=cpu")
+    if target.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device={device}: no Apple GPU (MPS) here (this machine has {here}); use --device=cpu")
+    return target
 
 
 CHECKPOINT_REMEDY = "give a .ckpt that amlit fit wrote (e.g. <run folder>/checkpoints/last.ckpt)"

@@ -439,6 +439,16 @@ def test_an_onnx_export_with_another_record_format_is_refused(tmp_path):
         load_model(tmp_path / "future.onnx", "cpu")
 
 
+def test_a_device_this_machine_does_not_have_is_refused_in_one_line(tmp_path):
+    """--device=cuda without a GPU (or an index past the last GPU, or a typo) stopped with torch's traceback."""
+    write_checkpoint(tmp_path / "model.ckpt")
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU: missing on every machine
+    for device, message in ((missing, "no such CUDA device here"), ("gpu", "is not a torch device")):
+        with pytest.raises(ConfigError, match=rf"--device={device}:? {message}"):
+            load_model(tmp_path / "model.ckpt", device)
+    assert load_model(tmp_path / "model.ckpt", "cpu").device == torch.device("cpu")
+
+
 def test_bf16_embedding_runs_the_network_in_bfloat16_and_stays_close(tmp_path):
     backbone = write_checkpoint(tmp_path / "model.ckpt")
     names = aligned_faces(tmp_path / "faces", 6, seed=3)
