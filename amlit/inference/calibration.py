@@ -87,6 +87,13 @@ def find_calibration(model, calibration: str | Path | None) -> tuple[dict, str] 
                 f"{calibration} was measured on other weights ({card['weights_sha256'][:12]}...) than {model.source} "
                 f"({model.weights_sha256[:12]}...): its thresholds do not apply; use the model card of this model"
             )
+        if not card.get("calibration"):
+            raise ConfigError(
+                f"{calibration} holds no calibrated thresholds (calibration: null): the amlit test that wrote it had "
+                "no test set with 1/FAR impostor pairs for any FAR of "
+                f"{', '.join(map(keys.far_name, CALIBRATION_FARS))}, or it is the card of an export made without "
+                "--calibration; pass the model_card.json of an amlit test on a larger set (BLUFR, MegaFace)"
+            )
         return card, str(calibration)
     if model.model_card and model.model_card.get("calibration"):
         return model.model_card, f"the model card inside {model.source}"

@@ -91,6 +91,11 @@ def test_no_calibration_other_weights_or_an_uncalibrated_far_are_refused(two_fac
     with pytest.raises(ConfigError, match=r"FAR 1e-2: amlit test calibrates FAR 1e-3, 1e-4, 1e-5, 1e-6 only") as info:
         run_tool([*args, f"--calibration={card}", "--far=0.01"])
     assert "larger set" not in str(info.value) and "lfw: FAR 1e-3" in str(info.value)
+    # a card without thresholds (amlit test on sets too small for any FAR, an export made without --calibration)
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"weights_sha256": sha, "calibration": None}))
+    with pytest.raises(ConfigError, match=r"empty.json holds no calibrated thresholds \(calibration: null\)"):
+        run_tool([*args, f"--calibration={empty}"])
     with pytest.raises(ConfigError, match=r"--test_set=megaface: .* calibrates lfw"):
         run_tool([*args, f"--calibration={card}", "--test_set=megaface"])
     with pytest.raises(ConfigError, match="give either --image1 and --image2, or --pairs"):
