@@ -127,8 +127,8 @@ def embed(
 
     Args:
         model: an amlit checkpoint (.ckpt) or an `amlit export onnx` file (.onnx).
-        images: a folder (every image below it; names relative to it) or a text file with one image path per line
-            (relative to --root, by default the list's folder).
+        images: a folder (every image below it; names relative to it), one image file, or a text file with one
+            image path per line (relative to --root, by default the list's folder).
         output: the .npz to write.
         root: folder the paths of an image list (and of --landmarks) are relative to.
         landmarks: five-point landmark file (lfw, casia or insightface .lst format): the images are raw and are

@@ -25,7 +25,7 @@ from amlit.data.align import (
     landmarks_for_smaller_images,
     landmarks_in_another_order,
 )
-from amlit.data.images import decode_face, decode_image, read_image_size, scan_images
+from amlit.data.images import decode_face, decode_image, image_format, read_image_size, scan_images
 from amlit.data.landmarks import LandmarkFormat, read_landmarks
 from amlit.errors import BadDataError, ConfigError, MissingDataError
 from amlit.inference.record import InputContract, template_record
@@ -66,19 +66,29 @@ def landmark_key(name: str, root: Path) -> str:
     return path.as_posix()
 
 
+def _is_image(path: Path) -> bool:
+    """Whether the file's first bytes are those of an image format amlit reads (``image_format``)."""
+    with open(path, "rb") as file:
+        return image_format(file.read(32)) is not None
+
+
 def list_faces(
     images: str | Path,
     root: str | Path | None = None,
     landmarks: str | Path | None = None,
     landmark_format: LandmarkFormat = "auto",
 ) -> FaceList:
-    """``images``: a folder (every image below it, names relative to it) or a text file with one image path per
-    line (``#`` comments; relative to ``root``, by default the list's folder). ``landmarks``: a five-point file
-    (``amlit.data.landmarks`` formats) with paths relative to the same root: the images are raw and get aligned."""
+    """``images``: a folder (every image below it, names relative to it), one image file (named relative to
+    ``root``, by default its folder) or a text file with one image path per line (``#`` comments; relative to
+    ``root``, by default the list's folder). ``landmarks``: a five-point file (``amlit.data.landmarks`` formats)
+    with paths relative to the same root: the images are raw and get aligned."""
     images = Path(images)
     if images.is_dir():
         base = images
         names = scan_images(images).images
+    elif images.is_file() and _is_image(images):  # read as a list, its bytes were "not UTF-8 text"
+        base = Path(root) if root is not None else images.parent
+        names = [landmark_key(str(images.absolute()), base)]
     elif images.is_file():
         base = Path(root) if root is not None else images.parent
         names = [_clean(entry) for _, entry in read_entries(images, "")]

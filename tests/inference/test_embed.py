@@ -72,6 +72,18 @@ def test_aligned_crops_embed_to_the_test_feature_and_bad_images_are_listed(tmp_p
         )
 
 
+def test_one_image_file_as_images_is_embedded_as_a_list_of_one(tmp_path):
+    """--images=<a face image> was read as a text list of paths: 'not UTF-8 text ... iconv', for any image."""
+    backbone = write_checkpoint(tmp_path / "model.ckpt")
+    (name,) = aligned_faces(tmp_path / "faces", 1, seed=6)
+    output = tmp_path / "one.npz"
+    run_tool(["embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'faces' / name}",
+              f"--output={output}", "--workers=0"])  # fmt: skip
+    with np.load(output, allow_pickle=False) as saved:
+        assert saved["names"].tolist() == [Path(name).name]  # relative to its folder
+        np.testing.assert_allclose(saved["features"], torch_features(backbone, tmp_path / "faces", [name]), atol=2e-6)
+
+
 def test_raw_faces_are_aligned_with_the_models_template_from_their_landmarks(tmp_path):
     write_checkpoint(tmp_path / "model.ckpt")
     names = aligned_faces(tmp_path / "aligned", 4, seed=1)
