@@ -36,6 +36,7 @@ from amlit.data.images import (
     accepted_extensions,
     decode_image,
     file_sha256,
+    orientation_tag,
     read_image_size,
     scan_images,
     write_image_atomically,
@@ -317,6 +318,31 @@ def landmarks_in_another_order(points: list[np.ndarray]) -> str | None:
     )
 
 
+# Image headers read for orientation tags: enough to show a set of phone photos, quick on a million images.
+ORIENTATION_CHECK_SAMPLE = 256
+_ORIENTATIONS = {2: "mirrored", 3: "rotated 180 degrees", 4: "mirrored upside down", 5: "mirrored, rotated 90 degrees",
+                 6: "rotated 90 degrees", 7: "mirrored, rotated 270 degrees", 8: "rotated 270 degrees"}  # fmt: skip
+
+
+def orientation_warning(paths: list[Path]) -> str | None:
+    """A warning when images to align from landmarks carry an orientation tag (phone photos: EXIF), or None.
+
+    amlit aligns the pixels as stored (as MATLAB's imread, PIL and the public landmark files); a detector that
+    applied the tag first (``cv2.imread`` does by default) gives landmarks of the rotated image, which still lie
+    inside a square image and look like a face, so the crops would be of the wrong place without any other sign."""
+    tagged = [(path, tag) for path in paths[:ORIENTATION_CHECK_SAMPLE] if (tag := orientation_tag(path)) != 1]
+    if not tagged:
+        return None
+    path, tag = tagged[0]
+    return (
+        f"{len(tagged)} of the first {min(len(paths), ORIENTATION_CHECK_SAMPLE)} images carry an orientation tag "
+        f"(EXIF), e.g. {path} ({tag}: {_ORIENTATIONS[tag]}); amlit aligns their pixels as stored, so their landmarks "
+        "must be for the stored image (as MATLAB imread, PIL or dlib read it): landmarks from a detector that "
+        "rotated the image first (cv2.imread does by default) give crops of the wrong place; if yours did, save "
+        "the images upright (orientation 1) and detect on those"
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Whole trees
 
@@ -473,6 +499,8 @@ def _plan(
         [points for points, _ in fine], [size for _, size in fine]
     ):
         raise BadDataError(f"{landmarks} does not fit the images under {raw_root}: {reason}; nothing was aligned")
+    if warning := orientation_warning([raw_root / p for p in table["path"]]):
+        warnings.warn(warning, stacklevel=3)
     failing = [(path, status, reason) for path, (status, reason) in zip(table["path"], problems, strict=True) if status]
     if len(failing) and 2 * len(failing) > len(table):
         by_status = pd.Series([status for _, status, _ in failing]).value_counts()

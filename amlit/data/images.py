@@ -242,6 +242,19 @@ def decode_image(data: bytes) -> np.ndarray:
     return image
 
 
+def orientation_tag(path: str | Path) -> int:
+    """The orientation tag (EXIF's, TIFF's: 1..8) of an image file, 1 (as stored) when it has none or cannot be
+    read. ``decode_image`` ignores it; callers warn where that matters (landmarks made on the rotated image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:  # reads the header only
+            tag = image.getexif().get(274, 1)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return 1
+    return tag if isinstance(tag, int) and 1 <= tag <= 8 else 1
+
+
 def _tiff_without_orientation(data: bytes) -> bytes:
     """TIFF bytes with the first image's Orientation tag (274) set to 1, the stored pixel grid.
 

@@ -7,6 +7,7 @@ No torch here: the ONNX path of ``amlit embed``/``verify`` runs on numpy and onn
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from amlit.data.align import (
     landmark_problem,
     landmarks_for_smaller_images,
     landmarks_in_another_order,
+    orientation_warning,
 )
 from amlit.data.images import decode_face, decode_image, image_format, read_image_size, scan_images
 from amlit.data.landmarks import LandmarkFormat, read_landmarks
@@ -123,6 +125,8 @@ def check_landmark_set(faces: FaceList, landmarks: str | Path | None) -> None:
     listed = [faces.points(name) for name in sample]
     if reason := landmarks_in_another_order(listed) or landmarks_for_smaller_images(points, sizes):
         raise BadDataError(f"{landmarks} does not fit the images under {faces.root}: {reason}")
+    if warning := orientation_warning([faces.path(name) for name in sample]):
+        warnings.warn(warning, stacklevel=3)
 
 
 def face_landmarks(landmarks: str | Path | None, root: Path, landmark_format: LandmarkFormat = "auto") -> dict | None:

@@ -416,3 +416,20 @@ def test_landmarks_written_xs_then_ys_are_refused_before_writing(shared_data, tm
     message = str(info.value)
     assert "likely in another order" in message and "x1..x5 y1..y5" in message and "nothing was aligned" in message
     assert not output.exists() or not list(output.rglob("*.jpg"))
+
+
+def test_aligning_photos_with_an_orientation_tag_warns(tmp_path):
+    """The pixels are aligned as stored; a detector that applied the EXIF orientation first made landmarks of the
+    rotated photo, which pass every check on a square image: said once, with an example."""
+    from PIL import Image
+
+    points = apply(random_similarity(np.random.default_rng(11)), TEMPLATES["sphereface_112x96"].array())
+    raw = tmp_path / "raw" / "0000001"
+    raw.mkdir(parents=True)
+    tag = Image.Exif()
+    tag[274] = 8
+    Image.fromarray(disc_face(points)).save(raw / "001.jpg", quality=95, exif=tag)
+    (tmp_path / "landmarks.txt").write_text("0000001/001.jpg " + " ".join(f"{v:.3f}" for v in points.ravel()) + "\n")
+    with pytest.warns(UserWarning, match=r"orientation tag \(EXIF\), e.g. .*001.jpg \(8: rotated 270 degrees\)"):
+        run_tool(["data", "align", f"--raw_root={tmp_path / 'raw'}", f"--landmarks={tmp_path / 'landmarks.txt'}",
+                  f"--output={tmp_path / 'aligned'}", "--workers=0"])  # fmt: skip

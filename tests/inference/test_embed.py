@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -207,6 +208,33 @@ def test_landmarks_written_xs_then_ys_are_refused_before_any_work(tmp_path):
     (tmp_path / "pairs.txt").write_text("raw0.png raw1.png\nraw2.png raw3.png\nraw4.png raw5.png\n")
     with pytest.raises(BadDataError, match=r"likely in another order"):
         run_tool(["verify", model, landmarks, f"--pairs={tmp_path / 'pairs.txt'}", f"--root={tmp_path / 'raw'}"])
+
+
+def test_raw_photos_with_an_orientation_tag_are_warned_of(tmp_path):
+    """Phone photos store pixels rotated plus an EXIF orientation; landmarks of a detector that applied it
+    (cv2.imread does) lie inside a square photo and look like a face, so the crop of the wrong place was silent."""
+    from PIL import Image
+
+    write_checkpoint(tmp_path / "model.ckpt")
+    (name,) = aligned_faces(tmp_path / "aligned", 1, seed=7)
+    canvas = np.zeros((200, 200, 3), np.uint8)
+    canvas[40:152, 50:146] = cv2.cvtColor(cv2.imread(str(tmp_path / "aligned" / name)), cv2.COLOR_BGR2RGB)
+    (tmp_path / "raw").mkdir()
+    tag = Image.Exif()
+    tag[274] = 6  # displayed rotated 90 degrees
+    Image.fromarray(canvas).save(tmp_path / "raw" / "phone.jpg", quality=95, exif=tag)
+    Image.fromarray(canvas).save(tmp_path / "raw" / "plain.jpg", quality=95)
+    points = SPHEREFACE.array() + [50, 40]
+    for image in ("phone", "plain"):
+        (tmp_path / f"{image}.txt").write_text(f"{image}.jpg " + " ".join(f"{v:.3f}" for v in points.ravel()) + "\n")
+    common = ["embed", f"--model={tmp_path / 'model.ckpt'}", "--workers=0"]
+    with pytest.warns(UserWarning, match=r"1 of the first 1 images carry an orientation tag .*phone.jpg \(6: rotated"):
+        run_tool([*common, f"--images={tmp_path / 'raw' / 'phone.jpg'}", f"--landmarks={tmp_path / 'phone.txt'}",
+                  f"--output={tmp_path / 'phone.npz'}"])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_tool([*common, f"--images={tmp_path / 'raw' / 'plain.jpg'}", f"--landmarks={tmp_path / 'plain.txt'}",
+                  f"--output={tmp_path / 'plain.npz'}"])  # fmt: skip
 
 
 def test_a_model_without_a_recorded_template_needs_the_option_that_supplies_it(tmp_path):
