@@ -92,6 +92,8 @@ def verify(
 
     if (pairs is None) == (image1 is None or image2 is None) or (pairs is not None and (image1 or image2)):
         raise ConfigError("give either --image1 and --image2, or --pairs")
+    if batch_size < 1:  # as amlit embed: 0 or less would be taken as "all faces in one batch"
+        raise ConfigError(f"--batch_size must be >= 1, got {batch_size}")
     if output is not None:
         inputs = {"--pairs": pairs, "--image1": image1, "--image2": image2, "--model": model}
         check_output(output, "--output", inputs={**inputs, "--calibration": calibration, "--landmarks": landmarks})

@@ -100,6 +100,8 @@ def test_no_calibration_other_weights_or_an_uncalibrated_far_are_refused(two_fac
         run_tool([*args, f"--calibration={card}", "--test_set=megaface"])
     with pytest.raises(ConfigError, match="give either --image1 and --image2, or --pairs"):
         run_tool(["verify", f"--model={model}", f"--image1={faces / names[0]}"])
+    with pytest.raises(ConfigError, match="--batch_size must be >= 1, got 0"):  # was ignored: one batch of all
+        run_tool([*args, f"--calibration={card}", "--batch_size=0"])
 
 
 def test_a_pairs_file_gives_one_decision_per_pair_and_names_unreadable_images(two_faces, tmp_path):
