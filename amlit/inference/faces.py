@@ -27,9 +27,16 @@ from amlit.data.align import (
     landmarks_in_another_order,
     orientation_warning,
 )
-from amlit.data.images import decode_face, decode_image, image_format, read_image_size, scan_images
+from amlit.data.images import (
+    accepted_extensions,
+    decode_face,
+    decode_image,
+    image_format,
+    read_image_size,
+    scan_images,
+)
 from amlit.data.landmarks import LandmarkFormat, read_landmarks
-from amlit.errors import BadDataError, ConfigError, MissingDataError
+from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
 from amlit.inference.record import InputContract, template_record
 from amlit.listfiles import read_entries
 
@@ -87,7 +94,15 @@ def list_faces(
     images = Path(images)
     if images.is_dir():
         base = images
-        names = scan_images(images).images
+        listing = scan_images(images)
+        names = listing.images
+        if listing.other_files:  # e.g. a phone's .heic photos beside its .jpg ones: their faces would be missing
+            warnings.warn(
+                f"{len(listing.other_files)} files under {images} are left out, not being of an image type amlit "
+                f"reads ({accepted_extensions()}): {listed(listing.other_files, 3)}; convert the images among them "
+                "(e.g. to .png) to embed them",
+                stacklevel=2,
+            )
     elif images.is_file() and _is_image(images):  # read as a list, its bytes were "not UTF-8 text"
         base = Path(root) if root is not None else images.parent
         names = [landmark_key(str(images.absolute()), base)]

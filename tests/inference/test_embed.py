@@ -85,6 +85,17 @@ def test_one_image_file_as_images_is_embedded_as_a_list_of_one(tmp_path):
         np.testing.assert_allclose(saved["features"], torch_features(backbone, tmp_path / "faces", [name]), atol=2e-6)
 
 
+def test_files_of_other_types_in_the_folder_are_named_as_left_out(tmp_path):
+    """A phone's .heic photos beside its .jpg ones were left out of the embeddings without a word."""
+    write_checkpoint(tmp_path / "model.ckpt")
+    names = aligned_faces(tmp_path / "faces", 2, seed=8)
+    (tmp_path / "faces" / names[0]).with_suffix(".heic").write_bytes(b"\0\0\0\x18ftypheic")
+    with pytest.warns(UserWarning, match=r"1 files under .*faces are left out.*: person0/face.heic; convert"):
+        counts = run_tool(["embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'faces'}",
+                           f"--output={tmp_path / 'f.npz'}", "--workers=0"])  # fmt: skip
+    assert counts == {"images": 2, "embedded": 2, "bad": 0}
+
+
 def test_raw_faces_are_aligned_with_the_models_template_from_their_landmarks(tmp_path):
     write_checkpoint(tmp_path / "model.ckpt")
     names = aligned_faces(tmp_path / "aligned", 4, seed=1)
