@@ -11,15 +11,25 @@ import numpy as np
 
 from amlit.data.landmarks import LandmarkFormat
 from amlit.errors import BadDataError, ConfigError, MissingDataError
-from amlit.eval.pairs import read_lfw_pairs
+from amlit.eval.pairs import lfw_image_path, read_lfw_pairs
 from amlit.inference.faces import FaceList, alignment_template, check_landmark_set, face_landmarks
 from amlit.listfiles import read_entries
 from amlit.outputs import check_output
 
 
+def _lfw_pair(fields: list[str]) -> tuple[str, str] | None:
+    """The two images of an LFW pairs line, ``Name i j`` (same person) or ``Name1 i Name2 j``; None for others."""
+    if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+        return lfw_image_path(fields[0], int(fields[1])), lfw_image_path(fields[0], int(fields[2]))
+    if len(fields) == 4 and fields[1].isdigit() and fields[3].isdigit():
+        return lfw_image_path(fields[0], int(fields[1])), lfw_image_path(fields[2], int(fields[3]))
+    return None
+
+
 def read_pairs(path: Path) -> tuple[list[str], list[str]]:
     """(left images, right images) of a pairs file: LFW's ``pairs.txt`` (header ``<folds> <n>``, names as
-    ``Name/Name_0001.jpg``), or one pair per line ``left right`` (whitespace or TAB separated, ``#`` comments)."""
+    ``Name/Name_0001.jpg``), LFW's View 1 ``pairsDevTrain.txt``/``pairsDevTest.txt`` (header ``<n>``) or its lines
+    without a header, or one pair per line ``left right`` (whitespace or TAB separated, ``#`` comments)."""
     entries = list(read_entries(path, f"pairs file not found: {path}"))
     if not entries:
         raise BadDataError(f"{path} holds no pair")
@@ -27,13 +37,19 @@ def read_pairs(path: Path) -> tuple[list[str], list[str]]:
     if len(first) == 2 and all(field.isdigit() for field in first):  # LFW's header '10 300'
         pairs = read_lfw_pairs(path)
         return [pairs.images[i] for i in pairs.left], [pairs.images[i] for i in pairs.right]
+    if len(first) == 1 and first[0].isdigit():  # View 1's header: the number of pairs of each kind
+        entries = entries[1:]
     left, right = [], []
     for number, entry in entries:
         fields = entry.split("\t") if "\t" in entry else entry.split()
-        if len(fields) != 2:
-            raise BadDataError(f"{path}:{number}: expected two image paths 'left right', got {entry!r}")
-        left.append(fields[0])
-        right.append(fields[1])
+        pair = (fields[0], fields[1]) if len(fields) == 2 else _lfw_pair(fields)
+        if pair is None:
+            raise BadDataError(
+                f"{path}:{number}: expected two image paths 'left right' (or an LFW pairs line 'Name i j' / "
+                f"'Name1 i Name2 j'), got {entry!r}"
+            )
+        left.append(pair[0])
+        right.append(pair[1])
     return left, right
 
 

@@ -164,6 +164,25 @@ def test_images_that_all_fail_in_the_last_batch_leave_their_pairs_unscored(two_f
         run_tool([*common, f"--image1={faces / 'broken.jpg'}", f"--image2={faces / 'broken.jpg'}"])
 
 
+def test_lfw_view1_pairs_files_are_read_as_lfw_pairs(tmp_path):
+    """LFW's pairsDevTrain.txt / pairsDevTest.txt (header '<n>', then 'Name i j' and 'Name1 i Name2 j' lines) were
+    refused at line 1: "expected two image paths 'left right', got '1100'"."""
+    from amlit.inference.verify import read_pairs
+
+    view1 = tmp_path / "pairsDevTest.txt"
+    view1.write_text("1\nAaron_Peirsol\t1\t2\nAJ_Cook\t1\tMarsha_Thomason\t1\n")
+    assert read_pairs(view1) == (
+        ["Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "AJ_Cook/AJ_Cook_0001.jpg"],
+        ["Aaron_Peirsol/Aaron_Peirsol_0002.jpg", "Marsha_Thomason/Marsha_Thomason_0001.jpg"],
+    )
+    plain = tmp_path / "plain.txt"  # two paths per line still win, with TABs keeping spaces inside names
+    plain.write_text("a 1\tb 2\nc.jpg d.jpg\n")
+    assert read_pairs(plain) == (["a 1", "c.jpg"], ["b 2", "d.jpg"])
+    (tmp_path / "bad.txt").write_text("a.jpg b.jpg c.jpg\n")
+    with pytest.raises(BadDataError, match=r"bad.txt:1: expected two image paths 'left right' \(or an LFW pairs"):
+        read_pairs(tmp_path / "bad.txt")
+
+
 def test_export_settings_are_checked_before_any_work():
     for flags, message in (
         (["--opset=16"], "--opset must be >= 17"),
