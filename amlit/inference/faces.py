@@ -137,8 +137,8 @@ def check_landmark_set(faces: FaceList, landmarks: str | Path | None) -> None:
         if (size := read_image_size(faces.path(name))) is not None:
             points.append(faces.points(name))
             sizes.append(size)
-    listed = [faces.points(name) for name in sample]
-    if reason := landmarks_in_another_order(listed) or landmarks_for_smaller_images(points, sizes):
+    sample_points = [faces.points(name) for name in sample]
+    if reason := landmarks_in_another_order(sample_points) or landmarks_for_smaller_images(points, sizes):
         raise BadDataError(f"{landmarks} does not fit the images under {faces.root}: {reason}")
     if warning := orientation_warning([faces.path(name) for name in sample]):
         warnings.warn(warning, stacklevel=3)
