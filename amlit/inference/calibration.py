@@ -105,6 +105,25 @@ def find_calibration(model, calibration: str | Path | None) -> tuple[dict, str] 
     return None
 
 
+def calibration_sets(card: dict, origin: str) -> dict[str, dict]:
+    """The ``calibration.sets`` of a model card, each checked to be ``{"num_impostors": int, "thresholds": {FAR
+    name: cosine}}`` as ``calibration_from_metrics`` writes them (a card edited by hand can be anything)."""
+    calibration = card.get("calibration") or {}
+    sets = calibration.get("sets") if isinstance(calibration, dict) else None
+    expected = '{"sets": {<test set>: {"num_impostors": <int>, "thresholds": {"1e-3": <cosine>, ...}}}}'
+    if not isinstance(sets, dict):
+        raise BadDataError(f"{origin}: its calibration is not {expected}")
+    for name, entry in sets.items():
+        thresholds = entry.get("thresholds") if isinstance(entry, dict) else None
+        if (
+            not isinstance(thresholds, dict)
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in thresholds.values())
+            or not isinstance(entry.get("num_impostors", "missing"), int | None)
+        ):
+            raise BadDataError(f"{origin}: its calibration of test set {name!r} is not as {expected}")
+    return sets
+
+
 def calibrated(sets: dict[str, dict]) -> str:
     """The FARs each test set of a calibration has, for messages."""
     return "; ".join(f"{k}: FAR {', '.join(v['thresholds'])}" for k, v in sets.items()) or "none"
@@ -122,7 +141,7 @@ def choose_threshold(model, far: float, calibration: str | Path | None = None, t
             ", or use an ONNX export made with --calibration"
         )
     card, origin = found
-    sets = card.get("calibration", {}).get("sets", {})
+    sets = calibration_sets(card, origin)
     name = keys.far_name(far)
     if test_set is not None and test_set not in sets:
         raise ConfigError(f"--test_set={test_set}: {origin} calibrates {', '.join(sets) or 'no test set'}")

@@ -96,6 +96,16 @@ def test_no_calibration_other_weights_or_an_uncalibrated_far_are_refused(two_fac
     empty.write_text(json.dumps({"weights_sha256": sha, "calibration": None}))
     with pytest.raises(ConfigError, match=r"empty.json holds no calibrated thresholds \(calibration: null\)"):
         run_tool([*args, f"--calibration={empty}"])
+    # a card edited by hand: a KeyError / TypeError traceback before
+    for sets in (
+        {"mine": {"num_impostors": 5000, "thresholds": {"1e-3": "0.3"}}},
+        {"mine": {"thresholds": {"1e-3": 0.3}}},
+        {"mine": {"num_impostors": 5000}},
+        ["0.3"],
+    ):
+        edited = write_card(tmp_path / "edited.json", sha, sets)
+        with pytest.raises(BadDataError, match=r"edited.json: its calibration .*is not .*\"num_impostors\": <int>"):
+            run_tool([*args, f"--calibration={edited}"])
     with pytest.raises(ConfigError, match=r"--test_set=megaface: .* calibrates lfw"):
         run_tool([*args, f"--calibration={card}", "--test_set=megaface"])
     with pytest.raises(ConfigError, match="give either --image1 and --image2, or --pairs"):
