@@ -13,8 +13,9 @@ from pathlib import Path
 
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from amlit.checkpoint_io import SafeCheckpointIO, load_verified
@@ -105,6 +106,11 @@ class AmlitCLI(LightningCLI):
                 "them to what this machine has (trainer.accelerator=auto and trainer.devices=1 run anywhere)"
             ) from None
         check_launch_matches(trainer.num_devices, trainer.num_nodes)  # trainer.devices=auto resolved
+        if not trainer.loggers:  # --trainer.logger=false on a config with a LearningRateMonitor, which would refuse
+            monitors = [c for c in trainer.callbacks if isinstance(c, LearningRateMonitor)]
+            if monitors:
+                trainer.callbacks = [c for c in trainer.callbacks if c not in monitors]
+                rank_zero_info("trainer.logger=false: the LearningRateMonitor, with nothing to log to, is left out")
         return trainer
 
     def before_fit(self) -> None:

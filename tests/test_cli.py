@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, TINY_SPEC, write_verification_bin
+from lightning.pytorch.callbacks import LearningRateMonitor
 
 from amlit.callbacks import ResultsWriter
 from amlit.cli import find_user_error, run_cli
@@ -238,6 +239,17 @@ def test_bf16_mixed_precision_trains_with_a_float32_head(tiny_tree, tmp_path, mo
         embeddings = cli.model(x)
         out = cli.model.head(embeddings, torch.tensor([0, 1]))
     assert embeddings.dtype == torch.bfloat16 and out.loss.dtype == out.cosine.dtype == torch.float32
+
+
+def test_a_run_without_logger_trains_without_the_learning_rate_monitor(tiny_tree, tmp_path, monkeypatch):
+    """--trainer.logger=false (a quick check) stopped with Lightning's MisconfigurationException: the shipped
+    configs' LearningRateMonitor refuses a trainer without a logger. It is left out of such runs."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    cli = run_cli(["fit", *args, "--trainer.logger=false", "--trainer.max_steps=1", "--trainer.limit_val_batches=0"])
+    assert cli.trainer.global_step == 1 and not cli.trainer.loggers
+    assert not any(isinstance(c, LearningRateMonitor) for c in cli.trainer.callbacks)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
 @pytest.mark.parametrize(
