@@ -38,6 +38,21 @@ def aligned_faces(folder: Path, count: int, seed: int = 0) -> list[str]:
     return names
 
 
+def raw_photos(tmp_path: Path, count: int, seed: int, offset, size=(250, 250)) -> list[np.ndarray]:
+    """``count`` generated faces pasted into black photos of ``size`` (H, W) ``tmp_path/raw/raw<k>.png`` at
+    ``offset(k)`` = (dx, dy); returns each photo's true five points (5, 2)."""
+    names = aligned_faces(tmp_path / "aligned", count, seed=seed)
+    (tmp_path / "raw").mkdir()
+    points = []
+    for k, name in enumerate(names):
+        canvas = np.zeros((*size, 3), np.uint8)
+        dx, dy = offset(k)
+        canvas[dy : dy + 112, dx : dx + 96] = cv2.imread(str(tmp_path / "aligned" / name))
+        cv2.imwrite(str(tmp_path / "raw" / f"raw{k}.png"), canvas)
+        points.append(SPHEREFACE.array() + [dx, dy])
+    return points
+
+
 def torch_features(backbone, folder: Path, names: list[str]) -> np.ndarray:
     """The test feature computed here from the decoded files: L2-normalize(f(x) + f(mirror(x))), float64."""
     images = np.stack([cv2.cvtColor(cv2.imread(str(folder / n)), cv2.COLOR_BGR2RGB) for n in names])
@@ -134,16 +149,10 @@ def test_a_landmark_file_with_absolute_paths_under_the_root_is_matched_as_data_a
     """insightface .lst files often list absolute paths; amlit data align takes those under its root, and embed and
     verify took none of them ("no landmarks for it in the landmark file", for every image)."""
     write_checkpoint(tmp_path / "model.ckpt")
-    names = aligned_faces(tmp_path / "aligned", 3, seed=4)
     raw = tmp_path / "raw"
-    raw.mkdir()
     lst = []
-    for k, name in enumerate(names):
-        canvas = np.zeros((200, 180, 3), np.uint8)
-        dx, dy = 20 + 7 * k, 30 + 5 * k
-        canvas[dy : dy + 112, dx : dx + 96] = cv2.imread(str(tmp_path / "aligned" / name))
-        cv2.imwrite(str(raw / f"raw{k}.png"), canvas)
-        points = SPHEREFACE.array() + [dx, dy]
+    photos = raw_photos(tmp_path, 3, seed=4, offset=lambda k: (20 + 7 * k, 30 + 5 * k), size=(200, 180))
+    for k, points in enumerate(photos):
         fields = ["1", str(raw / f"raw{k}.png"), str(k), "0", "0", "180", "200"]  # aligned, path, label, bbox
         lst.append("\t".join(fields + [f"{v:.4f}" for v in points[:, 0]] + [f"{v:.4f}" for v in points[:, 1]]))
     (tmp_path / "faces.lst").write_text("\n".join(lst) + "\n")
@@ -172,15 +181,8 @@ def test_landmarks_for_smaller_copies_are_refused_and_a_mostly_black_crop_is_a_b
     the top-left quarter of its image) is refused before any work; a face whose crop would be mostly off its image
     is listed as bad."""
     write_checkpoint(tmp_path / "model.ckpt")
-    names = aligned_faces(tmp_path / "aligned", 10, seed=2)
-    (tmp_path / "raw").mkdir()
-    lines = []
-    for k, name in enumerate(names):
-        canvas = np.zeros((250, 250, 3), np.uint8)
-        dx, dy = 60 + 5 * k, 50 + 4 * k
-        canvas[dy : dy + 112, dx : dx + 96] = cv2.imread(str(tmp_path / "aligned" / name))
-        cv2.imwrite(str(tmp_path / "raw" / f"raw{k}.png"), canvas)
-        lines.append((f"raw{k}.png", SPHEREFACE.array() + [dx, dy]))
+    points = raw_photos(tmp_path, 10, seed=2, offset=lambda k: (60 + 5 * k, 50 + 4 * k))
+    lines = [(f"raw{k}.png", face) for k, face in enumerate(points)]
     lines[-1] = (lines[-1][0], SPHEREFACE.array() - SPHEREFACE.array().min(axis=0))  # face in the top-left corner
     common = ["embed", f"--model={tmp_path / 'model.ckpt'}", f"--images={tmp_path / 'raw'}", "--workers=0"]
     for scale, landmarks in ((0.5, tmp_path / "half.txt"), (1.0, tmp_path / "full.txt")):
@@ -201,16 +203,9 @@ def test_landmarks_written_xs_then_ys_are_refused_before_any_work(tmp_path):
     """Points written x1..x5 y1..y5 (MTCNN's order) read as x, y pairs: several faces pass the per-face checks and
     would be embedded from crops of the wrong place; the set's fit refuses the file (embed and verify)."""
     write_checkpoint(tmp_path / "model.ckpt")
-    names = aligned_faces(tmp_path / "aligned", 6, seed=3)
-    (tmp_path / "raw").mkdir()
-    lines = []
-    for k, name in enumerate(names):
-        canvas = np.zeros((250, 250, 3), np.uint8)
-        dx, dy = 40 + 9 * k, 70 + 7 * k
-        canvas[dy : dy + 112, dx : dx + 96] = cv2.imread(str(tmp_path / "aligned" / name))
-        cv2.imwrite(str(tmp_path / "raw" / f"raw{k}.png"), canvas)
-        points = SPHEREFACE.array() + [dx, dy]
-        lines.append(f"raw{k}.png " + " ".join(f"{v:.3f}" for v in np.concatenate([points[:, 0], points[:, 1]])))
+    points = raw_photos(tmp_path, 6, seed=3, offset=lambda k: (40 + 9 * k, 70 + 7 * k))
+    lines = [f"raw{k}.png " + " ".join(f"{v:.3f}" for v in np.concatenate([face[:, 0], face[:, 1]]))
+             for k, face in enumerate(points)]  # fmt: skip
     (tmp_path / "xs_then_ys.txt").write_text("\n".join(lines) + "\n")
     model, landmarks = f"--model={tmp_path / 'model.ckpt'}", f"--landmarks={tmp_path / 'xs_then_ys.txt'}"
     with pytest.raises(BadDataError, match=r"xs_then_ys.txt does not fit .* likely in another order"):
