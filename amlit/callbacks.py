@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from amlit import keys
-from amlit.compat import save_last_checkpoint, saved_run_config
+from amlit.compat import save_last_checkpoint, saved_run_config, stop_at_end_of_step
 from amlit.errors import ConfigError
 from amlit.eval.curves import CURVES_FILE, Curve, save_curves
 from amlit.eval.plots import plot_curves
@@ -276,30 +276,48 @@ class CheckpointOnSigterm(Callback):
     --signal=SIGUSR1@90``), Lightning saves ``hpc_ckpt_<n>.ckpt`` on SIGUSR1 and requeues the job, which resumes it
     when ``ckpt_path`` is unset. This callback moves that save from inside the signal handler (wherever the step
     was) to the end of the current batch, on every rank at the same step.
+
+    Under DDP, SIGTERM is taken over the same way: Lightning's handler broadcasts from inside the signal handler,
+    wherever the rank is (in the middle of the gradient all-reduce of backward, say), so the ranks' collectives no
+    longer pair up and the run hangs, saving nothing, until it is killed (``docker stop`` and Kubernetes signal only
+    the first process, whose handler then broadcasts alone). Here the signal is only noted; at the end of each batch
+    the ranks agree whether any of them got one, and all stop at that step.
     """
 
     def __init__(self) -> None:
         self._sigusr1: DeferredSignal | None = None
+        self._sigterm: DeferredSignal | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set in the main thread
         # Lightning has registered its signal handlers by now; a callable SIGUSR1 handler is its SLURM requeue.
         sigusr1 = getattr(signal, "SIGUSR1", None)  # None on Windows
-        if sigusr1 and callable(signal.getsignal(sigusr1)) and threading.current_thread() is threading.main_thread():
+        if sigusr1 and callable(signal.getsignal(sigusr1)):
             self._sigusr1 = DeferredSignal(sigusr1)
+        if trainer.world_size > 1:  # one process: Lightning's handler only sets a flag, which is safe
+            self._sigterm = DeferredSignal(signal.SIGTERM)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if self._sigusr1 is None:
+        deferred = [self._sigterm, self._sigusr1]
+        if not any(deferred):
             return
-        pending = self._sigusr1.pending
-        if trainer.world_size > 1:  # every rank saves at the same step, or the save's barrier would hang
-            pending = trainer.strategy.reduce_boolean_decision(pending, all=False)
-        if pending:
+        pending = [d is not None and d.pending for d in deferred]
+        if trainer.world_size > 1:  # every rank acts at the same step, or the save's barrier would hang
+            flags = torch.tensor(pending, dtype=torch.int, device=trainer.strategy.root_device)
+            pending = (trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
+        sigterm, sigusr1 = pending
+        if sigusr1:
             self._sigusr1.run()
+        if sigterm:  # Lightning raises SIGTERMException after this batch, on every rank; on_exception saves
+            self._sigterm.pending = False
+            stop_at_end_of_step(trainer)
 
     def _restore_signals(self) -> None:
-        if self._sigusr1 is not None:
-            self._sigusr1.restore()
-            self._sigusr1 = None
+        for deferred in (self._sigusr1, self._sigterm):
+            if deferred is not None:
+                deferred.restore()
+        self._sigusr1 = self._sigterm = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_signals()

@@ -79,6 +79,13 @@ def save_last_checkpoint(saver, trainer) -> None:
     saver._save_last_checkpoint(trainer, saver._monitor_candidates(trainer))
 
 
+def stop_at_end_of_step(trainer) -> None:
+    """Have Lightning stop ``fit`` with its ``SIGTERMException`` at the end of the current training batch, as its
+    own SIGTERM handler does (that handler only sets ``_SignalConnector.received_sigterm``, read by the training
+    loop after each batch, plus a broadcast under DDP that ``amlit.callbacks.CheckpointOnSigterm`` avoids)."""
+    trainer._signal_connector.received_sigterm = True
+
+
 def saved_run_config(trainer) -> dict | None:
     """The resolved run config, as LightningCLI's ``SaveConfigCallback`` holds it (None outside the CLI)."""
     import yaml

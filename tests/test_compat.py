@@ -148,6 +148,28 @@ def test_save_last_checkpoint_writes_modelcheckpoints_last_file(tmp_path):
     assert (tmp_path / "ckpt" / "last.ckpt").is_file() and saver.last_model_path.endswith("last.ckpt")
 
 
+def test_stop_at_end_of_step_stops_fit_with_lightnings_sigterm_exception_after_that_batch(tmp_path):
+    import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from amlit.compat import stop_at_end_of_step
+
+    class StopAtStep1(L.Callback):
+        stopped_at = None
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 1:
+                stop_at_end_of_step(trainer)
+
+        def on_exception(self, trainer, pl_module, exception):
+            self.stopped_at = trainer.global_step if isinstance(exception, SIGTERMException) else None
+
+    stopper = StopAtStep1()
+    with pytest.raises(SIGTERMException):
+        _fit_tiny(tmp_path, callbacks=[stopper], max_steps=4)
+    assert stopper.stopped_at == 1
+
+
 def test_wandb_settings_and_netrc_lookup(tmp_path, monkeypatch):
     from amlit.compat import wandb_netrc_has_key, wandb_settings
 

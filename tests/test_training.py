@@ -178,6 +178,33 @@ def test_sigusr1_and_sigterm_to_the_whole_slurm_job_save_between_steps_and_resum
     assert recorded["learning_rate"] == recorded["model"]["learning_rate"] == 0.001  # the module's and the config's
 
 
+@pytest.mark.slow
+def test_sigterm_to_one_ddp_process_mid_step_stops_every_rank_after_that_step_with_last_ckpt(
+    tiny_tree, tmp_path, data_root
+):
+    # docker stop and Kubernetes signal only the first process; Lightning's own SIGTERM handler then broadcast from
+    # inside the handler, in the middle of the step, the ranks' collectives no longer paired up and the run hung
+    # with nothing saved until it was killed.
+    sigterm = {"class_path": "training_helpers.SignalRankMidStep", "init_args": {"step": 2, "rank": 0}}
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    args = demo_args(tiny_tree, tmp_path, data_root, "--trainer.max_steps=100")
+    args = [a for a in args if a != "--trainer.devices=1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "amlit", "fit", *args, *ddp, "--config", str(callbacks_config(tmp_path, sigterm))],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,  # a hang fails the test
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 143, output[-3000:]
+    assert "SIGTERM at step 3: saved" in output, output[-3000:]
+    last = load_verified(tmp_path / "checkpoints" / "last.ckpt")
+    progress = last["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]
+    assert last["global_step"] == progress["ready"] == progress["processed"] == 3  # the signalled step, finished
+
+
 def run_subprocess(args: list[str], cwd: Path) -> str:
     result = subprocess.run(  # a timeout: a DDP deadlock fails the test instead of hanging CI
         [sys.executable, "-m", "amlit", *args],

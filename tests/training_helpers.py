@@ -69,6 +69,20 @@ class SignalGroupAtStep(L.Callback):
             os.killpg(os.getpgrp(), self.signum)
 
 
+class SignalRankMidStep(L.Callback):
+    """Sends ``signal_name`` to the process of global rank ``rank`` alone, in the middle of optimizer step ``step``
+    (before its backward), as ``docker stop`` or Kubernetes signal only the first process of a DDP run."""
+
+    def __init__(self, step: int, rank: int = 0, signal_name: str = "SIGTERM") -> None:
+        self.step = step
+        self.rank = rank
+        self.signum = getattr(signal, signal_name)
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if trainer.global_step == self.step and trainer.global_rank == self.rank:
+            os.kill(os.getpid(), self.signum)
+
+
 class PauseAtStep(L.Callback):
     """After the batch of optimizer step ``step``: writes ``marker`` (its text: this PID), then sleeps until killed."""
 
