@@ -81,9 +81,45 @@ def configured_processes(devices, num_nodes) -> int | None:
         return None
 
 
+# Where Lightning reads a process's rank outside SLURM: its rank-zero-only output (logs, checkpoint messages,
+# warnings) takes the first of these that is set (lightning.fabric.utilities.rank_zero._get_rank), and a LOCAL_RANK
+# alone makes it take the process as started by a launcher (LightningEnvironment.creates_processes_externally).
+# (SLURM_PROCID, read after them, is left out: srun sets it in the tasks of `bash`/`interactive` jobs too, which
+# Lightning deliberately does not treat as a SLURM launch.)
+RANK_VARIABLES = ("RANK", "LOCAL_RANK")
+
+
+def check_no_leftover_rank(configured: int | None) -> None:
+    """A ``ConfigError`` for rank variables that no launcher set (an ``export LOCAL_RANK=1`` from another job, a
+    shell inside a torchrun or srun task): with none of SLURM, torchrun and the ``WORLD_SIZE`` that Lightning's own
+    DDP processes and hand-made launches carry, Lightning would still read them. A rank other than 0 silences the run's
+    logs (no metrics.csv, no wandb run, no warnings); a ``LOCAL_RANK`` with ``configured`` > 1 processes makes
+    Lightning wait forever for processes it does not start."""
+    if launched_processes() is not None or "WORLD_SIZE" in os.environ:
+        return
+    found = {name: os.environ[name] for name in RANK_VARIABLES if name in os.environ}
+    nonzero = {name: value for name, value in found.items() if value.strip() != "0"}
+    waits = "LOCAL_RANK" in found and configured is not None and configured > 1
+    if not nonzero and not waits:
+        return
+    named = ", ".join(f"{name}={value}" for name, value in (nonzero or found).items())
+    harm = (
+        f"Lightning would not start the other {configured - 1} process(es) and wait for them forever"
+        if waits
+        else "Lightning would take this process for another rank than 0 and write no logs (no metrics, no wandb run)"
+    )
+    raise ConfigError(
+        f"{named} is set, but no launcher started this process (no srun, torchrun or WORLD_SIZE): {harm}. Unset "
+        f"{' '.join(nonzero or found)} (left over from another job in this shell), or start the run with torchrun or "
+        "srun"
+    )
+
+
 def check_launch_matches(devices, num_nodes) -> None:
-    """A ``ConfigError`` when a launcher started another number of processes than ``devices x num_nodes``."""
+    """A ``ConfigError`` when a launcher started another number of processes than ``devices x num_nodes``, or when
+    rank variables no launcher set would mislead Lightning (``check_no_leftover_rank``)."""
     launched, configured = launched_processes(), configured_processes(devices, num_nodes)
+    check_no_leftover_rank(configured)
     if launched is None or configured is None or launched[0] == configured:
         return
     _, who, fix = launched

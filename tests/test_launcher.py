@@ -79,6 +79,32 @@ def test_a_bare_world_size_left_in_the_shell_is_no_launch(launched):
     check_launch_matches(1, 1)
 
 
+def test_rank_variables_no_launcher_set_are_refused_where_lightning_would_misread_them(launched):
+    # `export LOCAL_RANK=1` left from another job: Lightning took the single process for rank 1 and logged nothing
+    launched(LOCAL_RANK="1")
+    with pytest.raises(ConfigError, match=r"LOCAL_RANK=1 is set, but no launcher .* write no logs.* Unset LOCAL_RANK"):
+        check_launch_matches(1, 1)
+    # LOCAL_RANK=0 with 2 devices: Lightning took the processes for started by a launcher and waited for rank 1
+    launched(LOCAL_RANK="0")
+    check_launch_matches(1, 1)  # harmless alone
+    with pytest.raises(ConfigError, match=r"LOCAL_RANK=0 is set.* wait for them forever"):
+        check_launch_matches(2, 1)
+    launched(RANK="2")
+    with pytest.raises(ConfigError, match=r"RANK=2 is set"):
+        check_launch_matches(1, 1)
+    launched(WORLD_SIZE="2")  # Lightning's own DDP processes, or a hand-made launch: Lightning's protocol
+    check_launch_matches(2, 1)
+
+
+def test_fit_with_a_leftover_local_rank_stops_before_the_data_is_indexed(launched, tiny_tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    launched(LOCAL_RANK="1")  # (LOCAL_RANK=0 with 2 devices hung here before the check)
+    args = ["fit", "--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    with pytest.raises(ConfigError, match=r"LOCAL_RANK=1 is set"):
+        run_cli([*args, "--trainer.max_steps=1"])
+    assert not (tmp_path / "synthetic").exists()  # the demo data was not generated
+
+
 def test_an_installed_but_unused_srun_is_not_warned_of_by_the_check(launched, tmp_path, monkeypatch):
     srun = tmp_path / "srun"
     srun.write_text("#!/bin/sh\n")
