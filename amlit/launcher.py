@@ -9,7 +9,9 @@ and the model are built, so every rank stops at once with one line.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
@@ -127,3 +129,26 @@ def check_launch_matches(devices, num_nodes) -> None:
         f"{who} but the trainer is set up for {configured} (trainer.devices={devices} x trainer.num_nodes="
         f"{num_nodes}), so the ranks would not train together: {fix}"
     )
+
+
+def check_master_port_free(trainer) -> None:
+    """A ``ConfigError`` when Lightning is about to start the DDP processes itself on a ``MASTER_PORT`` from the
+    environment that another process holds (one left from another run or shell): rank 0 failed with torch's
+    EADDRINUSE traceback and left the other ranks it had started waiting on the port. Without ``MASTER_PORT``
+    Lightning picks a free port itself."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    port = _env_int("MASTER_PORT")
+    if port is None or trainer.world_size < 2 or trainer.global_rank != 0 or environment is None:
+        return
+    if environment.creates_processes_externally:  # a launcher's port: its processes bind and join it
+        return
+    with socket.socket() as probe:
+        try:
+            probe.bind((os.environ.get("MASTER_ADDR", "127.0.0.1"), port))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return
+            raise ConfigError(
+                f"MASTER_PORT={port} is set and that port is in use (by another run?), so the DDP processes could not "
+                "meet there: unset MASTER_PORT (Lightning then picks a free port) or set a free one"
+            ) from None

@@ -23,7 +23,7 @@ from amlit.compat import forget_init_args_on_class_change
 from amlit.data.sampling import check_global_batch
 from amlit.errors import ConfigError, UserInputError
 from amlit.heads import MarginHead
-from amlit.launcher import check_launch_matches
+from amlit.launcher import check_launch_matches, check_master_port_free
 from amlit.loggers import SaveConfigToLoggers
 from amlit.module import FaceVerificationModule
 from amlit.outputs import check_output
@@ -106,6 +106,7 @@ class AmlitCLI(LightningCLI):
                 "them to what this machine has (trainer.accelerator=auto and trainer.devices=1 run anywhere)"
             ) from None
         check_launch_matches(trainer.num_devices, trainer.num_nodes)  # trainer.devices=auto resolved
+        check_master_port_free(trainer)  # before Lightning starts the other processes
         if not trainer.loggers:  # --trainer.logger=false on a config with a LearningRateMonitor, which would refuse
             monitors = [c for c in trainer.callbacks if isinstance(c, LearningRateMonitor)]
             if monitors:

@@ -11,7 +11,7 @@ from test_cli import CONFIGS, overrides
 
 from amlit.cli import find_user_error, run_cli
 from amlit.errors import ConfigError
-from amlit.launcher import check_launch_matches, configured_processes, slurm_detected
+from amlit.launcher import check_launch_matches, check_master_port_free, configured_processes, slurm_detected
 from amlit.loggers import WandbLogger
 
 LAUNCH_ENV = ("SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_NNODES", "SLURM_JOB_NAME", "SLURM_PROCID")
@@ -103,6 +103,25 @@ def test_fit_with_a_leftover_local_rank_stops_before_the_data_is_indexed(launche
     with pytest.raises(ConfigError, match=r"LOCAL_RANK=1 is set"):
         run_cli([*args, "--trainer.max_steps=1"])
     assert not (tmp_path / "synthetic").exists()  # the demo data was not generated
+
+
+def test_a_master_port_in_use_is_refused_before_lightning_starts_the_ddp_processes(launched, tmp_path, monkeypatch):
+    import socket
+
+    import lightning as L
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, default_root_dir=tmp_path)
+    with socket.socket() as holder:  # another run's rendezvous on the port left in MASTER_PORT
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        monkeypatch.setenv("MASTER_PORT", str(holder.getsockname()[1]))
+        # before: rank 0 died of torch's EADDRINUSE traceback, the rank it had started waited on the port
+        with pytest.raises(ConfigError, match=r"MASTER_PORT=\d+ is set and that port is in use.*unset MASTER_PORT"):
+            check_master_port_free(trainer)
+    check_master_port_free(trainer)  # free again
+    monkeypatch.delenv("MASTER_PORT")
+    check_master_port_free(trainer)
 
 
 def test_an_installed_but_unused_srun_is_not_warned_of_by_the_check(launched, tmp_path, monkeypatch):
