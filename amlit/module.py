@@ -10,7 +10,6 @@ Testing: the feature of a face is ``embedding(image) + embedding(mirror)``, L2-n
 from __future__ import annotations
 
 import itertools
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -24,7 +23,7 @@ from torch import nn
 from amlit import keys
 from amlit.checkpoint_fit import check_held_out_identities, check_weights_fit, head_changes
 from amlit.compat import is_logging_step
-from amlit.data.sampling import mirror_flags
+from amlit.data.sampling import mirror_flags, mirror_seed
 from amlit.diagnostics import margin_diagnostics
 from amlit.errors import ConfigError
 from amlit.eval.curves import Curve
@@ -144,8 +143,7 @@ class FaceVerificationModule(L.LightningModule):
         # Batches trained before this one, over all epochs; restored from checkpoints. batch_to_device (and so
         # this hook) runs before Lightning counts the batch as ready.
         batch_number = trainer.fit_loop.epoch_loop.batch_progress.total.ready
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything on every rank
-        flags = mirror_flags(seed, batch_number, batch * trainer.world_size)
+        flags = mirror_flags(mirror_seed(), batch_number, batch * trainer.world_size)
         first = trainer.global_rank * batch
         return torch.from_numpy(flags[first : first + batch])
 

@@ -14,6 +14,7 @@ between ranks.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -114,6 +115,7 @@ class ResumableLoader(DataLoader):
         done = sampler.batches_done() if sampler.batches_done is not None else None
         return {
             "batches_done": done,
+            "mirror_seed": mirror_seed(),
             "seed": sampler.seed,
             "global_batch": sampler.global_batch,
             "num_samples": sampler.num_samples,
@@ -129,6 +131,13 @@ class ResumableLoader(DataLoader):
                 f"{(sampler.seed, sampler.global_batch, sampler.num_samples)}: resume with the same data, data.seed "
                 "and data.batch_size (the device count may change), or start a new run from the weights only"
             )
+        saved_mirror_seed = state.get("mirror_seed")  # absent in checkpoints written before it was recorded
+        if saved_mirror_seed is not None and saved_mirror_seed != mirror_seed():
+            raise ConfigError(
+                f"the checkpoint was trained with seed_everything={saved_mirror_seed}, this run has "
+                f"{mirror_seed()}: the random mirror of every later batch would differ from the run's. Resume with "
+                f"--seed_everything={saved_mirror_seed} (keep it fixed, not true, across resumes), or start a new run"
+            )
         saved_listing = state.get("listing_sha256")
         if saved_listing and self.listing_sha256 and saved_listing != self.listing_sha256:
             raise ConfigError(
@@ -140,6 +149,11 @@ class ResumableLoader(DataLoader):
                 "start a new run: leave out --ckpt_path (it overwrites this run folder's last.ckpt) or give another "
                 "--trainer.default_root_dir"
             )
+
+
+def mirror_seed() -> int:
+    """The seed of ``mirror_flags``: ``seed_everything``'s, which Lightning sets on every rank as ``PL_GLOBAL_SEED``."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
 def mirror_flags(seed: int, batch_number: int, global_batch: int) -> np.ndarray:
