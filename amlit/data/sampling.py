@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from amlit.errors import ConfigError
@@ -133,10 +134,12 @@ class ResumableLoader(DataLoader):
             )
         saved_mirror_seed = state.get("mirror_seed")  # absent in checkpoints written before it was recorded
         if saved_mirror_seed is not None and saved_mirror_seed != mirror_seed():
-            raise ConfigError(
-                f"the checkpoint was trained with seed_everything={saved_mirror_seed}, this run has "
-                f"{mirror_seed()}: the random mirror of every later batch would differ from the run's. Resume with "
-                f"--seed_everything={saved_mirror_seed} (keep it fixed, not true, across resumes), or start a new run"
+            # A warning, not a refusal: a requeued job with seed_everything: true gets a new seed each time, and
+            # other mirrors train as well; only the exact continuation is lost.
+            rank_zero_warn(
+                f"the checkpoint was trained with seed_everything={saved_mirror_seed}, this run has {mirror_seed()}: "
+                "every later batch gets other random mirrors than the uninterrupted run would have (not an exact "
+                f"resume). Resume with --seed_everything={saved_mirror_seed} (keep it fixed, not true) for one"
             )
         saved_listing = state.get("listing_sha256")
         if saved_listing and self.listing_sha256 and saved_listing != self.listing_sha256:
