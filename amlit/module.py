@@ -225,6 +225,7 @@ class FaceVerificationModule(L.LightningModule):
         if "state_dict" in checkpoint:
             check_weights_fit(checkpoint["state_dict"], self.state_dict(), getattr(self, "strict_loading", True))
         self._resumed_hparams = dict(checkpoint.get("hyper_parameters") or {})
+        self._resumed_step = checkpoint.get("global_step")
 
     def on_fit_start(self) -> None:
         """A run that trains no step, or a schedule with milestones the run never reaches, is said before training
@@ -236,6 +237,14 @@ class FaceVerificationModule(L.LightningModule):
                 "to train, or -1 to train for trainer.max_epochs"
             )
         if max_steps < 0 or self.trainer.fast_dev_run:  # trained by epochs, or a smoke test: no step count to hold
+            return
+        resumed_step, self._resumed_step = getattr(self, "_resumed_step", None), None
+        if isinstance(resumed_step, int) and resumed_step >= max_steps:
+            # Lightning ends such a fit at once with status 0; the milestone advice below would be beside the point.
+            rank_zero_warn(
+                f"the checkpoint is at step {resumed_step}, trainer.max_steps={max_steps}: this fit trains nothing "
+                "(a finished run; raise trainer.max_steps to train on)"
+            )
             return
         unreached = [step for step in self.hparams.lr_milestones if step >= max_steps]
         if unreached:

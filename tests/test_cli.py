@@ -252,6 +252,22 @@ def test_a_run_without_logger_trains_without_the_learning_rate_monitor(tiny_tree
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_resuming_at_or_beyond_max_steps_says_that_it_trains_nothing(tiny_tree, tmp_path, monkeypatch):
+    """A checkpoint at step 2 resumed with max_steps=1 trained nothing, exited 0 and warned only that the
+    learning-rate milestones lie beyond max_steps (they were passed long ago)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "demo.yaml"), *overrides("demo.yaml", tiny_tree, tmp_path)]
+    args += ["--trainer.limit_val_batches=0", "--trainer.logger=false"]
+    run_cli(["fit", *args, "--trainer.max_steps=2"])
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.warns(
+        UserWarning, match=r"checkpoint is at step 2, trainer.max_steps=1: this fit trains nothing"
+    ) as seen:
+        cli = run_cli(["fit", *args, "--trainer.max_steps=1", f"--ckpt_path={last}"])
+    assert cli.trainer.global_step == 2
+    assert not [w for w in seen if "lr_milestones" in str(w.message)]
+
+
 @pytest.mark.parametrize(
     ("precision", "dtype", "head"),
     [("64-true", torch.float64, "normface.yaml"), ("bf16-true", torch.bfloat16, "center_loss.yaml")],
