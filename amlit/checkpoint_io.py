@@ -30,7 +30,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.utilities import rank_zero_warn
 
-from amlit.data.images import write_atomically
+from amlit.data.images import remove_stale_partials, write_atomically
 from amlit.errors import BadDataError, MissingDataError, StorageError, cause_of
 
 CHECKSUM_KEY = "amlit_checksum"
@@ -91,6 +91,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
             return
         path = Path(path)
         existed = path.is_file()
+        for stale in remove_stale_partials(path):
+            rank_zero_warn(f"removed {stale}, an unfinished write of {path.name} by a process killed while saving")
         try:
             write_atomically(path, lambda file: torch.save(checkpoint, file), sync_folder=True)
         except Exception as error:

@@ -101,6 +101,22 @@ def test_a_first_write_that_fails_leaves_no_file_under_the_final_name(tmp_path, 
     assert not (tmp_path / "last.ckpt").exists() and not list(tmp_path.glob(".*partial"))
 
 
+def test_a_save_removes_what_a_killed_save_of_that_checkpoint_left_and_nothing_else(tmp_path):
+    """kill -9 (an OOM kill, a preemption past its grace period) during a save leaves the hidden temporary file,
+    a whole checkpoint's worth of disk each time; the next save of that checkpoint removes those of dead processes."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)  # a process that has ended
+    stale = tmp_path / f".last.ckpt.{dead_pid}-0123abcd.partial"
+    live = tmp_path / f".last.ckpt.{os.getppid()}-4567ef01.partial"  # a running process's: left alone
+    other = tmp_path / f".epoch=1.ckpt.{dead_pid}-89abcdef.partial"  # another checkpoint's: its own save's business
+    for path in (stale, live, other):
+        path.write_bytes(b"\0" * 1000)
+    with pytest.warns(UserWarning, match=r"removed .*\.last\.ckpt\.\d+-0123abcd\.partial, an unfinished write"):
+        SafeCheckpointIO().save_checkpoint(fake_checkpoint(0), tmp_path / "last.ckpt")
+    assert not stale.exists() and live.exists() and other.exists()
+    assert load_verified(tmp_path / "last.ckpt")["global_step"] == 0
+
+
 @pytest.mark.slow
 def test_fit_stops_with_one_message_when_the_disk_fills_and_keeps_last_ckpt(
     tiny_tree, tmp_path, data_root, monkeypatch, capsys

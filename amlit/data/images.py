@@ -8,6 +8,7 @@ same inputs.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import json
@@ -379,6 +380,31 @@ def decode_face(
 
 
 # ---- writing ----------------------------------------------------------------------------------------------------
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove the temporary files of ``write_atomically(path)`` left by processes of this machine that no longer
+    run (killed with SIGKILL mid-write: nothing could clean up); return them. For paths only one process writes at a
+    time (a run's checkpoints, under ``amlit.run_lock``): each preempted save would otherwise keep a whole
+    checkpoint's worth of disk."""
+    removed = []
+    for partial in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*-*.partial"):
+        pid = partial.name[len(Path(path).name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and not _process_runs(int(pid)):
+            with contextlib.suppress(OSError):
+                partial.unlink()
+                removed.append(partial)
+    return removed
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def write_atomically(path: Path, content: bytes | Callable[[IO[bytes]], None], sync_folder: bool = False) -> None:
     """Write ``content`` (the bytes, or a function that writes them to the open file, e.g. ``torch.save`` of a
     checkpoint) to a temporary name beside ``path``, flush and fsync it, then rename it into place: an interrupted
