@@ -363,4 +363,4 @@ def test_slurm_array_task_runs_its_own_row_into_its_own_folder(tmp_path):
     assert line.startswith("trial 3: ") and "-m amlit.sweep.trial --config configs/amsoftmax_casia.yaml" in line
     assert "--config=configs/heads/normface.yaml" in line  # row 3 of sweeps/table1.yaml
     assert line.endswith(f"--trainer.default_root_dir={tmp_path / 'table1' / 'row-3' / 'trial-3'}")
-    assert sorted(p.name for p in (tmp_path / "table1").iterdir()) == ["row-3"]
+    assert not (tmp_path / "table1").exists()  # a dry run writes nothing (the trial folder comes when it runs)

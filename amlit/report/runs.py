@@ -16,11 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from amlit.errors import BadDataError, MissingDataError, listed
 from amlit.eval.curves import CURVES_FILE, Curve, load_curves
-from amlit.sweep.runner import FINISHED, TRIALS_FILE
+from amlit.sweep.runner import FINISHED, TRIALS_FILE, read_trials
 
 RESULTS_FILE = "results.json"
 
@@ -84,9 +82,7 @@ def read_run(results_file: Path, name: str) -> Run:
 
 
 def _from_trials(trials_csv: Path) -> list[Run | Missing]:
-    table = pd.read_csv(trials_csv)
-    if not {"trial", "status", "run_dir"} <= set(table.columns):
-        raise BadDataError(f"{trials_csv} is not a sweep's trials.csv (columns trial, status, run_dir, ...)")
+    table = read_trials(trials_csv)
     found: list[Run | Missing] = []
     for row in table.sort_values("trial").to_dict("records"):
         name = f"trial-{int(row['trial'])}"

@@ -24,9 +24,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from amlit.data.images import write_atomically
-from amlit.errors import ConfigError, UserInputError, listed
+from amlit.errors import BadDataError, ConfigError, UserInputError, listed
 from amlit.progress import progress_bar
 from amlit.sweep.command import render_command
+from amlit.sweep.overrides import overridden_parameters
 from amlit.sweep.params import expand_grid, sample_random
 from amlit.sweep.schema import DEFAULT_COMMAND, load_sweep
 
@@ -89,7 +90,8 @@ def _trial_argv(
     config: Mapping[str, Any], parameters: Mapping[str, Any], run_dir: Path, extra_args: list[str]
 ) -> list[str]:
     """The argv of one trial: the agent's command for ``parameters``, run in ``run_dir``, then ``extra_args``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if "${args_json_file}" in [str(item) for item in config.get("command") or DEFAULT_COMMAND]:
+        run_dir.mkdir(parents=True, exist_ok=True)  # the agent writes the parameters there
     argv = render_command(
         config.get("command"),
         parameters,
@@ -98,6 +100,33 @@ def _trial_argv(
         interpreter=sys.executable,
     )
     return isolate_trial_outputs(_use_this_python(argv), run_dir) + list(extra_args)
+
+
+def read_trials(trials_csv: Path, columns: Sequence[str] = ("trial", "status", "run_dir")) -> pd.DataFrame:
+    """A sweep's trials.csv, one row per trial that ran, with at least ``columns``. A file that is not one (cut short
+    by a copy, edited by hand, another CSV) is refused in one line: its rows decide which trials are skipped and
+    what is reported."""
+    advice = "restore it, or delete it (the sweep then runs every trial again)"
+    try:
+        table = pd.read_csv(trials_csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BadDataError(f"{trials_csv} is not a readable sweep trials.csv ({first_line}); {advice}") from error
+    missing = sorted(set(columns) - set(table.columns))
+    if missing:
+        raise BadDataError(f"{trials_csv} is not a sweep's trials.csv: it has no column {listed(missing)}; {advice}")
+    numbers = pd.to_numeric(table["trial"], errors="coerce")
+    damaged = table.index[numbers.isna() | (numbers % 1 != 0) | (numbers < 0) | table[list(columns)].isna().any(axis=1)]
+    if len(damaged):
+        lines = listed(damaged + 2)  # the header is line 1
+        raise BadDataError(
+            f"{trials_csv} is damaged: line {lines} is cut short or lacks a value (each row needs a trial number and "
+            f"{listed(columns[1:])}); {advice}"
+        )
+    if numbers.duplicated().any():
+        twice = listed(sorted(set(numbers[numbers.duplicated()].astype(int))))
+        raise BadDataError(f"{trials_csv} is damaged: trial {twice} is listed more than once; {advice}")
+    return table.assign(trial=numbers.astype(int))
 
 
 # ---- one sweep per output folder: a rerun continues it only with the settings its finished trials ran with --------
@@ -198,6 +227,22 @@ def check_trial_parses(argv: list[str], env: Mapping[str, str], file: Path, inde
         )
 
 
+def check_no_overridden_parameters(planned: Sequence[tuple[int, dict[str, Any]]], trial_argv, file: Path) -> None:
+    """Refuse a sweep in which an argument after the swept ones (a later ``--config``, an ``--extra_args``) sets a
+    swept parameter: every trial would train the later value while trials.csv and ``amlit report`` rank the trials
+    by their swept ones. Read from each trial's argv (no process runs), so a value that only some trials give is
+    caught too."""
+    for index, parameters in planned:
+        found = amlit_cli_args(trial_argv(index, parameters))
+        problems = overridden_parameters(found[1], parameters) if found is not None else []
+        if problems:
+            raise ConfigError(
+                f"{file}: in trial {index}, {'; '.join(problems)}, so the trials would not run the values trials.csv "
+                "records for them; nothing was run. Put the swept arguments (${args}) last in the sweep's command, "
+                "or leave the setting out of --extra_args and of the later config"
+            )
+
+
 # ---- results -----------------------------------------------------------------------------------------------------
 def read_final_metric(run_dir: Path, metric: str) -> float:
     """Last logged value of ``metric`` in the newest CSVLogger ``metrics.csv`` under ``run_dir`` that logged it (NaN
@@ -272,7 +317,9 @@ def run_sweep(
 
     Raises:
         ConfigError: before anything runs, when ``output`` holds trials of other parameters, another command or other
-            extra_args, or when a trial's amlit command does not parse (e.g. a misspelt parameter name).
+            extra_args, when a later argument overrides a swept parameter, or when a trial's amlit command does not
+            parse (e.g. a misspelt parameter name).
+        BadDataError: before anything runs, when ``output``'s trials.csv is damaged.
         TrialsFailedError: after all trials ran and the summary was printed, when any of them failed (its
             ``table`` is the return value).
     """
@@ -290,7 +337,8 @@ def run_sweep(
     names = sorted(config["parameters"])
 
     trials_csv = output / TRIALS_FILE
-    done = pd.read_csv(trials_csv) if trials_csv.is_file() else pd.DataFrame()
+    recorded = ("trial", "status", "run_dir", "params", "command")  # what a rerun compares
+    done = read_trials(trials_csv, recorded) if trials_csv.is_file() else pd.DataFrame()
     rows = {int(row["trial"]): row for row in done.to_dict("records")}
     env = dict(os.environ)
     env.setdefault("WANDB_RUN_GROUP", config.get("name", file.stem))
@@ -302,6 +350,7 @@ def run_sweep(
 
     check_same_sweep(rows, planned, current, trial_argv, file, trials_csv)
     to_run = [(index, p) for index, p in planned if rows.get(index, {}).get("status") != FINISHED]
+    check_no_overridden_parameters(to_run, trial_argv, file)
     if to_run and not dry_run:
         check_trial_parses(trial_argv(*to_run[0]), env, file, to_run[0][0])
 
@@ -314,6 +363,7 @@ def run_sweep(
             print(f"trial {index}: {shlex.join(argv)}")
             continue
         tqdm.write(f"trial {index}: {params_json} -> {run_dir}/output.log")
+        run_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with open(run_dir / "output.log", "w", encoding="utf-8") as log:
             exit_code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode

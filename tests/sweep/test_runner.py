@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +18,12 @@ from conftest import REPO
 from sweep_helpers import TABLE1_MARGINS, valid_sweep, write_sweep
 
 from amlit.cli import run_tool
-from amlit.errors import ConfigError
+from amlit.errors import BadDataError, ConfigError
 from amlit.sweep import (
     read_final_metric,
     run_sweep,
 )
+from amlit.sweep.overrides import overridden_parameters
 from amlit.sweep.runner import TrialsFailedError, amlit_cli_args
 
 FAKE_TRAINER = """
@@ -235,3 +237,72 @@ def test_runner_runs_a_two_trial_demo_grid_end_to_end(tmp_path, monkeypatch):
     for trial in (0, 1):
         assert (tmp_path / "sweep" / f"trial-{trial}" / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "runs").exists()  # nothing landed in the config's own runs/demo
+
+
+@pytest.mark.parametrize(
+    ("command_tail", "extra_args", "overridden_by"),
+    [
+        # a config after the swept arguments that sets the swept setting (spelt with init_args)
+        (["${args}", "--config", "late.yaml"], [], "--config=late.yaml"),
+        # an --extra_args key the sweep sweeps
+        (["${args}"], ["--model.head.margin=0.5"], "--model.head.margin=0.5"),
+        # a new head class replaces the whole head, margin included
+        (["${args}"], ["--model.head=amlit.heads.ArcFace"], "--model.head=amlit.heads.ArcFace"),
+    ],
+)
+def test_runner_refuses_a_swept_parameter_a_later_argument_overrides(
+    command_tail, extra_args, overridden_by, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    late = {"model": {"head": {"class_path": "amlit.heads.AMSoftmax", "init_args": {"margin": 0.4}}}}
+    (tmp_path / "late.yaml").write_text(yaml.safe_dump(late), encoding="utf-8")
+    config = valid_sweep()
+    config["command"] = config["command"][:-1] + command_tail
+    with pytest.raises(ConfigError, match=r"in trial 0, model\.head\.margin \(set by --model\.head\.margin=0\.25\) "
+                       rf"is overridden by the later {re.escape(overridden_by)},.*nothing was run"):  # fmt: skip
+        run_sweep(write_sweep(tmp_path / "late.yaml.sweep", config), output=tmp_path / "out", extra_args=extra_args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_overrides_are_read_from_the_arguments_in_their_order(tmp_path):
+    head = tmp_path / "head.yaml"
+    head.write_text("model:\n  head:\n    class_path: amlit.heads.Softmax\n    init_args: {dropout: 0.5}\n")
+    margin = {"model.head.margin": 0.25}
+    assert overridden_parameters(["fit", "--config", str(head), "--model.head.margin=0.25"], margin) == []
+    assert overridden_parameters(["fit", "--model.head.margin=0.25", "--model.head.scale=64"], margin) == []
+    assert overridden_parameters(["fit", "--model.head.margin=0.25", "--trainer.max_steps=5"], margin) == []
+    assert overridden_parameters(["fit", "--model.head.margin", "0.25", "-c", str(head)], margin) == [
+        f"model.head.margin (set by --model.head.margin=0.25) is overridden by the later --config={head}"
+    ]
+    # the command may set the swept setting before ${args}: the swept argument is the one with the trial's value
+    assert overridden_parameters(["fit", "--model.head.margin=0.1", "--model.head.margin=0.25"], margin) == []
+    # a swept config (Table 1's rows): a later argument that sets one of its settings overrides it
+    row = "{model: {head: {class_path: amlit.heads.AMSoftmax, init_args: {margin: 0.3, scale: 30.0}}}}"
+    argv = ["fit", f"--config={row}", "--model.head.init_args.scale=64"]
+    assert overridden_parameters(argv, {"config": row}) == [
+        f"config (set by --config={row}) is overridden by the later --model.head.init_args.scale=64"
+    ]
+    assert overridden_parameters(["fit", f"--config={head}", "--model.head.scale=64"], {"config": str(head)}) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('trial,status,run_dir,params,command\n0,finished,a,"{}",x\n1,fini', r"line 3 is cut short or lacks a value"),
+        (
+            "trial,status,run_dir,params,command\n0,finished,a,{},x\n0,failed,b,{},x\n",
+            "trial 0 is listed more than once",
+        ),
+        ("step,loss\n0,1.0\n", "it has no column command, params, run_dir, status, trial"),
+        ('trial,status,run_dir,params,command\n0,finished,"a\n', "is not a readable sweep trials.csv"),
+        ("", "is not a readable sweep trials.csv"),
+    ],
+)
+def test_a_damaged_trials_csv_is_refused_in_one_line_by_sweep_and_report(text, message, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "trials.csv").write_text(text, encoding="utf-8")
+    with pytest.raises(BadDataError, match=rf"trials\.csv.*{message}.*restore it, or delete it"):
+        run_sweep(_fake_sweep(tmp_path, [1, 2]), output=output)
+    with pytest.raises(BadDataError, match="restore it, or delete it"):
+        run_tool(["report", f"--runs={output / 'trials.csv'}", f"--output={tmp_path / 'report'}"])
