@@ -31,7 +31,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.utilities import rank_zero_warn
 
 from amlit.data.images import remove_stale_partials, write_atomically
-from amlit.errors import BadDataError, MissingDataError, StorageError, cause_of
+from amlit.errors import BadDataError, MissingDataError, StorageError, cause_of, listed
 
 CHECKSUM_KEY = "amlit_checksum"
 _UNSAFE = re.compile(r"GLOBAL ([\w.]+)")  # how torch names an object its weights-only loader refuses
@@ -140,6 +140,10 @@ def load_verified(path, map_location: Any = _on_cpu, remedy: str = RESUME_REMEDY
     filesystem = get_filesystem(path)
     if not filesystem.exists(str(path)):
         raise MissingDataError(f"checkpoint not found: {path}. Give the path of an existing .ckpt file")
+    if filesystem.isdir(str(path)):  # e.g. a run folder: name the checkpoints in it rather than "damaged"
+        found = sorted(str(file) for file in Path(path).rglob("*.ckpt")) if _is_local(path) else []
+        inside = f"; it holds {listed(found)}" if found else "; it holds no .ckpt file"
+        raise BadDataError(f"{path} is a folder, not a checkpoint file{inside}: give the path of one .ckpt file")
     try:
         with filesystem.open(str(path), "rb") as file:
             reason = not_a_torch_file(file.read(64))

@@ -222,6 +222,12 @@ def test_damaged_truncated_and_missing_checkpoints_are_refused(tmp_path):
     torch.save({"head.weight": torch.zeros(2)}, path)  # a bare state dict, e.g. another project's .pth
     with pytest.raises(BadDataError, match="is not a Lightning checkpoint"):
         load_verified(path)
+    # a run folder given for the file: named as a folder, with the checkpoints it holds
+    with pytest.raises(BadDataError, match=rf"{tmp_path} is a folder, not a checkpoint file; it holds {path}: give"):
+        load_verified(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadDataError, match=r"is a folder, not a checkpoint file; it holds no \.ckpt file"):
+        load_verified(tmp_path / "empty")
 
 
 def test_amlit_test_with_a_truncated_checkpoint_prints_one_line(tiny_tree, tmp_path, monkeypatch, capsys):
