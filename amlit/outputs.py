@@ -46,6 +46,8 @@ def check_output(
         if not existing.is_dir():
             what = "it" if existing == path else str(existing)
             raise StorageError(f"{problem}: {what} is a file, not a folder; choose another path")
+    except StorageError:  # an OSError too: not to be wrapped again below
+        raise
     except OSError as error:  # looking at the path failed: no permission to search a parent, a name too long, ...
         raise StorageError(f"{problem}: {error.strerror or error}; choose another path") from None
     try:

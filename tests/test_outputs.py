@@ -63,3 +63,4 @@ def test_every_command_refuses_an_output_under_a_file_in_one_line(command, tmp_p
     assert code == 2 and "Traceback" not in err, err
     assert err.startswith("amlit: error: cannot write --") and f"{a_file} is a file, not a folder" in err
     assert len(err.strip().splitlines()) == 1
+    assert err.count("cannot write") == 1 and err.count("choose another path") == 1, err  # said once, not wrapped
