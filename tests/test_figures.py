@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 import struct
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from amlit.cli import run_tool
-from amlit.errors import BadDataError, MissingDataError
+from amlit.errors import BadDataError, MissingDataError, UserInputError
 from amlit.figures.gradient import figure_gradient
 from amlit.figures.toy import angles, figure_toy
 from amlit.figures.toy_data import generated_shapes, read_fashion_mnist, read_idx
@@ -191,3 +192,14 @@ def test_toy_results_do_not_depend_on_what_ran_before(tmp_path):
     first = figure_toy(tmp_path / "a.png", **settings)
     torch.rand(1000)  # another state of the global generator
     assert figure_toy(tmp_path / "b.png", **settings) == first
+
+
+@pytest.mark.parametrize("figure", ["psi", "gradient", "toy"])
+@pytest.mark.parametrize("name", ["figure.txt", "figure", "."])
+def test_an_output_that_is_no_image_file_name_is_refused_before_the_work(tmp_path, monkeypatch, figure, name):
+    # matplotlib refused .txt after the work (a traceback after minutes of toy training) and wrote "figure.png"
+    # for "figure" (and a hidden ".png" for ".") while printing that it wrote the name given
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserInputError, match=rf"--output={re.escape(name)}: "):
+        run_tool(["figure", figure, f"--output={name}"])
+    assert list(tmp_path.iterdir()) == []

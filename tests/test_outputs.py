@@ -50,6 +50,9 @@ COMMANDS = {  # every input but the output is missing or bogus: the output is ch
     "data pack": ["data", "pack", "--source_root=missing", "--output={out}"],
     "export onnx": ["export", "onnx", "--checkpoint=missing.ckpt", "--output={out}.onnx"],
     "fit": ["fit", f"--config={REPO / 'configs' / 'demo.yaml'}", "--trainer.default_root_dir={out}"],
+    "figure psi": ["figure", "psi", "--output={out}.png"],
+    "figure gradient": ["figure", "gradient", "--checkpoint=missing.ckpt", "--output={out}.png"],
+    "figure toy": ["figure", "toy", "--fashion_mnist=missing", "--output={out}.png"],
 }
 
 

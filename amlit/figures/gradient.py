@@ -18,7 +18,7 @@ import torch
 
 from amlit.errors import BadDataError
 from amlit.eval.plots import pyplot
-from amlit.figures.plotting import print_table
+from amlit.figures.plotting import check_figure_output, print_table
 from amlit.heads import AMSoftmax
 
 PRINTED_NORMS = (0.1, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
@@ -97,6 +97,7 @@ def figure_gradient(
     Returns:
         ``crossing`` (feature norm where the curves cross) and the gradient norms at the printed feature norms.
     """
+    check_figure_output(output)
     weight = class_weights(checkpoint, num_classes, embedding_dim, seed)
     norms = np.union1d(np.logspace(-1, 3, 401), PRINTED_NORMS)  # 0.1 .. 1000, the printed norms exactly
     curves = gradient_norms(weight, norms, scale)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from amlit.eval.plots import pyplot
-from amlit.figures.plotting import print_table
+from amlit.figures.plotting import check_figure_output, print_table
 from amlit.heads import a_softmax_target, am_softmax_logits, arcface_target, combined_margin_target
 
 PRINTED_DEGREES = (0, 30, 45, 60, 90, 120, 150, 180)
@@ -56,6 +56,7 @@ def figure_psi(output: Path = Path("figures/figure2_psi.png"), with_angular: boo
     Returns:
         psi at the printed angles (0, 30, 45, 60, 90, 120, 150, 180 degrees) per curve.
     """
+    check_figure_output(output)
     degrees, curves = psi_curves(with_angular)
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.5, 4.5), dpi=120)

@@ -24,7 +24,7 @@ from torch import nn
 
 from amlit.errors import ConfigError
 from amlit.eval.plots import pyplot
-from amlit.figures.plotting import print_table
+from amlit.figures.plotting import check_figure_output, print_table
 from amlit.figures.toy_data import NUM_CLASSES, generated_shapes, read_fashion_mnist
 from amlit.heads import AMSoftmax, ASoftmax, MarginHead, Softmax
 
@@ -174,6 +174,7 @@ def figure_toy(
     unknown = [key for key in keys if key not in LOSSES]
     if unknown or not keys:
         raise ConfigError(f"unknown losses {unknown}: choose from {', '.join(LOSSES)}")
+    check_figure_output(output)
     if fashion_mnist is not None:
         splits = read_fashion_mnist(Path(fashion_mnist))
         train = tuple(a[:train_images] for a in splits["train"])
