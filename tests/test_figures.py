@@ -86,14 +86,14 @@ def test_figure5_gradient_norms_and_where_the_curves_cross(tmp_path, scale, caps
 
 def test_figure5_reads_the_class_weights_of_a_checkpoint(tmp_path):
     weight = torch.randn(6, 16, generator=torch.Generator().manual_seed(3))
-    torch.save({"state_dict": {"head.weight": weight}}, tmp_path / "trained.ckpt")
+    torch.save({"state_dict": {"head.weight": weight}, "pytorch-lightning_version": "2.5"}, tmp_path / "trained.ckpt")
     result = figure_gradient(tmp_path / "g.png", checkpoint=tmp_path / "trained.ckpt")
     unit = (weight / weight.norm(dim=1, keepdim=True)).double().numpy()
     nearest = int(np.argmax(np.where(np.arange(6) == 0, -2, unit @ unit[0])))
     direction = (unit[0] + unit[nearest]) / np.linalg.norm(unit[0] + unit[nearest])
     expected = softmax_gradient_norm(weight.double().numpy(), 3.0 * direction, 0, None)
     assert result["without feature normalization@3"] == pytest.approx(expected, rel=1e-4)
-    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.5"}, tmp_path / "other.ckpt")
     with pytest.raises(BadDataError, match=r"head\.weight"):
         figure_gradient(tmp_path / "g.png", checkpoint=tmp_path / "other.ckpt")
 
@@ -203,3 +203,20 @@ def test_an_output_that_is_no_image_file_name_is_refused_before_the_work(tmp_pat
     with pytest.raises(UserInputError, match=rf"--output={re.escape(name)}: "):
         run_tool(["figure", figure, f"--output={name}"])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["--checkpoint=missing.ckpt", "--checkpoint=.", "--checkpoint=empty.ckpt", "--checkpoint=cut.ckpt"]
+    + ["--embedding_dim=0", "--embedding_dim=-3", "--num_classes=1"],
+)
+def test_figure5_bad_checkpoint_or_sizes_are_one_line_errors(tmp_path, monkeypatch, capsys, option):
+    from test_faults import amlit_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    torch.save({"state_dict": {"head.weight": torch.ones(3, 4)}}, tmp_path / "whole.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "whole.ckpt").read_bytes()[:300])
+    code, err = amlit_main(["figure", "gradient", "--output=g.png", option], monkeypatch, capsys)
+    assert code == 2 and err.startswith("amlit: error: ") and len(err.strip().splitlines()) == 1, err
+    assert option.split("=")[1] in err

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amlit.errors import BadDataError
+from amlit.errors import BadDataError, ConfigError
 from amlit.eval.plots import pyplot
 from amlit.figures.plotting import check_figure_output, print_table
 from amlit.heads import AMSoftmax
@@ -27,10 +27,18 @@ PRINTED_NORMS = (0.1, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 def class_weights(checkpoint: Path | None, num_classes: int, embedding_dim: int, seed: int) -> torch.Tensor:
     """(C, D) float64 class weights: ``head.weight`` of a trained amlit checkpoint, or seeded Gaussian ones."""
     if checkpoint is None:
+        if num_classes < 2 or embedding_dim < 1:
+            raise ConfigError(
+                f"--num_classes={num_classes}, --embedding_dim={embedding_dim}: expected num_classes >= 2 and "
+                "embedding_dim >= 1 (the paper's: 10516 classes, 512)"
+            )
         generator = torch.Generator().manual_seed(seed)
         return torch.randn(num_classes, embedding_dim, generator=generator, dtype=torch.float64)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    weight = state.get("state_dict", {}).get("head.weight") if isinstance(state, dict) else None
+    from amlit.checkpoint_io import load_verified
+
+    # missing, damaged, code-carrying files, a folder, a config: one message each (torch.load: a traceback)
+    state = load_verified(checkpoint, remedy="--checkpoint takes a .ckpt that amlit fit wrote")
+    weight = state["state_dict"].get("head.weight")
     if weight is None or weight.ndim != 2 or len(weight) < 2:
         raise BadDataError(
             f"{checkpoint}: expected an amlit checkpoint with a (num_classes >= 2, D) head.weight in its state_dict"
