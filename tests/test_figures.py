@@ -220,3 +220,10 @@ def test_figure5_bad_checkpoint_or_sizes_are_one_line_errors(tmp_path, monkeypat
     code, err = amlit_main(["figure", "gradient", "--output=g.png", option], monkeypatch, capsys)
     assert code == 2 and err.startswith("amlit: error: ") and len(err.strip().splitlines()) == 1, err
     assert option.split("=")[1] in err
+
+
+@pytest.mark.parametrize("option", ["--test_images=5", "--train_images=9"])
+def test_toy_refuses_too_few_images_for_every_class(tmp_path, option):
+    # 5 test images of 10 classes: classes without a centre gave a NaN min centre angle, printed as a result
+    with pytest.raises(UserInputError, match=rf"{option}: no image of class\(es\) \["):
+        run_tool(["figure", "toy", f"--output={tmp_path / 'toy.png'}", "--steps=1", "--width=2", "--threads=1", option])

@@ -183,6 +183,13 @@ def figure_toy(
     else:
         train, test = generated_shapes(train_images, seed), generated_shapes(test_images, seed + 1)
         source = "generated shapes (pass --fashion_mnist=<folder of IDX files> for the paper's data)"
+    for option, (_, labels) in (("--train_images", train), ("--test_images", test)):
+        absent = sorted(set(range(NUM_CLASSES)) - set(labels.tolist()))
+        if absent:  # a class without test images has no centre: its angles (and the figure's numbers) are NaN
+            raise ConfigError(
+                f"{option}={len(labels)}: no image of class(es) {absent} among them; every one of the "
+                f"{NUM_CLASSES} classes needs images: use more (the paper's: all 60,000 / 10,000)"
+            )
     print(f"toy experiment: {len(train[0])} training / {len(test[0])} test images, {source}; {steps} steps each")
     results, drawn = {}, {}
     test_images_tensor, test_labels = _tensor(test[0]), torch.from_numpy(test[1])
