@@ -227,3 +227,9 @@ def test_toy_refuses_too_few_images_for_every_class(tmp_path, option):
     # 5 test images of 10 classes: classes without a centre gave a NaN min centre angle, printed as a result
     with pytest.raises(UserInputError, match=rf"{option}: no image of class\(es\) \["):
         run_tool(["figure", "toy", f"--output={tmp_path / 'toy.png'}", "--steps=1", "--width=2", "--threads=1", option])
+
+
+def test_toy_refuses_zero_threads(tmp_path):
+    # --threads=0 passed the "> 0" check as falsy and ran on torch's default threads
+    with pytest.raises(UserInputError, match="threads"):
+        run_tool(["figure", "toy", f"--output={tmp_path / 'toy.png'}", "--steps=1", "--threads=0"])

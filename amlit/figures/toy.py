@@ -168,7 +168,10 @@ def figure_toy(
     Returns:
         Per loss key: ``intra_class_angle``, ``min_centre_angle`` (degrees) and ``accuracy``.
     """
-    if min(steps, batch_size, width, train_images, test_images, threads or 1) < 1 or learning_rate <= 0:
+    if (
+        min(steps, batch_size, width, train_images, test_images, 1 if threads is None else threads) < 1
+        or learning_rate <= 0
+    ):
         raise ConfigError("steps, batch_size, width, train_images, test_images, threads and learning_rate must be > 0")
     keys = list(LOSSES) if losses is None else [losses] if isinstance(losses, str) else list(losses)
     unknown = [key for key in keys if key not in LOSSES]
