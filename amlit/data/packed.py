@@ -351,7 +351,16 @@ class PackedShards(TrainingImages):
         redo = f"run `amlit data pack --source_root=<aligned tree> --output={self.root}`"
         if not path.is_file():
             raise MissingDataError(f"{path} does not exist: {self.root} is not a pack; {redo}")
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        damaged = (
+            "the pack's manifest is damaged (cut short or edited by a copy or by hand); run `amlit data pack "
+            f"--source_root=<aligned tree> --output={self.root} --overwrite=true` to pack it again"
+        )
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:  # ValueError: bad JSON, bad UTF-8
+            raise BadDataError(f"{path} cannot be read ({error}): {damaged}") from None
+        if not isinstance(manifest, dict):
+            raise BadDataError(f"{path} holds a JSON {type(manifest).__name__}, not a pack manifest: {damaged}")
         if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
             raise BadDataError(
                 f"{path} is format {manifest.get('format')!r} version {manifest.get('version')!r}, expected "
@@ -361,6 +370,17 @@ class PackedShards(TrainingImages):
             raise BadDataError(
                 f"the pack in {self.root} is incomplete ({len(manifest.get('shards', []))} shards finished): the "
                 "packing was interrupted; re-run the same `amlit data pack` command to resume it"
+            )
+        entry_keys = {"file", "index", "count", "sha256", "index_sha256"}
+        shards = manifest.get("shards")
+        if (
+            not {"image_size", "shard_size"} <= manifest.keys()
+            or not isinstance(shards, list)
+            or not all(isinstance(entry, dict) and entry_keys <= entry.keys() for entry in shards)
+        ):
+            raise BadDataError(
+                f"{path} lacks the image_size, shard_size or shards (each with {', '.join(sorted(entry_keys))}) "
+                f"a pack manifest has: {damaged}"
             )
         record = int(np.prod(manifest["image_size"])) * 3
         for entry in manifest["shards"]:

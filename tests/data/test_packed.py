@@ -263,6 +263,26 @@ def test_an_index_of_another_length_than_the_manifest_says_is_refused_without_ve
         PackedShards(output).image_table((112, 96))
 
 
+@pytest.mark.parametrize("damage", ["cut short", "a list", "no shards", "an entry without count"])
+def test_a_damaged_manifest_is_named_with_the_command_that_packs_again(packed, tmp_path, damage):
+    """A manifest.json cut short by a copy, or edited, stopped the run with a JSONDecodeError/KeyError traceback."""
+    output = shutil.copytree(packed, tmp_path / "pack")
+    manifest = output / "manifest.json"
+    text = manifest.read_text()
+    content = json.loads(text)
+    if damage == "cut short":
+        manifest.write_text(text[:100])
+    elif damage == "a list":
+        manifest.write_text("[]")
+    elif damage == "no shards":
+        manifest.write_text(json.dumps({key: value for key, value in content.items() if key != "shards"}))
+    else:
+        del content["shards"][1]["count"]
+        manifest.write_text(json.dumps(content))
+    with pytest.raises(BadDataError, match=rf"{manifest} .*--output={output} --overwrite=true` to pack it again"):
+        PackedShards(output).image_table((112, 96))
+
+
 def test_pack_refuses_an_unknown_template_or_one_of_another_size_before_packing(tiny_tree, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown alignment template 'foo': choose one of sphereface_112x96, insi"):
         pack(tiny_tree / "casia", tmp_path / "unknown", workers=0, alignment_template="foo")
