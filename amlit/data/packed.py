@@ -203,6 +203,13 @@ def pack(
             f"pass the template the tree was aligned with ({_templates_for(image_size)})"
         )
     check_output(output, "--output", folder=True)
+    if root.resolve() == output.resolve() or root.resolve() in output.resolve().parents:
+        # the shards would become part of the tree they are made from: a folder (or loose files) of the source
+        # listing, which then no longer matches the pack it resumes
+        raise ConfigError(
+            f"--output={output} is inside --source_root={root}: the pack would be written into the tree it packs; "
+            "choose an --output outside the source tree"
+        )
     source = ImageFolder(root, on_bad=on_bad, identity_folders=identity_folders)
     table = source.image_table(image_size)
     # Files left out count too: adding or repairing one changes what a resumed pack would hold.

@@ -283,6 +283,17 @@ def test_a_damaged_manifest_is_named_with_the_command_that_packs_again(packed, t
         PackedShards(output).image_table((112, 96))
 
 
+@pytest.mark.parametrize("where", [".", "packed", "a/b"])
+def test_pack_refuses_an_output_inside_the_source_tree(tiny_tree, tmp_path, where):
+    """--output=<source> wrote the shards among the identity folders; --output=<source>/packed made a folder that
+    the next (resuming) pack of an identity_folders=any tree listed as a changed source and refused."""
+    source = shutil.copytree(tiny_tree / "casia", tmp_path / "casia")
+    before = sorted(source.rglob("*"))
+    with pytest.raises(ConfigError, match=rf"--output={source / where} is inside --source_root={source}: "):
+        pack(source, source / where, workers=0)
+    assert sorted(source.rglob("*")) == before
+
+
 def test_pack_refuses_an_unknown_template_or_one_of_another_size_before_packing(tiny_tree, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown alignment template 'foo': choose one of sphereface_112x96, insi"):
         pack(tiny_tree / "casia", tmp_path / "unknown", workers=0, alignment_template="foo")
