@@ -48,6 +48,7 @@ COMMANDS = {  # every input but the output is missing or bogus: the output is ch
     "verify": ["verify", "--model=missing.ckpt", "--image1=a.jpg", "--image2=b.jpg", "--output={out}.csv"],
     "data align": ["data", "align", "--raw_root={raw}", "--landmarks=missing.txt", "--output={out}"],
     "data pack": ["data", "pack", "--source_root=missing", "--output={out}"],
+    "data rec-export": ["data", "rec-export", "--path=missing", "--output={out}"],
     "export onnx": ["export", "onnx", "--checkpoint=missing.ckpt", "--output={out}.onnx"],
     "fit": ["fit", f"--config={REPO / 'configs' / 'demo.yaml'}", "--trainer.default_root_dir={out}"],
     "figure psi": ["figure", "psi", "--output={out}.png"],

@@ -41,7 +41,7 @@ from amlit.data.recordio import (
 from amlit.data.sources import TrainingImages
 from amlit.errors import BadDataError, ConfigError, MissingDataError, listed
 from amlit.listfiles import read_entries
-from amlit.outputs import check_names_inside
+from amlit.outputs import check_names_inside, check_output
 from amlit.progress import progress_bar
 
 SUFFIXES = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "pnm": ".ppm", "tiff": ".tif", "webp": ".webp"}
@@ -498,6 +498,7 @@ def rec_export(
     Returns:
         The number of images written.
     """
+    check_output(output, "--output", folder=True)
     source = RecordIO(path, on_bad=on_bad, identity_list=identity_list)
     stored = source.stored_size()
     if crop and stored != INSIGHTFACE_SIZE:
