@@ -499,6 +499,15 @@ def rec_export(
         The number of images written.
     """
     check_output(output, "--output", folder=True)
+    if Path(output).is_dir() and any(Path(output).iterdir()):
+        # an earlier export beside this one: identities under class numbers and under --identity_list names (one
+        # person, two classes), or each image as .jpg and as a --crop .png
+        found = sorted(entry.name for entry in Path(output).iterdir())
+        raise ConfigError(
+            f"--output={output} is not empty (it holds {listed(found)}): an export into it would mix with what is "
+            "there, and a tree trained from it could hold a person twice; give a new or empty folder, or delete "
+            f"{output} first"
+        )
     source = RecordIO(path, on_bad=on_bad, identity_list=identity_list)
     stored = source.stored_size()
     if crop and stored != INSIGHTFACE_SIZE:

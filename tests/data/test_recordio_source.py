@@ -231,6 +231,20 @@ def test_rec_export_writes_a_tree_image_folder_can_train_from(rec, samples, tmp_
     assert (out / "0000003" / "10.jpg").read_bytes() == samples[9][1]  # stored bytes copied unchanged
 
 
+def test_rec_export_refuses_an_output_that_is_not_empty(rec, samples, tmp_path):
+    """A second export into the same folder (here with --identity_list after one without) added the CASIA-id folders
+    beside the class-number ones: every person twice, as two classes of the tree."""
+    out = tmp_path / "tree"
+    with pytest.warns(UserWarning, match="identities are class numbers"):
+        run_tool(["data", "rec-export", f"--path={rec}", f"--output={out}"])
+    before = sorted(out.rglob("*"))
+    with pytest.raises(ConfigError, match=rf"--output={out} is not empty \(it holds 0000000, 0000001, "):
+        run_tool(["data", "rec-export", f"--path={rec}", f"--output={out}", f"--identity_list={tmp_path / 'ids.txt'}"])
+    assert sorted(out.rglob("*")) == before
+    (tmp_path / "empty").mkdir()
+    assert run_tool(["data", "rec-export", f"--path={rec}", f"--output={tmp_path / 'empty'}"]) == len(samples)
+
+
 def test_rec_export_refuses_identity_folders_that_leave_the_output(samples, tmp_path):
     """A train.lst names each class by its image's folder: '..' (or no folder) must not become an output path."""
     folder = write_insightface_rec(tmp_path / "rec", samples)
