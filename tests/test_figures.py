@@ -233,3 +233,10 @@ def test_toy_refuses_zero_threads(tmp_path):
     # --threads=0 passed the "> 0" check as falsy and ran on torch's default threads
     with pytest.raises(UserInputError, match="threads"):
         run_tool(["figure", "toy", f"--output={tmp_path / 'toy.png'}", "--steps=1", "--threads=0"])
+
+
+def test_toy_refuses_a_loss_listed_twice(tmp_path):
+    # --losses=[am_0.2,am_0.2] trained that loss twice and drew the same panel twice
+    with pytest.raises(UserInputError, match=r"--losses names \['am_0.2'\] more than once"):
+        run_tool(["figure", "toy", f"--output={tmp_path / 'toy.png'}", "--steps=1", "--losses=[am_0.2,am_0.2]"])
+    assert not (tmp_path / "toy.png").exists()

@@ -256,6 +256,13 @@ class CasiaDataModule(L.LightningDataModule):
             self.val_pairs = held_out_pairs(self.val_table, val_pairs_per_fold, seed)
             table = table[~is_val].reset_index(drop=True)
             report += f"; {val_identities} identities held out for validation ({len(self.val_pairs)} pairs)"
+        if table["identity"].nunique() < 2:
+            # A classifier needs two classes; without this the head refused "num_classes >= 2" naming no data.
+            raise BadDataError(
+                f"{report} -> {table['identity'].nunique()} identities left to train on; training needs at least 2: "
+                "point data.train at a folder of identity folders (or a pack/.rec of several identities), or remove "
+                "fewer identities"
+            )
         self.train_table = assign_labels(table)
         self.num_classes = int(self.train_table["label"].max()) + 1
         self.removed_identities = removed

@@ -403,6 +403,18 @@ def rec_info(path: Path, identity_list: Path | None = None, check_images: int = 
     if index.ranges is not None:
         first_identity, end = index.ranges
         print(f"record 0: images are keys 1..{first_identity - 1}, identity records {first_identity}..{end - 1}")
+        # Keys beyond record 0's ranges are never read by training; one that points past the end of the .rec says
+        # this .idx was written for another (longer) .rec, which the range checks above cannot see.
+        stray = index.offsets[index.offsets.index >= end]
+        if len(stray):
+            print(f"{idx}: {len(stray)} key(s) beyond record 0's ranges (e.g. {stray.index[:3].tolist()}), not read")
+            past = stray[stray.to_numpy() + 8 > summary["rec_bytes"]]
+            if len(past):
+                problems.append(
+                    f"{idx}: {len(past)} key(s) beyond record 0's ranges point past the end of {rec.name} "
+                    f"({summary['rec_bytes']:,} bytes; e.g. key {past.index[0]} at byte {past.iloc[0]:,}): this "
+                    ".idx belongs to another .rec or the .rec is truncated; re-download both from one source"
+                )
     else:
         print("no record 0 range header: every .idx key is an image record")
     num_classes = prop.num_classes if prop is not None else int(images["cls"].max()) + 1 if len(images) else 0

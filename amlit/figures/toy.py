@@ -177,6 +177,10 @@ def figure_toy(
     unknown = [key for key in keys if key not in LOSSES]
     if unknown or not keys:
         raise ConfigError(f"unknown losses {unknown}: choose from {', '.join(LOSSES)}")
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        # Each loss is one panel: a repeat would train it again and draw the same panel twice.
+        raise ConfigError(f"--losses names {repeated} more than once: list each loss once")
     check_figure_output(output)
     if fashion_mnist is not None:
         splits = read_fashion_mnist(Path(fashion_mnist))

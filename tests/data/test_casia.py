@@ -43,6 +43,19 @@ def test_held_out_identities_are_not_trained_on(tiny_tree):
     assert dm.eval_sets("val")[0].num_images == len(dm.val_pairs.images)
 
 
+def test_training_data_of_fewer_than_two_identities_is_refused_naming_the_data(tiny_tree, tmp_path):
+    # One identity (a single folder, or all but one removed) reached the head, which said only "num_classes must be
+    # >= 2" and named no data.
+    one = tmp_path / "one"
+    shutil.copytree(next(p for p in sorted((tiny_tree / "casia").iterdir()) if p.is_dir()), one / "0000001")
+    with pytest.raises(BadDataError, match=rf"{one}.*1 identities left to train on; training needs at least 2"):
+        CasiaDataModule(ImageFolder(one), batch_size=4)
+    everyone = tmp_path / "everyone.txt"
+    everyone.write_text("\n".join(p.name for p in (tiny_tree / "casia").iterdir() if p.is_dir()))
+    with pytest.raises(BadDataError, match="0 identities left to train on"):
+        CasiaDataModule(ImageFolder(tiny_tree / "casia"), exclude_id_lists=[everyone], batch_size=4)
+
+
 def test_resuming_on_a_renamed_identity_folder_is_refused(tiny_tree, tmp_path):
     """Same image count, other names: every class label after the renamed identity would shift by one."""
     root = _copy(tiny_tree, tmp_path)

@@ -348,6 +348,23 @@ def test_damaged_sets_make_both_tools_exit_non_zero_naming_the_record(rec, sampl
     assert len(list(output.rglob("*.jpg"))) == len(samples) - 1  # every other image is written
 
 
+def test_rec_info_names_idx_keys_beyond_the_ranges_and_refuses_those_past_the_end(rec, capsys):
+    # An .idx key outside record 0's ranges is never read, so its offset past the end of the .rec (an .idx of
+    # another, longer .rec) went unnoticed: rec-info said 0 problems.
+    idx = rec / "train.idx"
+    size = (rec / "train.rec").stat().st_size
+    last = max(read_idx(idx).index)
+    with idx.open("a") as file:
+        file.write(f"{last + 1}\t0\n")  # inside the file: reported, not a problem
+    run_tool(["data", "rec-info", f"--path={rec}", "--check_images=0"])
+    assert f"1 key(s) beyond record 0's ranges (e.g. [{last + 1}]), not read" in capsys.readouterr().out
+    with idx.open("a") as file:
+        file.write(f"{last + 2}\t{size + 4096}\n")
+    with pytest.raises(BadDataError, match=r"1 problem\(s\)"):
+        run_tool(["data", "rec-info", f"--path={rec}", "--check_images=0"])
+    assert f"key {last + 2} at byte {size + 4096:,}" in capsys.readouterr().out
+
+
 def test_a_truncated_rec_reports_the_identity_records_it_lost(rec, samples):
     data = (rec / "train.rec").read_bytes()
     first_identity = read_idx(rec / "train.idx")[len(samples) + 1]  # identity records follow the images
