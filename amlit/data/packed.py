@@ -210,6 +210,11 @@ def pack(
             f"--output={output} is inside --source_root={root}: the pack would be written into the tree it packs; "
             "choose an --output outside the source tree"
         )
+    if not root.is_dir():
+        raise MissingDataError(
+            f"--source_root={root} {'is a file' if root.exists() else 'does not exist'}: expected the aligned tree "
+            "<root>/<identity id>/<image>.jpg to pack (e.g. CASIA-WebFace aligned by `amlit data align`)"
+        )
     source = ImageFolder(root, on_bad=on_bad, identity_folders=identity_folders)
     table = source.image_table(image_size)
     # Files left out count too: adding or repairing one changes what a resumed pack would hold.

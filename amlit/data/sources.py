@@ -175,7 +175,8 @@ class ImageFolder(TrainingImages):
     def image_table(self, image_size: tuple[int, int]) -> pd.DataFrame:
         if not self.root.is_dir():
             raise MissingDataError(
-                f"training data folder {self.root} does not exist: expected a tree <root>/<identity id>/<image>.jpg "
+                f"training data folder {self.root} {'is a file' if self.root.exists() else 'does not exist'}: "
+                "expected a tree <root>/<identity id>/<image>.jpg "
                 "of aligned faces (e.g. CASIA-WebFace aligned to 112x96); set data.train.root to it"
             )
         tree = scan_identity_tree(self.root, self.identity_folders, self.check_files)

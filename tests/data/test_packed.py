@@ -294,6 +294,17 @@ def test_pack_refuses_an_output_inside_the_source_tree(tiny_tree, tmp_path, wher
     assert sorted(source.rglob("*")) == before
 
 
+def test_pack_names_a_source_root_that_is_a_file_or_absent_as_its_own_option(tmp_path):
+    # The message came from the training source: "folder ... does not exist ... set data.train.root", for a file too
+    (tmp_path / "list.txt").write_text("0000045\n")
+    for root, what in ((tmp_path / "list.txt", "is a file"), (tmp_path / "nowhere", "does not exist")):
+        with pytest.raises(MissingDataError, match=rf"--source_root={root} {what}: expected the aligned tree"):
+            pack(root, tmp_path / "out", workers=0)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(MissingDataError, match=r"list.txt is a file: expected a tree"):
+        ImageFolder(tmp_path / "list.txt").image_table((112, 96))
+
+
 def test_pack_refuses_an_unknown_template_or_one_of_another_size_before_packing(tiny_tree, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown alignment template 'foo': choose one of sphereface_112x96, insi"):
         pack(tiny_tree / "casia", tmp_path / "unknown", workers=0, alignment_template="foo")
