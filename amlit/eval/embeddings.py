@@ -10,6 +10,7 @@ normalized (saying so), since every protocol compares cosines.
 from __future__ import annotations
 
 import warnings
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,14 +32,21 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
     if path.stat().st_size == 0:  # np.load's EOFError "No data left in file" does not say so
         raise BadDataError(f"{path} is empty (0 bytes): an interrupted write? Write it again (`amlit embed`)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy (one bare array) renamed or saved as .npz
+            raise BadDataError(
+                f"{path} holds one bare array {getattr(loaded, 'shape', '')}, not an .npz archive; expected an amlit "
+                "embeddings .npz with 'names' and 'features' (np.savez(path, names=..., features=...))"
+            )
+        with loaded as archive:
             if "names" not in archive or "features" not in archive:
                 raise BadDataError(
                     f"{path} holds {sorted(archive.files)}; expected an amlit embeddings .npz with 'names' and "
                     "'features'"
                 )
             names, features = archive["names"], archive["features"]
-    except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
+    # EOFError: an empty file; BadZipFile: a truncated or damaged archive (an interrupted copy or download)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         if isinstance(error, BadDataError):
             raise
         raise BadDataError(f"{path} is not a readable .npz of names and features ({error})") from error

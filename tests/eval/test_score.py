@@ -89,6 +89,20 @@ def test_bad_embeddings_files_are_explained(tmp_path):
         read_embeddings(tmp_path / "empty.npz")
 
 
+def test_npy_and_truncated_embeddings_files_are_refused(tmp_path):
+    """A bare .npy saved under an .npz name and a truncated archive gave tracebacks (TypeError, BadZipFile)."""
+    from amlit.eval.embeddings import read_embeddings
+
+    with open(tmp_path / "bare.npz", "wb") as handle:  # np.save would append .npy to the name
+        np.save(handle, np.zeros((4, 3), np.float32))
+    with pytest.raises(BadDataError, match=r"bare\.npz holds one bare array \(4, 3\), not an \.npz archive"):
+        read_embeddings(tmp_path / "bare.npz")
+    np.savez(tmp_path / "whole.npz", names=np.array(["a", "b"]), features=np.ones((2, 3), np.float32))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:200])
+    with pytest.raises(BadDataError, match=r"cut\.npz is not a readable \.npz"):
+        read_embeddings(tmp_path / "cut.npz")
+
+
 def test_byte_string_names_are_decoded(tiny_tree, tmp_path):
     npz, pairs_file, names, unit = _lfw_file(tiny_tree, tmp_path)
     as_bytes = tmp_path / "bytes.npz"
