@@ -110,8 +110,21 @@ def read_blufr_config(path: str | Path) -> BlufrConfig:
             f"{path} lacks the variable(s) {', '.join(missing)}; expected the official blufr_lfw_config.mat "
             f"with {', '.join(_CONFIG_VARIABLES)}"
         )
-    image_list = [str(np.asarray(cell).ravel()[0]) for cell in np.asarray(mat["imageList"], dtype=object).ravel()]
-    labels = np.asarray(mat["labels"], dtype=np.int64).ravel()
+    # Another .mat with these names (an empty name cell, labels as strings) gave an IndexError/ValueError traceback.
+    try:
+        image_list = [str(np.asarray(cell).ravel()[0]) for cell in np.asarray(mat["imageList"], dtype=object).ravel()]
+    except IndexError as error:
+        raise BadDataError(
+            f"{path}: variable 'imageList' has an empty entry ({error}); expected a cell of image file names, as in "
+            "the official blufr_lfw_config.mat from the BLUFR toolkit (config/lfw/)"
+        ) from error
+    try:
+        labels = np.asarray(mat["labels"], dtype=np.int64).ravel()
+    except (TypeError, ValueError) as error:
+        raise BadDataError(
+            f"{path}: variable 'labels' is not a vector of integer subject labels ({error}); use the official "
+            "blufr_lfw_config.mat from the BLUFR toolkit (config/lfw/)"
+        ) from error
     if len(labels) != len(image_list):
         raise BadDataError(f"{path}: {len(image_list)} images in imageList but {len(labels)} labels; expected equal")
     cells = {name: _index_cell(mat, name, path) for name in ("trainIndex", "testIndex", "galIndex", "probIndex")}

@@ -342,6 +342,27 @@ def test_read_blufr_config_missing_and_bad(tmp_path: Path):
         read_blufr_config(bad)
 
 
+def test_a_config_with_an_empty_name_or_text_labels_is_refused(tmp_path: Path):
+    """An empty imageList entry and labels that are strings gave IndexError/ValueError tracebacks."""
+    from amlit.eval.blufr import sample_blufr_protocol, write_blufr_config
+
+    scipy_io = pytest.importorskip("scipy.io")
+    names = [f"Person_{s:03d}_{n:04d}.jpg" for s in range(60) for n in range(1, 2 + s % 4)]
+    labels = np.array([int(name.split("_")[1]) + 1 for name in names])
+    write_blufr_config(tmp_path / "config.mat", sample_blufr_protocol(names, labels, num_trials=2, seed=3))
+    mat = {k: v for k, v in scipy_io.loadmat(str(tmp_path / "config.mat")).items() if not k.startswith("__")}
+    empty_name = mat["imageList"].copy()
+    empty_name.ravel()[0] = np.zeros((0, 0))
+    scipy_io.savemat(str(tmp_path / "empty_name.mat"), {**mat, "imageList": empty_name})
+    with pytest.raises(BadDataError, match=r"empty_name\.mat: variable 'imageList' has an empty entry"):
+        read_blufr_config(tmp_path / "empty_name.mat")
+    text_labels = np.empty(mat["labels"].shape, dtype=object)
+    text_labels.ravel()[:] = "x"
+    scipy_io.savemat(str(tmp_path / "text_labels.mat"), {**mat, "labels": text_labels})
+    with pytest.raises(BadDataError, match=r"text_labels\.mat: variable 'labels' is not a vector of integer"):
+        read_blufr_config(tmp_path / "text_labels.mat")
+
+
 @pytest.fixture(scope="module")
 def real_config(shared_data: Path) -> BlufrConfig:
     path = shared_data / "blufr" / "blufr_lfw_config.mat"
