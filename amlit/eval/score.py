@@ -218,6 +218,14 @@ def score_megaface(
         probe_names = [name for name, kept in zip(probe_names, keep, strict=True) if kept]
         probe_features = probe_features[keep]
     labels, identity_names = identity_labels(probe_names)
+    if len(identity_names) == 1:
+        # Probes under one common folder (aligned/<Name>_<n>.png) all took its name: every pair was scored as genuine.
+        raise BadDataError(
+            f"{probes}: all {len(probe_names)} probes are of one identity, {identity_names[0]!r} (an image's identity "
+            f"is its folder, e.g. {probe_names[0]}); MegaFace's probes are FaceScrub identities (80 in set 1): name "
+            "them <Name>/<Name>_<n>.png, or <Name>_<n>.png without a folder (or are --probes and --distractors "
+            "swapped?)"
+        )
     if _feature_source(probes, probe_root) == _feature_source(distractors, distractor_root):
         raise ConfigError(
             f"--probes and --distractors are the same features ({probes}): every probe would find itself among the "

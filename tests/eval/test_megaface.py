@@ -359,8 +359,24 @@ def test_cli_refuses_one_file_as_both_sets_and_warns_of_probes_among_the_distrac
     stored = probes.astype(np.float32).astype(np.float64)  # the features as the files hold them
     expected_cmc = brute_force(stored, labels, with_copies.astype(np.float64), 0.01)[0]
     assert result["rank1"] == pytest.approx(expected_cmc[0])  # the warnings change no number
-    with pytest.warns(UserWarning, match=rf"more probes \(100\) than distractors \({len(probes)}\).* swapped"):
+    # Swapped, these distractors (all in one folder) would be probes of one identity: refused before the warning.
+    with pytest.raises(BadDataError, match=r"one identity, 'FlickrFinal2'.* swapped"):
         score("distractors.npz", "probes.npz")
+    foldered = [f"FlickrFinal2/{i % 7}/{i:03d}.jpg" for i in range(len(distractors))]  # the real set's layout
+    np.savez(tmp_path / "foldered.npz", names=np.array(foldered), features=distractors.astype(np.float32))
+    with pytest.warns(UserWarning, match=rf"more probes \(100\) than distractors \({len(probes)}\).* swapped"):
+        score("foldered.npz", "probes.npz")
+
+
+def test_probes_under_one_common_folder_are_refused_not_scored_as_one_identity(tmp_path):
+    """Probes named aligned/<Name>_<n>.png all took the identity 'aligned': every probe pair was scored as genuine
+    and numbers were printed."""
+    probes, _, _, probe_names, _ = write_npz_sets(tmp_path)
+    flat = [f"aligned/{name.replace('/', '_')}" for name in probe_names]
+    np.savez(tmp_path / "flat.npz", names=np.array(flat), features=probes.astype(np.float32))
+    inputs = [f"--probes={tmp_path / 'flat.npz'}", f"--distractors={tmp_path / 'distractors.npz'}"]
+    with pytest.raises(BadDataError, match=r"flat\.npz: all \d+ probes are of one identity, 'aligned'"):
+        run_tool(["score", "megaface", *inputs, "--far=0.01", "--device=cpu"])
 
 
 def test_embeddings_file_errors_and_identity_selection(tmp_path):
