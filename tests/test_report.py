@@ -15,7 +15,7 @@ from conftest import REPO
 from test_cli import CONFIGS, overrides
 
 from amlit.cli import run_cli, run_tool
-from amlit.errors import BadDataError, MissingDataError
+from amlit.errors import BadDataError, MissingDataError, StorageError
 from amlit.eval.blufr import read_blufr_config
 from amlit.eval.curves import Curve, load_curves, save_curves
 from amlit.eval.label_pairs import count_pairs
@@ -316,6 +316,14 @@ def test_report_refuses_what_it_cannot_read(tmp_path):
     assert "figure6_cmc.png" not in written
     assert "no test/megaface/cmc curve in run" in written["table1.md"].read_text()
     assert math.isnan(pd.read_csv(written["table1.csv"])["megaface_rank1"].iloc[0])
+
+
+def test_report_refuses_an_output_that_is_a_file_before_reading_runs(tmp_path):
+    """--output naming a file, or a path below one, gave a FileExistsError/NotADirectoryError traceback."""
+    (tmp_path / "afile").write_text("x")
+    for output in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(StorageError, match=r"cannot write --output=.*afile.* is a file, not a folder"):
+            make_report([tmp_path / "nowhere"], output=output)
 
 
 @pytest.mark.slow

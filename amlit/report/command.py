@@ -6,6 +6,7 @@ from pathlib import Path
 
 from amlit.errors import MissingDataError
 from amlit.listfiles import PathOrPaths, as_paths
+from amlit.outputs import check_output
 from amlit.report.figures import megaface_figures
 from amlit.report.paper import TABLE1_COLUMNS, TABLE2_COLUMNS
 from amlit.report.runs import Missing, Run, collect_runs
@@ -32,6 +33,8 @@ def make_report(runs: PathOrPaths, output: Path = Path("report")) -> dict[str, P
         What was written, by name.
     """
     runs = as_paths(runs)
+    # Before reading the runs: an --output that is a file (or below one) gave a FileExistsError traceback at mkdir.
+    check_output(output, "--output", folder=True)
     found = collect_runs(runs)
     tested = [run for run in found if isinstance(run, Run)]
     missing = [run for run in found if isinstance(run, Missing)]
