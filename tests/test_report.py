@@ -307,6 +307,10 @@ def test_report_refuses_what_it_cannot_read(tmp_path):
     (broken / "results.json").write_text(json.dumps({"lfw/num_pairs": 6000.0, "lfw/acc": 0.9}))  # amlit score's
     with pytest.raises(BadDataError, match=r"holds no `amlit test` metrics .*lfw/num_pairs"):
         make_report([tmp_path / "run"], output=tmp_path / "out")
+    for section in ("config", "manifest"):  # a hand-edited or other tool's file: AttributeError tracebacks
+        (broken / "results.json").write_text(json.dumps({"test/lfw/acc": 0.9, section: "amsoftmax"}))
+        with pytest.raises(BadDataError, match=rf"results\.json: its '{section}' is a str, not the JSON object"):
+            make_report([tmp_path / "run"], output=tmp_path / "out")
     (broken / "results.json").write_text(json.dumps({"test/lfw/acc": 0.9}))
     (broken / "curves.json").write_text(json.dumps({"test/megaface/cmc": {"x": [1]}}))
     with pytest.raises(BadDataError, match=r"curves\.json is not a curves file"):

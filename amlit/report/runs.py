@@ -76,9 +76,16 @@ def read_run(results_file: Path, name: str) -> Run:
         for key, value in document.items()
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     }
+    sections = {name: document.get(name) or {} for name in ("config", "manifest")}
+    damaged = [name for name, section in sections.items() if not isinstance(section, dict)]
+    if damaged:  # e.g. a config stored as a string: reading the head from it gave an AttributeError traceback
+        raise BadDataError(
+            f"{results_file}: its {damaged[0]!r} is a {type(sections[damaged[0]]).__name__}, not the JSON object "
+            "`amlit test` writes; run `amlit test` again to rewrite the file"
+        )
     curves_file = results_file.with_name(CURVES_FILE)
     curves = load_curves(curves_file) if curves_file.is_file() else {}
-    return Run(name, results_file, metrics, document.get("config") or {}, document.get("manifest") or {}, curves)
+    return Run(name, results_file, metrics, sections["config"], sections["manifest"], curves)
 
 
 def _from_trials(trials_csv: Path) -> list[Run | Missing]:
