@@ -322,6 +322,16 @@ def test_report_refuses_what_it_cannot_read(tmp_path):
     assert math.isnan(pd.read_csv(written["table1.csv"])["megaface_rank1"].iloc[0])
 
 
+def test_a_run_named_twice_is_one_row(tmp_path):
+    """[runs, runs/a] (or one path given twice) reported the same results.json as two identical rows."""
+    for name in ("a", "b"):
+        (tmp_path / "runs" / name / "results").mkdir(parents=True)
+        (tmp_path / "runs" / name / "results" / "results.json").write_text(json.dumps({"test/lfw/acc": 0.9}))
+    runs = tmp_path / "runs"
+    written = make_report([runs, runs / "a", runs / "a" / "results" / "results.json"], output=tmp_path / "out")
+    assert pd.read_csv(written["table1.csv"])["run"].tolist() == ["a", "b"]
+
+
 def test_report_refuses_an_output_that_is_a_file_before_reading_runs(tmp_path):
     """--output naming a file, or a path below one, gave a FileExistsError/NotADirectoryError traceback."""
     (tmp_path / "afile").write_text("x")

@@ -143,6 +143,16 @@ def collect_runs(paths: list[Path]) -> list[Run | Missing]:
             raise MissingDataError(
                 f"{path} does not exist; give results.json files, run folders or a sweep's trials.csv"
             )
+    # One results.json reached twice ([runs, runs/a], or one path given twice) was two identical rows: keep the first.
+    seen: set[Path] = set()
+    unique: list[Run | Missing] = []
+    for run in found:
+        if isinstance(run, Run):
+            if run.results_file.resolve() in seen:
+                continue
+            seen.add(run.results_file.resolve())
+        unique.append(run)
+    found = unique
     names = [run.name for run in found]
     duplicates = {name for name in names if names.count(name) > 1}
     # e.g. trial-0 of two sweeps: name those by their folder instead
