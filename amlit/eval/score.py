@@ -94,6 +94,22 @@ def score_lfw(
         )
         if not allow_missing:
             raise BadDataError(f"{message}: embed the missing images, or pass --allow_missing=true to score those")
+        scorable = pair_list.select((rows[pair_list.left] >= 0) & (rows[pair_list.right] >= 0))
+        if len(set(scorable.fold.tolist())) < 2 or scorable.issame.all() or not scorable.issame.any():
+            # No pair, one fold, or one class left: only num_pairs was printed, or an accuracy of 1.0 from matched
+            # pairs alone, as if scored.
+            classes = "matched" if scorable.issame.all() else "mismatched"
+            left = (
+                "none"
+                if not len(scorable)
+                else f"only {classes} pairs"
+                if scorable.issame.all() or not scorable.issame.any()
+                else "the pairs of one fold"
+            )
+            raise BadDataError(
+                f"{message}: {left}, which 10-fold verification cannot score (it needs matched and mismatched pairs "
+                "in at least 2 folds); embed the missing images"
+            )
         warnings.warn(f"{message}; scoring those", stacklevel=2)
     selected = torch.full((len(rows), data.features.shape[1]), float("nan"))
     found = torch.from_numpy(rows >= 0)

@@ -244,6 +244,26 @@ def test_missing_images_are_refused_unless_asked_then_counted(tiny_tree, tmp_pat
     assert result["lfw/num_pairs"] == usable < len(pairs)
 
 
+def test_allow_missing_refuses_what_is_left_when_it_cannot_be_scored(tiny_tree, tmp_path):
+    """With --allow_missing=true, features of the matched pairs' images alone printed acc 1.0, and of no pair or
+    one fold only num_pairs, as if scored."""
+    _, pairs_file, names, unit = _lfw_file(tiny_tree, tmp_path)
+    pairs = read_lfw_pairs(pairs_file)
+    in_mismatched = set(pairs.left[~pairs.issame].tolist()) | set(pairs.right[~pairs.issame].tolist())
+    first_fold = set(pairs.left[pairs.fold == 0].tolist()) | set(pairs.right[pairs.fold == 0].tolist())
+    left_only = set(pairs.left.tolist()) - set(pairs.right.tolist())
+    for rows, left in (
+        ([k for k in range(len(names)) if k not in in_mismatched], "only matched pairs"),
+        (sorted(first_fold), "the pairs of one fold"),
+        (sorted(left_only), "none"),
+    ):
+        partial = tmp_path / "partial.npz"
+        np.savez(partial, names=np.array(names)[rows], features=unit[rows])
+        args = ["score", "lfw", f"--embeddings={partial}", f"--pairs={pairs_file}", "--allow_missing=true"]
+        with pytest.raises(BadDataError, match=rf"pairs have both images: {left}, which 10-fold verification cannot"):
+            run_tool(args)
+
+
 def test_score_lfw_offers_sphereface_variant_and_the_far_rule(tiny_tree, tmp_path):
     from amlit.eval.verification import sphereface_kfold_accuracy
 
