@@ -9,6 +9,7 @@ normalized (saying so), since every protocol compares cosines.
 
 from __future__ import annotations
 
+import posixpath
 import warnings
 import zipfile
 from collections import Counter
@@ -95,11 +96,13 @@ def check_features(
     image; a silent "last row wins" or a probe counted twice would change the result), rows with NaN/Inf, all-zero
     rows (no direction: cosine undefined).
     """
-    duplicated = [name for name, count in Counter(names).items() if count > 1]
+    # By the path they name: ./A/A_1.png and A/A_1.png are one image (two probes of it made a genuine pair of
+    # cosine 1; export wrote one feature file over the other and counted both).
+    duplicated = [name for name, count in Counter(map(posixpath.normpath, names)).items() if count > 1]
     if duplicated:
         raise BadDataError(
             f"{source}: {len(duplicated)} image names appear more than once (e.g. {listed(duplicated, 3)}): each "
-            "image needs exactly one feature; remove the duplicates"
+            "image needs exactly one feature ('./a' and 'a' name one image); remove the duplicates"
         )
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[1] < 2:
