@@ -307,6 +307,9 @@ def test_report_refuses_what_it_cannot_read(tmp_path):
     (broken / "results.json").write_text(json.dumps({"lfw/num_pairs": 6000.0, "lfw/acc": 0.9}))  # amlit score's
     with pytest.raises(BadDataError, match=r"holds no `amlit test` metrics .*lfw/num_pairs"):
         make_report([tmp_path / "run"], output=tmp_path / "out")
+    (broken / "results.json").write_text(json.dumps({"test/lfw/acc": "0.99", "test/megaface/rank1": 0.7}))
+    with pytest.raises(BadDataError, match=r"results\.json: test/lfw/acc is text \('0\.99'\), not a number"):
+        make_report([tmp_path / "run"], output=tmp_path / "out")  # was: a blank LFW cell, without a word
     for section in ("config", "manifest"):  # a hand-edited or other tool's file: AttributeError tracebacks
         (broken / "results.json").write_text(json.dumps({"test/lfw/acc": 0.9, section: "amsoftmax"}))
         with pytest.raises(BadDataError, match=rf"results\.json: its '{section}' is a str, not the JSON object"):

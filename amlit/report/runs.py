@@ -71,6 +71,13 @@ def read_run(results_file: Path, name: str) -> Run:
             f"{results_file} holds no `amlit test` metrics (test/<set>/<metric>; it has {listed(list(document), 3)}): "
             "amlit report reads the results.json that amlit test writes, not the output of amlit score"
         )
+    # A metric stored as text ("0.99", by hand or another tool) was dropped: its cell blank, without a word.
+    text = [key for key, value in document.items() if str(key).startswith("test/") and isinstance(value, str)]
+    if text:
+        raise BadDataError(
+            f"{results_file}: {listed(text, 3)} {'is' if len(text) == 1 else 'are'} text ({document[text[0]]!r}), "
+            "not a number as `amlit test` writes; store the metrics as JSON numbers or run `amlit test` again"
+        )
     metrics = {
         key: float(value)
         for key, value in document.items()
