@@ -93,6 +93,8 @@ def read_blufr_config(path: str | Path) -> BlufrConfig:
     import scipy.io
 
     path = Path(path)
+    if path.is_dir():  # e.g. the toolkit's config/lfw folder: "not found" would send the user looking elsewhere
+        raise BadDataError(f"{path} is a folder; expected the BLUFR config file (e.g. {path}/blufr_lfw_config.mat)")
     if not path.is_file():
         raise MissingDataError(
             f"BLUFR config not found: {path}. Expected the official blufr_lfw_config.mat "

@@ -28,6 +28,8 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
     """(names, features (N, D) float32) from an embeddings ``.npz`` as stored; never unpickles
     (``allow_pickle=False``). Most callers want ``load_embeddings``, which also checks the rows."""
     path = Path(path)
+    if path.is_dir():  # e.g. the run folder: "not found" would send the user looking for a missing path
+        raise BadDataError(f"{path} is a folder; --embeddings takes the .npz file (e.g. runs/<name>/embeddings.npz)")
     if not path.is_file():
         raise MissingDataError(f"embeddings file not found: {path}; write one with `amlit predict` (an .npz file)")
     if path.stat().st_size == 0:  # np.load's EOFError "No data left in file" does not say so

@@ -75,6 +75,8 @@ Folds = list[tuple[list[tuple[str, int, int]], list[tuple[str, int, str, int]]]]
 def parse_lfw_pairs(path: str | Path) -> Folds:
     """Parse an LFW-format ``pairs.txt`` into folds; errors name the file and line."""
     path = Path(path)
+    if path.is_dir():  # e.g. the LFW folder: "does not exist" would send the user looking for a missing path
+        raise BadDataError(f"{path} is a folder; expected the LFW-format pairs.txt file (e.g. {path}/pairs.txt)")
     if not path.is_file():
         raise MissingDataError(f"pairs file {path} does not exist: expected an LFW-format pairs.txt")
     lines = read_utf8_lines(path)

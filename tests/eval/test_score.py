@@ -89,6 +89,15 @@ def test_bad_embeddings_files_are_explained(tmp_path):
         read_embeddings(tmp_path / "empty.npz")
 
 
+def test_a_folder_given_for_an_input_file_is_named_as_a_folder(tmp_path):
+    """--embeddings/--pairs/--blufr_config naming a folder were reported as not found / not existing."""
+    from amlit.eval.embeddings import read_embeddings
+
+    for read in (read_embeddings, read_lfw_pairs, read_blufr_config):
+        with pytest.raises(BadDataError, match=rf"{tmp_path} is a folder; "):
+            read(tmp_path)
+
+
 def test_npy_and_truncated_embeddings_files_are_refused(tmp_path):
     """A bare .npy saved under an .npz name and a truncated archive gave tracebacks (TypeError, BadZipFile)."""
     from amlit.eval.embeddings import read_embeddings
