@@ -47,7 +47,7 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
                     f"{path} holds {sorted(archive.files)}; expected an amlit embeddings .npz with 'names' and "
                     "'features'"
                 )
-            names, features = archive["names"], archive["features"]
+            names, features = (_plain_array(archive, key, path) for key in ("names", "features"))
     # EOFError: an empty file; BadZipFile: a truncated or damaged archive (an interrupted copy or download)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         if isinstance(error, BadDataError):
@@ -60,6 +60,21 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
     if not np.issubdtype(features.dtype, np.number):
         raise BadDataError(f"{path}: features are {features.dtype}, expected numbers (float32)")
     return _decoded(names, path), np.asarray(features, dtype=np.float32)
+
+
+def _plain_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """``archive[key]``; an object array (names as a list of Path objects, features as a list of arrays) is refused
+    saying which and how to store it: numpy's "Object arrays cannot be loaded when allow_pickle=False" says neither."""
+    try:
+        return archive[key]
+    except ValueError as error:
+        if "allow_pickle" not in str(error):
+            raise
+        example = "np.array([str(n) for n in names])" if key == "names" else "np.stack(features).astype(np.float32)"
+        raise BadDataError(
+            f"{path}: {key!r} is an object array, which only unpickling could read (never done: a pickle can run "
+            f"code); save it as a plain array, e.g. {key}={example}"
+        ) from error
 
 
 def _decoded(names: np.ndarray, path: Path) -> list[str]:

@@ -1,6 +1,7 @@
 import json
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,17 @@ def test_bad_embeddings_files_are_explained(tmp_path):
     (tmp_path / "empty.npz").write_bytes(b"")  # np.load raises EOFError on it, no OSError/ValueError
     with pytest.raises(BadDataError, match=r"empty\.npz is empty \(0 bytes\)"):
         read_embeddings(tmp_path / "empty.npz")
+
+
+def test_object_arrays_are_refused_naming_the_array_and_the_fix(tmp_path):
+    """Names saved as a list of Path objects (an object array) gave only numpy's "Object arrays cannot be loaded
+    when allow_pickle=False": not which array, nor what to do."""
+    from amlit.eval.embeddings import read_embeddings
+
+    names = np.array([Path("A/A_1.jpg"), Path("B/B_1.jpg")], dtype=object)
+    np.savez(tmp_path / "paths.npz", names=names, features=np.ones((2, 3), np.float32))
+    with pytest.raises(BadDataError, match=r"paths\.npz: 'names' is an object array.*np\.array\(\[str\(n\)"):
+        read_embeddings(tmp_path / "paths.npz")
 
 
 def test_a_folder_given_for_an_input_file_is_named_as_a_folder(tmp_path):
