@@ -57,8 +57,9 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
         raise BadDataError(
             f"{path}: names {names.shape} and features {features.shape} do not match; expected (N,) and (N, D)"
         )
-    if not np.issubdtype(features.dtype, np.number):
-        raise BadDataError(f"{path}: features are {features.dtype}, expected numbers (float32)")
+    # complex: the float32 cast would drop the imaginary parts, scoring what is left with only numpy's warning
+    if not np.issubdtype(features.dtype, np.number) or np.iscomplexobj(features):
+        raise BadDataError(f"{path}: features are {features.dtype}, expected real numbers (float32)")
     return _decoded(names, path), np.asarray(features, dtype=np.float32)
 
 

@@ -101,6 +101,14 @@ def test_object_arrays_are_refused_naming_the_array_and_the_fix(tmp_path):
         read_embeddings(tmp_path / "paths.npz")
 
 
+def test_complex_features_are_refused_not_cut_to_their_real_part(tmp_path):
+    from amlit.eval.embeddings import read_embeddings
+
+    np.savez(tmp_path / "c.npz", names=np.array(["a", "b"]), features=np.ones((2, 3), np.complex64) * 1j)
+    with pytest.raises(BadDataError, match=r"c\.npz: features are complex64, expected real numbers"):
+        read_embeddings(tmp_path / "c.npz")
+
+
 def test_a_folder_given_for_an_input_file_is_named_as_a_folder(tmp_path):
     """--embeddings/--pairs/--blufr_config naming a folder were reported as not found / not existing."""
     from amlit.eval.embeddings import read_embeddings
