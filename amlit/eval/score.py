@@ -302,6 +302,12 @@ def export_megaface(
                 "embed the images of the list with the devkit's relative paths as names"
             )
         names, features = wanted, features[[row_of[name] for name in wanted]]
+    windows = [name for name in names if "\\" in name]
+    if windows:  # written as is, Adam\Adam_1.png became one file of that name at the root, not found by the devkit
+        raise BadDataError(
+            f"{embeddings}: {len(windows)} image names separate folders with '\\' (e.g. {windows[0]}); the devkit's "
+            "lists and feature trees use '/': save the names with '/' (name.replace('\\', '/')); nothing was written"
+        )
     check_names_inside(names, output_root, image_list or embeddings, "image name")
     write_features(names, features, output_root, ending)
     print(f"wrote {len(names)} feature files under {output_root} (ending {ending!r})")

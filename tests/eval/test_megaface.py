@@ -368,6 +368,17 @@ def test_cli_refuses_one_file_as_both_sets_and_warns_of_probes_among_the_distrac
         score("foldered.npz", "probes.npz")
 
 
+def test_export_refuses_names_with_backslashes_before_writing_anything(tmp_path):
+    """Adam\\Adam_1.png (names saved on Windows) was written as one file of that name at the root, where the
+    devkit, looking for Adam/Adam_1.png<ending>, does not find it."""
+    names = np.array(["Adam\\Adam_1.png", "Adam\\Adam_2.png"])
+    np.savez(tmp_path / "win.npz", names=names, features=np.eye(2, 4, dtype=np.float32))
+    args = ["export", "megaface", f"--embeddings={tmp_path / 'win.npz'}", f"--output_root={tmp_path / 'out'}"]
+    with pytest.raises(BadDataError, match=r"win\.npz: 2 image names separate folders with '\\'"):
+        run_tool(args)
+    assert not (tmp_path / "out").exists()
+
+
 def test_probes_under_one_common_folder_are_refused_not_scored_as_one_identity(tmp_path):
     """Probes named aligned/<Name>_<n>.png all took the identity 'aligned': every probe pair was scored as genuine
     and numbers were printed."""
