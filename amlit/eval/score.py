@@ -10,6 +10,7 @@ command loads it through ``amlit.eval.embeddings`` (one loader: bad rows refused
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -254,6 +255,14 @@ def score_megaface(
         f"MegaFace: {len(probe_names)} probes of {len(identity_names)} identities, "
         f"{len(distractor_features)} distractors"
     )
+    impostors = len(probe_names) * len(distractor_features)
+    # e.g. the devkit's 10 .. 10k distractor sets at 1e-6: the number alone does not say so (FAR 0 is exact)
+    if far > 0 and far * impostors < 1:
+        warnings.warn(
+            f"{impostors} impostor pairs cannot measure FAR {far:g} (it needs at least {math.ceil(1 / far)}): the "
+            f"tar@far={far:g} printed is the TAR at zero false accepts; compare it only at the same distractor count",
+            stacklevel=2,
+        )
     metrics = evaluate_megaface(
         torch.from_numpy(probe_features),
         torch.from_numpy(labels),

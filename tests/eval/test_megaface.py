@@ -368,6 +368,15 @@ def test_cli_refuses_one_file_as_both_sets_and_warns_of_probes_among_the_distrac
         score("foldered.npz", "probes.npz")
 
 
+def test_a_far_below_what_the_impostors_can_measure_is_warned_of(tmp_path):
+    """tar@far=1e-6 over a few thousand impostor pairs (the devkit's small distractor sets) is the TAR at zero
+    false accepts, and was printed like the 1M-distractor figure without a word."""
+    write_npz_sets(tmp_path)
+    inputs = [f"--probes={tmp_path / 'probes.npz'}", f"--distractors={tmp_path / 'distractors.npz'}"]
+    with pytest.warns(UserWarning, match=r"\d+ impostor pairs cannot measure FAR 1e-06 .*TAR at zero false accepts"):
+        run_tool(["score", "megaface", *inputs, "--device=cpu"])
+
+
 def test_export_refuses_names_with_backslashes_before_writing_anything(tmp_path):
     """Adam\\Adam_1.png (names saved on Windows) was written as one file of that name at the root, where the
     devkit, looking for Adam/Adam_1.png<ending>, does not find it."""
