@@ -510,11 +510,11 @@ def rec_export(
     Returns:
         The number of images written.
     """
-    check_output(output, "--output", folder=True)
-    if Path(output).is_dir() and any(Path(output).iterdir()):
+    output = check_output(output, "--output", folder=True)
+    found = sorted(entry.name for entry in output.iterdir()) if output.is_dir() else []
+    if found:
         # an earlier export beside this one: identities under class numbers and under --identity_list names (one
         # person, two classes), or each image as .jpg and as a --crop .png
-        found = sorted(entry.name for entry in Path(output).iterdir())
         raise ConfigError(
             f"--output={output} is not empty (it holds {listed(found)}): an export into it would mix with what is "
             "there, and a tree trained from it could hold a person twice; give a new or empty folder, or delete "
@@ -533,7 +533,6 @@ def rec_export(
     check_names_inside(table["identity"].unique(), output, identity_list or source.rec_path, "identity folder")
     _, skipped, _ = source.usable_records()
     index = source.index()
-    output = Path(output)
     written = 0
     with open(source.rec_path, "rb") as file:
         rows = zip(table["identity"], table["name"], index.offsets.loc[table["name"].astype(np.int64)], strict=True)
